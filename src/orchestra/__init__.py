@@ -1,0 +1,3 @@
+"""Orchestra: durable workflows for AI coding agents with human checkpoints."""
+
+__version__ = "0.1.0"

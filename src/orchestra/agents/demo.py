@@ -1,0 +1,114 @@
+"""The offline demo agent: deterministic, instant by default, and plainly labelled.
+
+It lets every path of a workflow run on a machine without any agent installed.
+Options:
+
+- ``delay_s`` (float): hold the run open this long (to watch progress, or to
+  exceed the timeout).
+- ``fail``: ``"error"`` fails at once; ``"timeout"`` sleeps past the timeout.
+- ``fail_unless_exists`` (path): fail with an error while that file is absent,
+  so a test can make a later retry succeed.
+- ``verdict``: the verdict its reviews give (default ``approve_with_changes`` on
+  a first review, ``approve`` once the plan has been revised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestra.agents.base import AgentCheck, AgentFailure, AgentRequest, AgentResult, ProgressSink
+
+DEMO_NOTICE = "This was written by Orchestra's offline demo agent, not by a real model."
+
+
+class DemoAdapter:
+    name = "demo"
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.delay_s = float(options.get("delay_s", 0.0))
+        self.fail = options.get("fail")
+        self.fail_unless_exists = options.get("fail_unless_exists")
+        self.verdict = options.get("verdict")
+
+    async def check(self) -> AgentCheck:
+        return AgentCheck(ok=True, detail="built in (offline demo)")
+
+    async def run(self, request: AgentRequest, progress: ProgressSink) -> AgentResult:
+        if self.fail == "error" or (
+            self.fail_unless_exists and not Path(str(self.fail_unless_exists)).exists()
+        ):
+            raise AgentFailure(
+                "agent_error",
+                "the demo agent was configured to fail",
+                stderr_tail="demo: simulated failure\n",
+            )
+        delay = self.delay_s
+        if self.fail == "timeout":
+            delay = max(delay, request.timeout_s + 60)
+        if delay > 0:
+            progress("status", "demo agent thinking…")
+            try:
+                async with asyncio.timeout(request.timeout_s):
+                    await asyncio.sleep(delay)
+            except TimeoutError:
+                raise AgentFailure(
+                    "timeout", f"no answer within {request.timeout_s:g}s"
+                ) from None
+        if request.output_schema is not None:
+            review = self._review(request.prompt)
+            return AgentResult(
+                content=json.dumps(review, indent=2), structured=review, tokens_in=len(
+                    request.prompt.split()), tokens_out=60, cost_usd=0.0, duration_ms=0
+            )
+        plan = self._plan(request.prompt)
+        progress("text", plan.splitlines()[0])
+        return AgentResult(
+            content=plan,
+            tokens_in=len(request.prompt.split()),
+            tokens_out=len(plan.split()),
+            cost_usd=0.0,
+            duration_ms=int(delay * 1000),
+        )
+
+    def _plan(self, prompt: str) -> str:
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:8]
+        quoted = "\n".join(f"> {line}" for line in prompt.strip().splitlines()[:40])
+        return (
+            f"# Plan (demo {digest})\n\n"
+            f"_{DEMO_NOTICE}_\n\n"
+            "## What was asked\n\n"
+            f"{quoted}\n\n"
+            "## Steps\n\n"
+            "1. Read the relevant code and write down the current behaviour.\n"
+            "2. Make the smallest change that delivers the request.\n"
+            "3. Add tests that fail before the change and pass after it.\n"
+            "4. Update the documentation and the changelog.\n\n"
+            "## Risks\n\n"
+            "- The demo agent does not read code; a real agent would.\n"
+        )
+
+    def _review(self, prompt: str) -> dict[str, Any]:
+        revised = "revision" in prompt.lower() or "feedback" in prompt.lower()
+        verdict = self.verdict or ("approve" if revised else "approve_with_changes")
+        return {
+            "verdict": verdict,
+            "summary": f"Demo review. {DEMO_NOTICE}",
+            "confidence": 0.5,
+            "issues": []
+            if verdict == "approve"
+            else [
+                {
+                    "severity": "medium",
+                    "category": "testing",
+                    "title": "Name the tests that prove the change",
+                    "detail": "Step 3 should list the test cases.",
+                }
+            ],
+            "recommendations": ["Keep the change small."],
+            "questions": [],
+        }

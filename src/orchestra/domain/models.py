@@ -1,0 +1,181 @@
+"""The domain models: one contract shared by the engine, store, API, web and CLI.
+
+These pydantic models are what the service layer returns and what the HTTP API
+serialises (its response models *are* these). The checkpoint contract is
+:class:`Checkpoint`; any workflow's checkpoint is fully described by it, so a
+client can render and resolve it without knowing the workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestra.domain.events import EventType
+from orchestra.domain.statuses import (
+    ActionStyle,
+    AgentRunStatus,
+    CheckpointStatus,
+    WorkflowStatus,
+)
+
+JSON = dict[str, Any]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CheckpointAction(Model):
+    """One thing a person may do at a checkpoint."""
+
+    name: str
+    label: str
+    style: ActionStyle = ActionStyle.SECONDARY
+    requires_content: bool = False
+    #: Whether the action ends the workflow (the UI asks for confirmation).
+    destructive: bool = False
+    description: str = ""
+
+
+class AgentOutput(Model):
+    """What one agent produced, as shown at a checkpoint."""
+
+    agent: str
+    role: str
+    content: str
+    structured: JSON | None = None
+    agent_run_id: str | None = None
+    status: AgentRunStatus = AgentRunStatus.COMPLETED
+    error: str | None = None
+
+
+class ReviewVerdict(Model):
+    agent: str
+    verdict: str | None = None
+    confidence: float | None = None
+    summary: str = ""
+
+
+class ReviewIssue(Model):
+    agent: str
+    severity: str
+    title: str
+    category: str | None = None
+    detail: str = ""
+
+
+class Consolidation(Model):
+    """A consolidated view over several agents' reviews, workflow-independent."""
+
+    verdicts: list[ReviewVerdict] = Field(default_factory=list)
+    #: Issues grouped by severity, most severe first.
+    issues_by_severity: dict[str, list[ReviewIssue]] = Field(default_factory=dict)
+    recommendations: list[str] = Field(default_factory=list)
+    agreement: str = ""
+
+
+class Resolution(Model):
+    """A person's decision at a checkpoint: recorded with who and when."""
+
+    action: str
+    edited_content: str | None = None
+    notes: str | None = None
+    resolved_by: str
+    resolved_at: datetime
+
+
+class Checkpoint(Model):
+    """The checkpoint contract."""
+
+    id: str
+    workflow_id: str
+    number: int
+    iteration: int
+    step_name: str
+    title: str
+    instructions: str
+    agent_outputs: list[AgentOutput] = Field(default_factory=list)
+    editable_content: str | None = None
+    editable_label: str = "Content"
+    actions: list[CheckpointAction]
+    consolidation: Consolidation | None = None
+    context: JSON = Field(default_factory=dict)
+    status: CheckpointStatus
+    resolution: Resolution | None = None
+    created_at: datetime
+
+    def action(self, name: str) -> CheckpointAction | None:
+        return next((a for a in self.actions if a.name == name), None)
+
+
+class Workflow(Model):
+    id: str
+    name: str
+    type: str
+    status: WorkflowStatus
+    current_step: str | None
+    iteration: int
+    max_iterations: int
+    prompt: str
+    workspace_path: str | None = None
+    agents: JSON
+    result: JSON | None = None
+    error: str | None = None
+    created_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    #: The pending checkpoint in full, when the workflow waits for a person.
+    pending_checkpoint: Checkpoint | None = None
+
+
+class AgentRun(Model):
+    id: str
+    workflow_id: str
+    step_name: str
+    step_index: int
+    iteration: int
+    agent: str
+    role: str
+    adapter: str
+    status: AgentRunStatus
+    attempt: int
+    prompt: str
+    output: str | None = None
+    structured: JSON | None = None
+    error: str | None = None
+    stderr_tail: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class Event(Model):
+    id: int
+    workflow_id: str | None
+    type: EventType
+    data: JSON
+    created_at: datetime
+
+
+class History(Model):
+    workflow: Workflow
+    checkpoints: list[Checkpoint]
+    agent_runs: list[AgentRun]
+    events: list[Event]
+
+
+T = TypeVar("T")
+
+
+class Page(Model, Generic[T]):
+    """A page of a list endpoint: ``{"items": [...], "next_cursor": ...}``."""
+
+    items: list[T]
+    next_cursor: str | None = None
