@@ -56,14 +56,16 @@ class DemoAdapter:
                 async with asyncio.timeout(request.timeout_s):
                     await asyncio.sleep(delay)
             except TimeoutError:
-                raise AgentFailure(
-                    "timeout", f"no answer within {request.timeout_s:g}s"
-                ) from None
+                raise AgentFailure("timeout", f"no answer within {request.timeout_s:g}s") from None
         if request.output_schema is not None:
             review = self._review(request.prompt)
             return AgentResult(
-                content=json.dumps(review, indent=2), structured=review, tokens_in=len(
-                    request.prompt.split()), tokens_out=60, cost_usd=0.0, duration_ms=0
+                content=json.dumps(review, indent=2),
+                structured=review,
+                tokens_in=len(request.prompt.split()),
+                tokens_out=60,
+                cost_usd=0.0,
+                duration_ms=0,
             )
         plan = self._plan(request.prompt)
         progress("text", plan.splitlines()[0])

@@ -37,9 +37,7 @@ WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
     # running → awaiting_checkpoint: a checkpoint step was reached
     # running → running: the next step (a recorded step change, same status)
     # running → completed | failed | cancelled
-    W.RUNNING: frozenset(
-        {W.RUNNING, W.AWAITING_CHECKPOINT, W.COMPLETED, W.FAILED, W.CANCELLED}
-    ),
+    W.RUNNING: frozenset({W.RUNNING, W.AWAITING_CHECKPOINT, W.COMPLETED, W.FAILED, W.CANCELLED}),
     # awaiting_checkpoint → running: resolved, more steps to run
     # awaiting_checkpoint → completed: resolved with a final action (approve)
     # awaiting_checkpoint → failed: the resolution could not be applied

@@ -1,0 +1,195 @@
+"""Which agents exist and which of them plan and review, from a TOML file.
+
+A file names agents (an adapter plus its options and timeout) and the role
+defaults; a role may also name an adapter directly (``reviewers = ["codex"]``),
+which then runs with its default options. Everything is checked when the file
+is loaded (adapter names, option names, role references), so a typo shows up
+at start-up, not half-way through a workflow::
+
+    [agents.claude-opus]
+    adapter = "claude"
+    timeout_s = 900
+    [agents.claude-opus.options]
+    model = "opus"
+
+    [roles]
+    planner = "claude-opus"
+    reviewers = ["codex", "gemini"]
+    planner_timeout_s = 900
+    reviewer_timeout_s = 300
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestra.agents.base import AgentCheck
+from orchestra.agents.registry import adapter_names, create_adapter
+from orchestra.domain.errors import InvalidInput, OrchestraError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AGENT = "demo"
+DEFAULT_PLANNER_TIMEOUT_S = 600.0
+DEFAULT_REVIEWER_TIMEOUT_S = 300.0
+#: ``orchestra agents`` must answer even when an endpoint hangs.
+CHECK_TIMEOUT_S = 20.0
+
+
+class _AgentEntry(BaseModel):
+    """An ``[agents.NAME]`` table of the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class AgentSpec(_AgentEntry):
+    """One configured agent: a name, the adapter that runs it, and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+
+
+class _Roles(BaseModel):
+    """The ``[roles]`` table: who plans, who reviews, and their default timeouts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    planner: str = DEFAULT_AGENT
+    reviewers: list[str] = Field(default_factory=lambda: [DEFAULT_AGENT] * 3, min_length=1)
+    planner_timeout_s: float = Field(default=DEFAULT_PLANNER_TIMEOUT_S, gt=0)
+    reviewer_timeout_s: float = Field(default=DEFAULT_REVIEWER_TIMEOUT_S, gt=0)
+
+
+class AgentsConfig(_Roles):
+    """Every configured agent by name, and the role defaults a workflow starts from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: dict[str, AgentSpec]
+
+    def spec(self, name: str) -> AgentSpec:
+        """The agent called ``name``; an unknown name is bad input."""
+        spec = self.agents.get(name)
+        if spec is None:
+            raise InvalidInput(
+                f"unknown agent {name!r}; configured agents: {', '.join(sorted(self.agents))}",
+                details={"agent": name},
+            )
+        return spec
+
+    def timeout_for(self, name: str, role: str) -> float:
+        """The agent's own timeout, else its role's (planners get longer by default)."""
+        spec = self.spec(name)
+        if spec.timeout_s is not None:
+            return spec.timeout_s
+        return self.planner_timeout_s if role == "planner" else self.reviewer_timeout_s
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: dict[str, _AgentEntry] = Field(default_factory=dict)
+    roles: _Roles = Field(default_factory=_Roles)
+
+
+def default_agents_config() -> AgentsConfig:
+    """The offline default: the demo agent plans and reviews."""
+    return AgentsConfig(agents={DEFAULT_AGENT: AgentSpec(name=DEFAULT_AGENT, adapter="demo")})
+
+
+def _explain(error: ValidationError, path: Path) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {item['msg']}")
+    hint = ""
+    if any(
+        item["type"] == "extra_forbidden" and "agents" in item["loc"] for item in error.errors()
+    ):
+        hint = " (adapter options go under [agents.NAME.options])"
+    return f"{path}: " + "; ".join(problems) + hint
+
+
+def parse_agents_config(text: str, source: Path) -> AgentsConfig:
+    """Parse and check the TOML ``text`` read from ``source``."""
+    try:
+        raw = tomllib.loads(text)
+        parsed = _File.model_validate(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{source}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        raise InvalidInput(_explain(exc, source)) from exc
+    known = set(adapter_names())
+    agents: dict[str, AgentSpec] = {}
+    for name, entry in parsed.agents.items():
+        if entry.adapter not in known:
+            raise InvalidInput(
+                f"{source}: agent {name!r} uses unknown adapter {entry.adapter!r}; "
+                f"installed adapters: {', '.join(sorted(known))}",
+                details={"agent": name, "adapter": entry.adapter},
+            )
+        agents[name] = AgentSpec(
+            name=name, adapter=entry.adapter, options=entry.options, timeout_s=entry.timeout_s
+        )
+    roles = parsed.roles
+    for name in [roles.planner, *roles.reviewers]:
+        if name in agents:
+            continue
+        if name not in known:
+            raise InvalidInput(
+                f"{source}: role names {name!r}, which is neither a configured agent "
+                f"({', '.join(sorted(agents)) or 'none'}) nor an adapter "
+                f"({', '.join(sorted(known))})",
+                details={"agent": name},
+            )
+        agents[name] = AgentSpec(name=name, adapter=name)
+    for spec in agents.values():
+        # Building the adapter checks its options; building does no I/O.
+        try:
+            create_adapter(spec.adapter, spec.options)
+        except OrchestraError as exc:
+            raise InvalidInput(f"{source}: agent {spec.name!r}: {exc.message}") from exc
+    return AgentsConfig(agents=agents, **roles.model_dump())
+
+
+def load_agents_config(path: Path | None) -> AgentsConfig:
+    """The configuration in ``path``; without a file, the offline defaults."""
+    if path is None or not path.exists():
+        if path is not None:
+            log.info("no agents file at %s; using the offline demo agent", path)
+        return default_agents_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the agents file {path}: {exc}") from exc
+    return parse_agents_config(text, path)
+
+
+async def _check_one(spec: AgentSpec) -> AgentCheck:
+    try:
+        adapter = create_adapter(spec.adapter, spec.options)
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await adapter.check()
+    except TimeoutError:
+        return AgentCheck(ok=False, detail=f"no answer to the check within {CHECK_TIMEOUT_S:g}s")
+    except Exception as exc:
+        log.exception("checking agent %s failed", spec.name)
+        return AgentCheck(ok=False, detail=f"check failed: {exc}")
+
+
+async def check_agents(config: AgentsConfig) -> list[tuple[str, AgentCheck]]:
+    """Whether each configured agent's program or endpoint is reachable, by name."""
+    names = sorted(config.agents)
+    checks = await asyncio.gather(*(_check_one(config.agents[name]) for name in names))
+    return list(zip(names, checks, strict=True))

@@ -1,0 +1,568 @@
+"""Run an agent CLI as a child process, safely and completely, for every CLI adapter.
+
+The agent CLIs have pitfalls seen in the wild (see the reference on their
+headless formats); handling them once here keeps each adapter down to its
+command line and its output format:
+
+- never a shell and never the prompt in argv (shell injection, ``E2BIG``): the
+  prompt goes to stdin, which is then closed (an open stdin makes
+  ``claude -p`` and ``codex exec`` wait forever);
+- the child leads its own process group, and on timeout or cancellation the
+  whole group gets SIGTERM, then SIGKILL, so no grandchild survives holding
+  the pipes;
+- stdout is read in chunks and split into lines here, so a JSONL line over
+  asyncio's 64 KiB line limit, or megabytes of output, arrive intact;
+- stderr is diagnostics: only its tail is kept, for the person deciding what
+  to do about a failure;
+- Orchestra's own secrets and ``CLAUDECODE`` never reach the child.
+
+Generic helpers shared with the HTTP adapters (option checks, progress
+clipping, structured-answer parsing) live here too, so there is one copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from orchestra.agents.base import (
+    JSON,
+    AgentCheck,
+    AgentFailure,
+    AgentRequest,
+    AgentResult,
+    ProgressSink,
+)
+from orchestra.domain.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+#: Bytes read from stdout at a time; lines are split by us, so no line limit.
+CHUNK_BYTES = 64 * 1024
+#: How much of stderr is kept for the person reading a failure.
+STDERR_TAIL_BYTES = 4096
+#: Progress texts are one short line; the engine stores many of them.
+PROGRESS_MAX_CHARS = 200
+#: Time a process group gets between SIGTERM and SIGKILL.
+DEFAULT_GRACE_S = 2.0
+#: ``claude -v`` and friends answer at once; a hang here means a broken install.
+CHECK_TIMEOUT_S = 15.0
+#: How often we look whether the group leader has exited (see ``_leader_exit``).
+_EXIT_POLL_S = 0.05
+
+_SCRUBBED_NAMES = frozenset({"CLAUDECODE", "DATABASE_URL"})
+_SCRUBBED_PREFIXES = ("ORCHESTRA_",)
+
+#: Options every CLI adapter accepts, on top of its own.
+CLI_COMMON_OPTIONS = frozenset({"path", "extra_args", "kill_grace_s"})
+
+LineHandler = Callable[[str], None]
+
+
+# -- small helpers shared by every adapter -------------------------------------------------
+
+
+def clip(text: str, limit: int = PROGRESS_MAX_CHARS) -> str:
+    """The first non-blank line of ``text``, cut to ``limit`` characters, for progress."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe_call(name: str, arguments: object) -> str:
+    """``name`` plus its most telling argument (a command, a path…), for progress."""
+    detail = ""
+    if isinstance(arguments, Mapping):
+        for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
+            value = arguments.get(key)
+            if isinstance(value, str) and value.strip():
+                detail = value
+                break
+        else:
+            detail = json.dumps(arguments, separators=(",", ":"), default=str) if arguments else ""
+    return clip(f"{name} {detail}".strip())
+
+
+def parse_json_line(line: str, source: str) -> JSON | None:
+    """One JSONL event, or ``None`` for a blank or foreign line (logged, not fatal)."""
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        log.debug("%s: ignoring a line that is not JSON: %.200s", source, line)
+        return None
+    if not isinstance(value, dict):
+        log.debug("%s: ignoring a JSON line that is not an object", source)
+        return None
+    return value
+
+
+def structured_from_text(text: str) -> JSON | None:
+    """The JSON object an agent answered with, when its whole answer is one.
+
+    Deliberately strict (plain JSON, or one fenced block): a lenient parser for
+    answers that mix prose and JSON belongs to the review parsing, not here.
+    """
+    body = text.strip()
+    if body.startswith("```") and body.endswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body[: body.rfind("```")].strip()
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def as_dict(value: object) -> JSON:
+    """``value`` when agent output put an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_int(value: object) -> int | None:
+    """An integer from agent output, or ``None`` when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def sum_ints(values: Iterable[object]) -> int | None:
+    """The sum of the numbers among ``values``; ``None`` when there is none."""
+    numbers = [n for n in (as_int(v) for v in values) if n is not None]
+    return sum(numbers) if numbers else None
+
+
+def check_options(adapter: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse option names an adapter does not know: a typo must not be ignored."""
+    known = set(allowed)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown option(s) {', '.join(unknown)} for the {adapter} adapter; "
+            f"known options: {', '.join(sorted(known))}",
+            details={"adapter": adapter, "unknown": unknown},
+        )
+
+
+def opt_str(adapter: str, options: Mapping[str, Any], key: str) -> str | None:
+    """An optional string option."""
+    value = options.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"option {key!r} of the {adapter} adapter must be a string")
+    return value
+
+
+def opt_number(adapter: str, options: Mapping[str, Any], key: str, default: float) -> float:
+    """An optional non-negative number option."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidInput(f"option {key!r} of the {adapter} adapter must be a number >= 0")
+    return float(value)
+
+
+def opt_str_list(adapter: str, options: Mapping[str, Any], key: str) -> list[str]:
+    """A list-of-strings option; a comma-separated string is accepted too."""
+    value = options.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise InvalidInput(f"option {key!r} of the {adapter} adapter must be a list of strings")
+
+
+# -- locating and running a program --------------------------------------------------------
+
+
+def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for an agent: ours, minus Orchestra's secrets and ``CLAUDECODE``.
+
+    ``CLAUDECODE`` makes a nested ``claude`` refuse to start; ``ORCHESTRA_*``
+    and ``DATABASE_URL`` are ours (tokens, the database) and no agent needs them.
+    """
+    source = os.environ if base is None else base
+    return {
+        key: value
+        for key, value in source.items()
+        if key not in _SCRUBBED_NAMES and not key.startswith(_SCRUBBED_PREFIXES)
+    }
+
+
+def locate_program(default_name: str, configured: str | None) -> str:
+    """The absolute path of the agent's program, or ``not_installed``.
+
+    ``configured`` is the agent's ``path`` option: a path, or a name to look up on PATH.
+    """
+    wanted = os.path.expanduser(configured) if configured else default_name
+    found = shutil.which(wanted)
+    if found is None:
+        if configured:
+            message = (
+                f"{default_name}: {configured!r} was not found or is not executable; "
+                "fix the agent's `path` option"
+            )
+        else:
+            message = (
+                f"{default_name} is not installed or not on PATH; set the agent's `path` option"
+            )
+        raise AgentFailure("not_installed", message, retryable=False)
+    return os.path.abspath(found)
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    """How a finished child process ended."""
+
+    returncode: int
+    stderr_tail: str
+    stdout_bytes: int
+    duration_ms: int
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream."""
+
+    def __init__(self, limit: int = STDERR_TAIL_BYTES) -> None:
+        self.limit = limit
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes) -> None:
+    """Write the prompt and close stdin, so the agent sees end of input."""
+    if stream is None:
+        return
+    try:
+        stream.write(data)
+        await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        # The agent exited without reading its input; its exit code tells why.
+        log.debug("agent closed its stdin before reading the whole prompt")
+    finally:
+        stream.close()
+
+
+async def _read_lines(stream: asyncio.StreamReader | None, on_line: LineHandler) -> int:
+    """Read stdout to the end in chunks, handing each complete line to ``on_line``."""
+    if stream is None:
+        return 0
+    total = 0
+    pending = bytearray()
+
+    def deliver(raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        try:
+            on_line(line)
+        except Exception:
+            # A parser bug must not stop us reading (the child would block on a full pipe).
+            log.exception("agent output line handler failed on a %d-byte line", len(raw))
+
+    while chunk := await stream.read(CHUNK_BYTES):
+        total += len(chunk)
+        start = len(pending)
+        pending += chunk
+        newline = pending.find(b"\n", start)
+        if newline < 0:
+            continue
+        lines = pending.split(b"\n")
+        pending = bytearray(lines.pop())
+        for raw in lines:
+            deliver(bytes(raw))
+    if pending:
+        deliver(bytes(pending))
+    return total
+
+
+async def _read_tail(stream: asyncio.StreamReader | None, tail: _Tail) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(CHUNK_BYTES):
+        tail.add(chunk)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
+    """Wait until the child itself has exited.
+
+    ``Process.wait()`` also waits until every pipe is closed, which a grandchild
+    still holding stdout can delay forever; ``returncode`` is set as soon as the
+    child is reaped.
+    """
+    while proc.returncode is None:
+        await asyncio.sleep(_EXIT_POLL_S)
+    return proc.returncode
+
+
+async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM the child's whole group, give it ``grace_s`` to exit, then SIGKILL it.
+
+    The SIGKILL goes out even when the child obeyed, for grandchildren that did
+    not; it is sent in ``finally`` so a second cancellation cannot skip it. When
+    the child has already exited, what it left in its group is killed at once.
+    """
+    pgid = proc.pid  # start_new_session: the child leads its own group
+    _signal_group(pgid, signal.SIGTERM)
+    try:
+        if proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_leader_exit(proc), grace_s)
+    finally:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+async def _settle(
+    proc: asyncio.subprocess.Process, tasks: Sequence[asyncio.Task[Any]], grace_s: float
+) -> None:
+    """Let the pipe tasks finish reading what is left, then release everything."""
+    _, pending = await asyncio.wait(tasks, timeout=grace_s) if tasks else (set(), set())
+    if pending:
+        # Something outside the group (a daemon that left it) holds a pipe open.
+        log.warning("agent pid %d: a pipe stayed open after the process group ended", proc.pid)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("agent pid %d: pipe task failed: %r", proc.pid, task.exception())
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    stdin_data: bytes,
+    on_line: LineHandler,
+    timeout_s: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+) -> ProcessOutcome:
+    """Run ``argv`` with ``stdin_data`` on stdin; every stdout line goes to ``on_line``.
+
+    Raises ``AgentFailure("timeout")`` after ``timeout_s``; on cancellation the
+    process group is stopped before ``CancelledError`` propagates. When the
+    child exits normally, whatever it left running in its group is stopped too.
+    """
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=dict(scrubbed_env() if env is None else env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise AgentFailure(
+            "not_installed",
+            f"could not start {argv[0]}: {exc.strerror or exc}; check the agent's `path` option",
+            retryable=False,
+        ) from exc
+    log.debug("started agent pid %d: %s", proc.pid, argv[0])
+    tail = _Tail()
+    stdin_task = asyncio.create_task(_feed_stdin(proc.stdin, stdin_data))
+    stdout_task = asyncio.create_task(_read_lines(proc.stdout, on_line))
+    stderr_task = asyncio.create_task(_read_tail(proc.stderr, tail))
+    try:
+        async with asyncio.timeout(timeout_s):
+            returncode = await _leader_exit(proc)
+        # Anything it left behind in its group would hold our pipes open.
+        await _stop_group(proc, grace_s)
+    except TimeoutError:
+        log.warning("agent pid %d timed out after %gs; stopping its group", proc.pid, timeout_s)
+        await _stop_group(proc, grace_s)
+        await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
+        raise AgentFailure(
+            "timeout",
+            f"{Path(argv[0]).name} gave no complete answer within {timeout_s:g}s and was stopped",
+            stderr_tail=tail.text(),
+        ) from None
+    except BaseException:
+        # Cancellation (or a bug of ours): nothing of the group may outlive the run.
+        log.info("agent pid %d: run interrupted; stopping its group", proc.pid)
+        await _stop_group(proc, grace_s)
+        await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
+        raise
+    await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
+    stdout_bytes = stdout_task.result() if stdout_task.done() and not stdout_task.cancelled() else 0
+    stderr_text = tail.text()
+    if stderr_text.strip():
+        log.debug("agent pid %d stderr tail: %s", proc.pid, stderr_text[-500:])
+    return ProcessOutcome(
+        returncode=returncode,
+        stderr_tail=stderr_text,
+        stdout_bytes=stdout_bytes or 0,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+# -- the base of every CLI adapter ----------------------------------------------------------
+
+
+class OutputParser(Protocol):
+    """Reads an agent's stdout line by line and builds its result."""
+
+    def feed(self, line: str) -> None:
+        """Take one stdout line (progress is reported from here)."""
+
+    def failure(self) -> AgentFailure | None:
+        """The failure the agent itself reported, if any."""
+
+    def result(self) -> AgentResult:
+        """The result, or ``AgentFailure("bad_output")`` when the output is incomplete."""
+
+
+def exit_code_failure(program: str, returncode: int, stderr_tail: str) -> AgentFailure:
+    """The generic failure for a non-zero exit, naming a signal when there was one."""
+    if returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited with code {returncode}"
+    last = clip(stderr_tail.strip().splitlines()[-1]) if stderr_tail.strip() else ""
+    message = f"{program} {how}" + (f": {last}" if last else " (nothing on stderr)")
+    return AgentFailure(
+        "exit_code", message, stderr_tail=stderr_tail, meta={"exit_code": returncode}
+    )
+
+
+class CliAdapter:
+    """A CLI agent: its command line and its output parser; the running is shared.
+
+    Subclasses set ``name``, ``program`` (default executable), ``version_args``
+    and ``options`` (the option names they accept), and implement ``command``
+    and ``parser``.
+    """
+
+    name: ClassVar[str]
+    program: ClassVar[str]
+    version_args: ClassVar[tuple[str, ...]]
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        check_options(self.name, options, self.options | CLI_COMMON_OPTIONS)
+        self.opts: dict[str, Any] = dict(options)
+        self.path = opt_str(self.name, options, "path")
+        self.extra_args = opt_str_list(self.name, options, "extra_args")
+        self.grace_s = opt_number(self.name, options, "kill_grace_s", DEFAULT_GRACE_S)
+
+    def opt(self, key: str) -> str | None:
+        """A string option of this adapter, written as the CLI wants it."""
+        value = self.opts.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidInput(f"option {key!r} of the {self.name} adapter must be a string")
+        return str(value)
+
+    def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
+        """The argv (never containing the prompt). ``scratch`` is a private temp dir."""
+        raise NotImplementedError
+
+    def parser(self, request: AgentRequest, progress: ProgressSink) -> OutputParser:
+        raise NotImplementedError
+
+    def exit_failure(
+        self, returncode: int, reported: AgentFailure | None, stderr_tail: str
+    ) -> AgentFailure:
+        """The failure for a non-zero exit: what the agent said, else the exit code."""
+        return reported or exit_code_failure(self.program, returncode, stderr_tail)
+
+    def prepare(self, request: AgentRequest) -> None:
+        """Refuse a request this agent cannot take, before starting anything."""
+        if request.workspace is not None and not request.workspace.is_dir():
+            raise AgentFailure(
+                "bad_workspace",
+                f"workspace {request.workspace} does not exist or is not a directory",
+                retryable=False,
+            )
+
+    async def run(self, request: AgentRequest, progress: ProgressSink) -> AgentResult:
+        """Run the agent once; see :func:`run_process` for what is guaranteed."""
+        self.prepare(request)
+        program = locate_program(self.program, self.path)
+        parser = self.parser(request, progress)
+        with tempfile.TemporaryDirectory(prefix=f"orchestra-{self.name}-") as scratch:
+            argv = self.command(program, request, Path(scratch))
+            outcome = await run_process(
+                argv,
+                stdin_data=request.prompt.encode("utf-8"),
+                on_line=parser.feed,
+                timeout_s=request.timeout_s,
+                cwd=request.workspace,
+                grace_s=self.grace_s,
+            )
+        reported = parser.failure()
+        failure = (
+            self.exit_failure(outcome.returncode, reported, outcome.stderr_tail)
+            if outcome.returncode != 0
+            else reported
+        )
+        if failure is not None:
+            failure.stderr_tail = failure.stderr_tail or outcome.stderr_tail
+            failure.meta.setdefault("exit_code", outcome.returncode)
+            log.warning("%s failed: %s: %s", self.name, failure.reason, failure.message)
+            raise failure
+        try:
+            result = parser.result()
+        except AgentFailure as exc:
+            exc.stderr_tail = exc.stderr_tail or outcome.stderr_tail
+            log.warning("%s failed: %s: %s", self.name, exc.reason, exc.message)
+            raise
+        if result.duration_ms is None:
+            result.duration_ms = outcome.duration_ms
+        if request.output_schema is not None and result.structured is None:
+            result.structured = structured_from_text(result.content)
+        result.meta.setdefault("stdout_bytes", outcome.stdout_bytes)
+        return result
+
+    async def check(self) -> AgentCheck:
+        """Run the program's version command, e.g. ``claude -v``."""
+        lines: list[str] = []
+        try:
+            program = locate_program(self.program, self.path)
+            outcome = await run_process(
+                [program, *self.version_args],
+                stdin_data=b"",
+                on_line=lines.append,
+                timeout_s=CHECK_TIMEOUT_S,
+                grace_s=self.grace_s,
+            )
+        except AgentFailure as exc:
+            return AgentCheck(ok=False, detail=exc.message)
+        if outcome.returncode != 0:
+            failure = exit_code_failure(self.program, outcome.returncode, outcome.stderr_tail)
+            return AgentCheck(ok=False, detail=failure.message)
+        version = next((line.strip() for line in lines if line.strip()), "version unknown")
+        return AgentCheck(ok=True, detail=f"{clip(version)} ({program})")

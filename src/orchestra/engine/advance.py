@@ -1,0 +1,267 @@
+"""Moving a workflow on: to its next step, to completion, to cancellation, to failure.
+
+All functions take a :class:`Tx` (the caller's transaction) and change statuses
+only through :func:`transition_txn`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from orchestra.domain.errors import Conflict, LeaseLost, NotFound
+from orchestra.domain.events import EventType
+from orchestra.domain.statuses import (
+    AgentRunStatus,
+    CheckpointStatus,
+    Entity,
+    WorkflowStatus,
+)
+from orchestra.engine.definition import CheckpointStep, Next, StepContext, get_definition
+from orchestra.engine.transition import transition_txn
+from orchestra.store.db import Tx
+from orchestra.store.queries import RowMap
+from orchestra.store.schema import agent_runs, checkpoints, workflows
+
+log = logging.getLogger(__name__)
+
+#: Lease columns cleared whenever a workflow leaves a worker's hands.
+NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def load_workflow_txn(tx: Tx, workflow_id: str) -> RowMap:
+    """The workflow row, locked for this transaction on Postgres."""
+    q = select(workflows).where(workflows.c.id == workflow_id)
+    if tx.dialect == "postgresql":
+        q = q.with_for_update()
+    row = tx.conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"no workflow with id {workflow_id!r}")
+    return dict(row._mapping)
+
+
+def check_lease_txn(tx: Tx, workflow_id: str, token: str, expires_at: float) -> None:
+    """Extend the lease, or raise :class:`LeaseLost` if this worker no longer holds it.
+
+    Every worker transaction starts with this, so a zombie worker cannot write.
+    """
+    result = tx.conn.execute(
+        workflows.update()
+        .where(workflows.c.id == workflow_id, workflows.c.lease_token == token)
+        .values(lease_expires_at=expires_at)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(f"lease on workflow {workflow_id} lost")
+
+
+def context_of(row: RowMap) -> StepContext:
+    return StepContext(
+        workflow_id=row["id"],
+        name=row["name"],
+        prompt=row["prompt"],
+        iteration=row["iteration"],
+        max_iterations=row["max_iterations"],
+        workspace=Path(row["workspace_path"]) if row["workspace_path"] else None,
+        agents=row["agents"],
+        state=row["state"],
+    )
+
+
+def merge_state(state: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(state)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_next_txn(
+    tx: Tx, row: RowMap, nxt: Next, *, guard: dict[str, Any] | None = None
+) -> RowMap:
+    """Apply a definition's :class:`Next` to the workflow ``row``; return the new row.
+
+    Entering a checkpoint step creates its checkpoint in the same transaction
+    and releases the lease: the workflow waits for a person, not for a worker.
+    """
+    old = row["status"]
+    state = merge_state(row["state"], nxt.state)
+    if nxt.skip_failed is not None:
+        _skip_failed_runs_txn(tx, row["id"], nxt.skip_failed, row["iteration"])
+    if nxt.cancel:
+        return cancel_txn(tx, row, reason="cancelled at a checkpoint", state=state, guard=guard)
+    if nxt.step is None:
+        values = {
+            "result": nxt.result or {},
+            "state": state,
+            "finished_at": tx.now,
+            "current_step": None,
+            **NO_LEASE,
+        }
+        if not transition_txn(
+            tx,
+            Entity.WORKFLOW,
+            row["id"],
+            workflow_id=row["id"],
+            old=old,
+            new=WorkflowStatus.COMPLETED,
+            values=values,
+            guard=guard,
+        ):
+            raise Conflict(f"workflow {row['id']} changed concurrently")
+        return {**row, **values, "status": WorkflowStatus.COMPLETED.value}
+
+    definition = get_definition(row["type"])
+    step = definition.step(nxt.step)
+    iteration = nxt.iteration if nxt.iteration is not None else row["iteration"]
+    values = {
+        "current_step": step.name,
+        "step_index": row["step_index"] + 1,
+        "iteration": iteration,
+        "state": state,
+    }
+    moved = {**row, **values}
+    if isinstance(step, CheckpointStep):
+        values.update(NO_LEASE)
+        new = WorkflowStatus.AWAITING_CHECKPOINT
+    else:
+        new = WorkflowStatus.RUNNING
+    data = {"step": step.name, "step_index": values["step_index"], "iteration": iteration}
+    event = EventType.STEP_STARTED if old == new else None
+    if not transition_txn(
+        tx,
+        Entity.WORKFLOW,
+        row["id"],
+        workflow_id=row["id"],
+        old=old,
+        new=new,
+        values=values,
+        guard=guard,
+        event=event,
+        data=data,
+    ):
+        raise Conflict(f"workflow {row['id']} changed concurrently")
+    if event is None:
+        tx.emit(row["id"], EventType.STEP_STARTED, data)
+    if isinstance(step, CheckpointStep):
+        from orchestra.engine.checkpoints import create_checkpoint_txn
+
+        create_checkpoint_txn(tx, moved, step)
+    else:
+        tx.wake_workers()
+    return {**moved, "status": new.value}
+
+
+def cancel_txn(
+    tx: Tx,
+    row: RowMap,
+    *,
+    reason: str,
+    state: dict[str, Any] | None = None,
+    guard: dict[str, Any] | None = None,
+) -> RowMap:
+    """Cancel a non-terminal workflow: its pending checkpoint is superseded and
+    its running agent runs are cancelled (their worker sees the lease gone)."""
+    old = row["status"]
+    values: dict[str, Any] = {"finished_at": tx.now, "error": None, **NO_LEASE}
+    if state is not None:
+        values["state"] = state
+    if not transition_txn(
+        tx,
+        Entity.WORKFLOW,
+        row["id"],
+        workflow_id=row["id"],
+        old=old,
+        new=WorkflowStatus.CANCELLED,
+        values=values,
+        guard=guard,
+        data={"reason": reason},
+    ):
+        raise Conflict(f"workflow {row['id']} changed concurrently")
+    pending = (
+        tx.conn.execute(
+            select(checkpoints.c.id).where(
+                checkpoints.c.workflow_id == row["id"],
+                checkpoints.c.status == CheckpointStatus.PENDING,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for cp_id in pending:
+        transition_txn(
+            tx,
+            Entity.CHECKPOINT,
+            cp_id,
+            workflow_id=row["id"],
+            old=CheckpointStatus.PENDING,
+            new=CheckpointStatus.SUPERSEDED,
+        )
+    running = (
+        tx.conn.execute(
+            select(agent_runs.c.id).where(
+                agent_runs.c.workflow_id == row["id"], agent_runs.c.status == AgentRunStatus.RUNNING
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for run_id in running:
+        transition_txn(
+            tx,
+            Entity.AGENT_RUN,
+            run_id,
+            workflow_id=row["id"],
+            old=AgentRunStatus.RUNNING,
+            new=AgentRunStatus.CANCELLED,
+            values={"finished_at": tx.now, "error": "workflow cancelled"},
+        )
+    return {**row, **values, "status": WorkflowStatus.CANCELLED.value}
+
+
+def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = None) -> bool:
+    """Record a failure; the workflow keeps its current step so a retry resumes it."""
+    return transition_txn(
+        tx,
+        Entity.WORKFLOW,
+        row["id"],
+        workflow_id=row["id"],
+        old=row["status"],
+        new=WorkflowStatus.FAILED,
+        values={"error": error, "finished_at": tx.now, **NO_LEASE},
+        guard=guard,
+        data={"error": error},
+    )
+
+
+def _skip_failed_runs_txn(tx: Tx, workflow_id: str, step_name: str, iteration: int) -> None:
+    failed = (
+        tx.conn.execute(
+            select(agent_runs.c.id).where(
+                agent_runs.c.workflow_id == workflow_id,
+                agent_runs.c.step_name == step_name,
+                agent_runs.c.iteration == iteration,
+                agent_runs.c.status == AgentRunStatus.FAILED,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for run_id in failed:
+        transition_txn(
+            tx,
+            Entity.AGENT_RUN,
+            run_id,
+            workflow_id=workflow_id,
+            old=AgentRunStatus.FAILED,
+            new=AgentRunStatus.SKIPPED,
+        )

@@ -1,0 +1,185 @@
+"""The checkpoint manager: builds checkpoints from declarative specs and resolves them.
+
+Creation: the contract (:class:`orchestra.domain.models.Checkpoint`) is built
+from a :class:`CheckpointStep` and the workflow state; the database refuses a
+second checkpoint for the same step visit and a second pending checkpoint per
+workflow.
+
+Resolution: the action is validated against the checkpoint's own actions, then
+the guarded ``pending → approved|edited|rejected`` change, the recorded
+resolution and the workflow's next state commit in one transaction. Of two
+concurrent resolutions exactly one wins; the other gets :class:`ResolutionConflict`
+carrying the winner's resolution; a replay with the winner's idempotency key
+gets the original answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from orchestra.domain.errors import Conflict, InvalidInput
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint
+from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
+from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn, new_id
+from orchestra.engine.definition import CheckpointStep, Decision, get_definition
+from orchestra.engine.transition import transition_txn
+from orchestra.store.db import Tx
+from orchestra.store.queries import RowMap, to_checkpoint
+from orchestra.store.schema import checkpoints
+
+MAX_CONTENT_CHARS = 1_000_000
+
+
+class ResolutionConflict(Conflict):
+    """The checkpoint was already resolved (or its workflow no longer waits)."""
+
+    code = "already_resolved"
+
+    def __init__(self, message: str, checkpoint: Checkpoint) -> None:
+        resolution = (
+            checkpoint.resolution.model_dump(mode="json") if checkpoint.resolution else None
+        )
+        super().__init__(
+            message,
+            details={
+                "checkpoint_id": checkpoint.id,
+                "status": checkpoint.status.value,
+                "resolution": resolution,
+            },
+        )
+        self.checkpoint = checkpoint
+
+
+def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoint:
+    """Insert the checkpoint for the workflow's current step visit."""
+    view = step.view(context_of(row))
+    actions = [a for a in step.actions if a.name not in view.hide_actions]
+    body: dict[str, Any] = {
+        "title": step.title,
+        "instructions": view.instructions,
+        "agent_outputs": [o.model_dump(mode="json") for o in view.agent_outputs],
+        "editable_content": view.editable_content,
+        "editable_label": step.editable_label,
+        "actions": [a.model_dump(mode="json") for a in actions],
+        "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
+        "context": view.context,
+    }
+    number = tx.conn.execute(
+        select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
+            checkpoints.c.workflow_id == row["id"]
+        )
+    ).scalar_one()
+    cp_row = {
+        "id": new_id(),
+        "workflow_id": row["id"],
+        "number": number,
+        "step_index": row["step_index"],
+        "iteration": row["iteration"],
+        "step_name": step.name,
+        "body": body,
+        "status": CheckpointStatus.PENDING.value,
+        "action": None,
+        "edited_content": None,
+        "notes": None,
+        "resolved_by": None,
+        "resolved_at": None,
+        "idempotency_key": None,
+        "created_at": tx.now,
+    }
+    tx.conn.execute(insert(checkpoints).values(cp_row))
+    tx.emit(
+        row["id"],
+        EventType.CHECKPOINT_CREATED,
+        {
+            "checkpoint_id": cp_row["id"],
+            "step": step.name,
+            "number": number,
+            "iteration": row["iteration"],
+        },
+    )
+    return to_checkpoint(cp_row)
+
+
+def resolve_txn(
+    tx: Tx,
+    checkpoint_id: str,
+    *,
+    action: str,
+    edited_content: str | None,
+    notes: str | None,
+    actor: str,
+    idempotency_key: str | None = None,
+) -> Checkpoint:
+    """Resolve a pending checkpoint and move its workflow on, atomically."""
+    workflow_id = tx.conn.execute(
+        select(checkpoints.c.workflow_id).where(checkpoints.c.id == checkpoint_id)
+    ).scalar()
+    if workflow_id is None:
+        from orchestra.domain.errors import NotFound
+
+        raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
+    wf = load_workflow_txn(tx, workflow_id)  # locks the workflow row on Postgres
+    cp_row = tx.conn.execute(select(checkpoints).where(checkpoints.c.id == checkpoint_id)).one()
+    cp = to_checkpoint(cp_row._mapping)
+    if cp.status is not CheckpointStatus.PENDING:
+        if idempotency_key is not None and cp_row.idempotency_key == idempotency_key:
+            return cp  # a replay of the request that won
+        who = cp.resolution.resolved_by if cp.resolution else "someone"
+        verb = f"resolved by {who} with {cp.resolution.action!r}" if cp.resolution else cp.status
+        raise ResolutionConflict(f"checkpoint {checkpoint_id} was already {verb}", cp)
+    chosen = cp.action(action)
+    if chosen is None:
+        allowed = ", ".join(a.name for a in cp.actions)
+        raise InvalidInput(
+            f"action {action!r} is not offered here; choose one of: {allowed}",
+            details={"action": action, "allowed": [a.name for a in cp.actions]},
+        )
+    if chosen.requires_content and not (edited_content or "").strip():
+        raise InvalidInput(
+            f"action {action!r} needs edited_content (the text to send)",
+            details={"action": action, "field": "edited_content"},
+        )
+    for name, value in (("edited_content", edited_content), ("notes", notes)):
+        if value is not None and len(value) > MAX_CONTENT_CHARS:
+            raise InvalidInput(
+                f"{name} is longer than {MAX_CONTENT_CHARS} characters", details={"field": name}
+            )
+    if wf["status"] != WorkflowStatus.AWAITING_CHECKPOINT:
+        raise ResolutionConflict(f"workflow {workflow_id} is {wf['status']}, not waiting", cp)
+
+    step = get_definition(wf["type"]).step(cp.step_name)
+    assert isinstance(step, CheckpointStep)
+    decision = Decision(action, edited_content, notes, actor)
+    nxt = step.on_resolve(context_of(wf), decision)
+
+    edited = edited_content is not None and edited_content != cp.editable_content
+    if chosen.destructive:
+        status = CheckpointStatus.REJECTED
+    elif edited:
+        status = CheckpointStatus.EDITED
+    else:
+        status = CheckpointStatus.APPROVED
+    values = {
+        "action": action,
+        "edited_content": edited_content,
+        "notes": notes,
+        "resolved_by": actor,
+        "resolved_at": tx.now,
+        "idempotency_key": idempotency_key,
+    }
+    if not transition_txn(
+        tx,
+        Entity.CHECKPOINT,
+        checkpoint_id,
+        workflow_id=workflow_id,
+        old=CheckpointStatus.PENDING,
+        new=status,
+        values=values,
+        data={"action": action, "resolved_by": actor},
+    ):
+        raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
+    apply_next_txn(tx, wf, nxt)
+    return to_checkpoint({**cp_row._mapping, **values, "status": status.value})

@@ -1,0 +1,156 @@
+"""How a workflow is defined: a graph of agent steps and checkpoint steps in Python.
+
+A definition is data plus pure functions of the workflow's JSON state. The
+engine owns persistence, leases and the checkpoint contract; a definition only
+says which agents to run with which prompts, what each checkpoint shows, and
+where each outcome leads (:class:`Next`). Plan & Review
+(:mod:`orchestra.workflows.plan_review`) is one such definition; definitions are
+found through the ``orchestra.workflows`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from orchestra.domain.errors import InvalidInput
+from orchestra.domain.models import AgentOutput, AgentRun, CheckpointAction, Consolidation
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a definition's functions see of the workflow (read-only)."""
+
+    workflow_id: str
+    name: str
+    prompt: str
+    iteration: int
+    max_iterations: int
+    workspace: Path | None
+    agents: JSON
+    state: JSON
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    """One agent to run in an agent step."""
+
+    key: str  # unique within the step, e.g. "planner", "reviewer-2"
+    role: str
+    adapter: str
+    options: JSON
+    prompt: str
+    timeout_s: float
+    output_schema: JSON | None = None
+
+
+@dataclass(frozen=True)
+class Next:
+    """Where the workflow goes after a step or a resolution.
+
+    ``step=None`` with ``cancel=False`` completes the workflow with ``result``.
+    ``state`` is merged into the workflow's state (keys set to ``None`` are
+    removed). ``skip_failed`` marks the failed agent runs of the current
+    iteration's step ``skip_failed`` as skipped.
+    """
+
+    step: str | None
+    state: JSON = field(default_factory=dict)
+    iteration: int | None = None
+    result: JSON | None = None
+    cancel: bool = False
+    skip_failed: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's resolution as a definition sees it."""
+
+    action: str
+    edited_content: str | None
+    notes: str | None
+    resolved_by: str
+
+    @property
+    def text(self) -> str | None:
+        """The edited content when given and not blank."""
+        if self.edited_content is not None and self.edited_content.strip():
+            return self.edited_content
+        return None
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    """The workflow-specific part of a checkpoint, computed from the state."""
+
+    instructions: str
+    agent_outputs: list[AgentOutput] = field(default_factory=list)
+    editable_content: str | None = None
+    consolidation: Consolidation | None = None
+    context: JSON = field(default_factory=dict)
+    #: Names of actions to leave out this time (e.g. skip_agent with no reviews).
+    hide_actions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class AgentStep:
+    name: str
+    tasks: Callable[[StepContext], list[AgentTask]]
+    #: Called once every task has finished, with the latest run of each task.
+    on_done: Callable[[StepContext, dict[str, AgentRun]], Next]
+
+
+@dataclass(frozen=True)
+class CheckpointStep:
+    """A declarative checkpoint: title, actions and label are fixed; the view and
+    the routing are functions. The engine builds the contract from this."""
+
+    name: str
+    title: str
+    actions: list[CheckpointAction]
+    view: Callable[[StepContext], CheckpointView]
+    on_resolve: Callable[[StepContext, Decision], Next]
+    editable_label: str = "Content"
+
+
+Step = AgentStep | CheckpointStep
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    type: str
+    title: str
+    first_step: str
+    steps: Mapping[str, Step]
+    #: Builds the initial state and validates the agents entry (raise InvalidInput).
+    initial_state: Callable[[JSON], JSON] = lambda agents: {}
+
+    def step(self, name: str) -> Step:
+        return self.steps[name]
+
+
+@cache
+def definitions() -> dict[str, WorkflowDefinition]:
+    """Every installed workflow definition, by type."""
+    found: dict[str, WorkflowDefinition] = {}
+    for ep in entry_points(group="orchestra.workflows"):
+        definition = ep.load()
+        found[definition.type] = definition
+    return found
+
+
+def get_definition(workflow_type: str) -> WorkflowDefinition:
+    found = definitions().get(workflow_type)
+    if found is None:
+        known = ", ".join(sorted(definitions())) or "none"
+        raise InvalidInput(
+            f"unknown workflow type {workflow_type!r}; known types: {known}",
+            details={"type": workflow_type},
+        )
+    return found

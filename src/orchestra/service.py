@@ -1,0 +1,361 @@
+"""The operations shared by the HTTP API, the web pages, the CLI and Python users.
+
+Every function validates its input before writing anything (bad input raises
+:class:`InvalidInput` and changes nothing), then runs one transaction through
+the engine. Nothing here keeps workflow state in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from orchestra.agents.registry import adapter_factories
+from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.statuses import (
+    TERMINAL_WORKFLOW_STATUSES,
+    CheckpointStatus,
+    Entity,
+    WorkflowStatus,
+)
+from orchestra.engine.advance import NO_LEASE, cancel_txn, load_workflow_txn, new_id
+from orchestra.engine.checkpoints import resolve_txn
+from orchestra.engine.definition import get_definition
+from orchestra.engine.runner import RETRY_KEY
+from orchestra.engine.transition import transition_txn
+from orchestra.store import queries
+from orchestra.store.db import Database, Tx
+from orchestra.store.schema import workflows
+
+MAX_NAME_CHARS = 200
+MAX_PROMPT_CHARS = 200_000
+MAX_ITERATIONS_LIMIT = 20
+DEFAULT_REVIEWERS = 3
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    """A named agent from the configuration: an adapter with options."""
+
+    name: str
+    adapter: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    """Configured agents and which of them plan and review by default."""
+
+    agents: Mapping[str, AgentChoice] = field(
+        default_factory=lambda: {"demo": AgentChoice("demo", "demo")}
+    )
+    planner: str = "demo"
+    reviewers: Sequence[str] = ("demo",) * DEFAULT_REVIEWERS
+    planner_timeout_s: float = 600.0
+    reviewer_timeout_s: float = 300.0
+
+
+class Orchestra:
+    """The service layer: one instance per process, around one database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        agents: AgentDefaults | None = None,
+        allowed_roots: Sequence[Path] = (),
+    ) -> None:
+        self.db = db
+        self.agents = agents or AgentDefaults()
+        self.allowed_roots = [p.resolve() for p in allowed_roots]
+
+    # -- workflows -----------------------------------------------------------
+
+    async def create_workflow(
+        self,
+        *,
+        name: str,
+        prompt: str,
+        type: str = "plan_review",
+        workspace_path: str | None = None,
+        agents: Mapping[str, Any] | None = None,
+        max_iterations: int = 3,
+        created_by: str | None = None,
+    ) -> Workflow:
+        definition = get_definition(type)
+        name, prompt = name.strip(), prompt.strip()
+        if not name or len(name) > MAX_NAME_CHARS:
+            raise InvalidInput(
+                f"name must be 1–{MAX_NAME_CHARS} characters", details={"field": "name"}
+            )
+        if not prompt or len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInput(
+                f"prompt must be 1–{MAX_PROMPT_CHARS} characters", details={"field": "prompt"}
+            )
+        if not 1 <= max_iterations <= MAX_ITERATIONS_LIMIT:
+            raise InvalidInput(
+                f"max_iterations must be between 1 and {MAX_ITERATIONS_LIMIT}",
+                details={"field": "max_iterations"},
+            )
+        workspace = self._check_workspace(workspace_path) if workspace_path else None
+        chosen = self.resolve_agents(agents)
+        state = definition.initial_state(chosen)
+        row = {
+            "id": new_id(),
+            "name": name,
+            "type": type,
+            "status": WorkflowStatus.PENDING.value,
+            "current_step": None,
+            "step_index": 0,
+            "iteration": 1,
+            "max_iterations": max_iterations,
+            "prompt": prompt,
+            "workspace_path": workspace,
+            "agents": chosen,
+            "state": state,
+            "result": None,
+            "error": None,
+            "version": 0,
+            "created_by": created_by,
+            **NO_LEASE,
+            "finished_at": None,
+        }
+
+        def txn(tx: Tx) -> dict[str, Any]:
+            values = {**row, "created_at": tx.now, "updated_at": tx.now}
+            tx.conn.execute(insert(workflows).values(values))
+            tx.emit(
+                row["id"],
+                EventType.WORKFLOW_CREATED,
+                {"id": row["id"], "name": name, "type": type, "created_by": created_by},
+            )
+            tx.wake_workers()
+            return values
+
+        return queries.to_workflow(await self.db.write(txn))
+
+    def _check_workspace(self, raw: str) -> str:
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            raise InvalidInput(
+                "workspace_path must be an absolute path", details={"field": "workspace_path"}
+            )
+        resolved = path.resolve()
+        if not resolved.exists():
+            raise InvalidInput(
+                f"workspace {raw!r} does not exist", details={"field": "workspace_path"}
+            )
+        if not resolved.is_dir():
+            raise InvalidInput(
+                f"workspace {raw!r} is not a directory", details={"field": "workspace_path"}
+            )
+        if self.allowed_roots and not any(resolved.is_relative_to(r) for r in self.allowed_roots):
+            roots = ", ".join(str(r) for r in self.allowed_roots)
+            raise InvalidInput(
+                f"workspace {raw!r} is outside the allowed roots ({roots})",
+                details={"field": "workspace_path"},
+            )
+        return str(resolved)
+
+    def resolve_agents(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Normalise an ``agents`` entry: names from the configuration, or adapters."""
+        raw = dict(raw or {})
+        unknown = set(raw) - {"planner", "reviewers"}
+        if unknown:
+            raise InvalidInput(
+                f"unknown agents field(s): {', '.join(sorted(unknown))}; use planner and reviewers",
+                details={"field": "agents"},
+            )
+        planner = self._agent(raw.get("planner") or self.agents.planner, "agents.planner")
+        reviewers_raw = raw.get("reviewers")
+        if reviewers_raw is None:
+            reviewers_raw = list(self.agents.reviewers)
+        if not isinstance(reviewers_raw, list):
+            raise InvalidInput(
+                "agents.reviewers must be a list", details={"field": "agents.reviewers"}
+            )
+        reviewers = [self._agent(r, f"agents.reviewers[{i}]") for i, r in enumerate(reviewers_raw)]
+        return {
+            "planner": planner,
+            "reviewers": reviewers,
+            "planner_timeout_s": self.agents.planner_timeout_s,
+            "reviewer_timeout_s": self.agents.reviewer_timeout_s,
+        }
+
+    def _agent(self, entry: Any, where: str) -> dict[str, Any]:
+        if isinstance(entry, str):
+            configured = self.agents.agents.get(entry)
+            if configured is not None:
+                return {
+                    "name": configured.name,
+                    "adapter": configured.adapter,
+                    "options": dict(configured.options),
+                    "timeout_s": configured.timeout_s,
+                }
+            entry = {"adapter": entry}
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("adapter"), str):
+            raise InvalidInput(
+                f'{where} must be an agent name or {{"adapter": …, "options": {{…}}}}',
+                details={"field": where},
+            )
+        adapter = entry["adapter"]
+        if adapter not in adapter_factories():
+            known = ", ".join(sorted({*adapter_factories(), *self.agents.agents}))
+            raise InvalidInput(
+                f"{where}: unknown agent or adapter {adapter!r}; known: {known}",
+                details={"field": where},
+            )
+        options = entry.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise InvalidInput(f"{where}.options must be an object", details={"field": where})
+        timeout = entry.get("timeout_s")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidInput(
+                f"{where}.timeout_s must be a positive number", details={"field": where}
+            )
+        return {
+            "name": str(entry.get("name") or adapter),
+            "adapter": adapter,
+            "options": dict(options),
+            "timeout_s": timeout,
+        }
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        return await self.db.read(lambda c: queries.get_workflow(c, workflow_id))
+
+    async def list_workflows(
+        self,
+        *,
+        statuses: Sequence[WorkflowStatus] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Workflow]:
+        _check_limit(limit)
+        return await self.db.read(
+            lambda c: queries.list_workflows(c, statuses=statuses, limit=limit, cursor=cursor)
+        )
+
+    # -- checkpoints ---------------------------------------------------------
+
+    async def list_checkpoints(
+        self,
+        *,
+        status: CheckpointStatus | None = CheckpointStatus.PENDING,
+        workflow_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Checkpoint]:
+        _check_limit(limit)
+        return await self.db.read(
+            lambda c: queries.list_checkpoints(
+                c, status=status, workflow_id=workflow_id, limit=limit, cursor=cursor
+            )
+        )
+
+    async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return await self.db.read(lambda c: queries.get_checkpoint(c, checkpoint_id))
+
+    async def resolve(
+        self,
+        checkpoint_id: str,
+        *,
+        action: str,
+        edited_content: str | None = None,
+        notes: str | None = None,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Checkpoint:
+        """Resolve a checkpoint; raises ResolutionConflict if someone else already did."""
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise InvalidInput(
+                "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
+            )
+        return await self.db.write(
+            lambda tx: resolve_txn(
+                tx,
+                checkpoint_id,
+                action=action,
+                edited_content=edited_content,
+                notes=notes,
+                actor=actor,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    # -- cancel and retry ----------------------------------------------------
+
+    async def cancel(self, workflow_id: str, *, actor: str) -> Workflow:
+        def txn(tx: Tx) -> None:
+            row = load_workflow_txn(tx, workflow_id)
+            if WorkflowStatus(row["status"]) in TERMINAL_WORKFLOW_STATUSES:
+                raise TransitionNotAllowed(
+                    f"workflow {workflow_id} is {row['status']} and cannot be cancelled",
+                    details={"status": row["status"]},
+                )
+            cancel_txn(tx, row, reason=f"cancelled by {actor}")
+
+        await self.db.write(txn)
+        return await self.get_workflow(workflow_id)
+
+    async def retry(self, workflow_id: str, *, actor: str) -> Workflow:
+        """Run a failed workflow's current step again (a recorded transition)."""
+
+        def txn(tx: Tx) -> None:
+            row = load_workflow_txn(tx, workflow_id)
+            if row["status"] != WorkflowStatus.FAILED:
+                raise TransitionNotAllowed(
+                    f"workflow {workflow_id} is {row['status']}; only a failed workflow can be "
+                    "retried",
+                    details={"status": row["status"]},
+                )
+            state = {**row["state"], RETRY_KEY: {"*": None}}
+            if not transition_txn(
+                tx,
+                Entity.WORKFLOW,
+                workflow_id,
+                workflow_id=workflow_id,
+                old=row["status"],
+                new=WorkflowStatus.RUNNING,
+                values={"error": None, "finished_at": None, "state": state, **NO_LEASE},
+                data={"retried_by": actor},
+            ):
+                raise AssertionError("workflow row locked but changed")
+            tx.wake_workers()
+
+        await self.db.write(txn)
+        return await self.get_workflow(workflow_id)
+
+    # -- history and events --------------------------------------------------
+
+    async def history(self, workflow_id: str) -> History:
+        def read(c: Any) -> History:
+            return History(
+                workflow=queries.get_workflow(c, workflow_id),
+                checkpoints=queries.checkpoints_of(c, workflow_id),
+                agent_runs=queries.agent_runs_of(c, workflow_id),
+                events=queries.events_after(c, workflow_id=workflow_id, after=0, limit=100_000),
+            )
+
+        return await self.db.read(read)
+
+    async def events_after(
+        self, *, workflow_id: str | None = None, after: int = 0, limit: int = 500
+    ) -> list[Event]:
+        _check_limit(limit, 5000)
+        if after < 0:
+            raise InvalidInput("after must be ≥ 0", details={"field": "after"})
+        return await self.db.read(
+            lambda c: queries.events_after(c, workflow_id=workflow_id, after=after, limit=limit)
+        )
+
+
+def _check_limit(limit: int, maximum: int = 500) -> None:
+    if not 1 <= limit <= maximum:
+        raise InvalidInput(f"limit must be between 1 and {maximum}", details={"field": "limit"})

@@ -1,0 +1,340 @@
+"""Database access: one async door for writes, one for reads, on SQLite or Postgres.
+
+Every write is a function ``fn(tx) -> T`` run in one transaction. The caller
+awaits its result; the function never sees asyncio. Helpers that take a ``Tx``
+are named ``…_txn`` so it is visible that they must run inside one.
+
+- SQLite: one writer thread owns the only write connection and commits whatever
+  is queued together (group commit, one fsync for many transitions). Each queued
+  function runs in its own SAVEPOINT, so one failing function rolls back alone.
+  Reads use other connections (WAL lets them run beside the writer).
+- PostgreSQL: writes and reads run on a thread pool with a connection pool.
+  Event ids are made commit-ordered by a transaction-scoped advisory lock taken
+  just before the events are inserted, so a reader's cursor never skips an
+  event that commits later with a smaller id.
+
+After a commit the in-process doorbell rings (and Postgres ``NOTIFY`` rings it in
+other processes): it only says "look again"; the rows are the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from orchestra.domain.errors import DatabaseUnavailable
+from orchestra.domain.events import EventType
+from orchestra.store import schema
+from orchestra.store.notify import Doorbell
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "orchestra_events"
+_EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Tx:
+    """A transaction in progress: a connection plus the events it will append."""
+
+    conn: Connection
+    dialect: str
+    now: datetime = field(default_factory=utcnow)
+    _events: list[dict[str, Any]] = field(default_factory=list)
+    wakes_workers: bool = False
+
+    def emit(self, workflow_id: str | None, type: EventType, data: dict[str, Any]) -> None:
+        """Append an event; it is written at the end of this transaction."""
+        self._events.append(
+            {"workflow_id": workflow_id, "type": type.value, "data": data, "created_at": self.now}
+        )
+
+    def wake_workers(self) -> None:
+        """Say that this transaction made work claimable (rings the workers' bell)."""
+        self.wakes_workers = True
+
+    def flush_events(self) -> None:
+        if not self._events:
+            return
+        if self.dialect == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
+            payload = "w" if self.wakes_workers else "e"
+            self.conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+        self.conn.execute(insert(schema.events), self._events)
+        self._events = []
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``sqlite:///path`` and pick our drivers."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    """The one way Orchestra talks to its database."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = normalise_url(url)
+        self.kind = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.doorbell = Doorbell()
+        self.work_bell = Doorbell()
+        self._closed = False
+        if self.kind == "sqlite":
+            self.write_engine = _sqlite_engine(self.url, immediate=True)
+            self.read_engine = _sqlite_engine(self.url, immediate=False)
+            self._writer: _SqliteWriter | None = _SqliteWriter(self)
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orchestra-read")
+        else:
+            self.write_engine = create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+            self._writer = None
+            self._pool = ThreadPoolExecutor(
+                max_workers=pool_size, thread_name_prefix="orchestra-db"
+            )
+        self._listener: _PgListener | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start_listening(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hear other processes' commits (Postgres only; SQLite relies on polling)."""
+        self.doorbell.bind(loop)
+        self.work_bell.bind(loop)
+        if self.kind == "postgresql" and self._listener is None:
+            self._listener = _PgListener(self)
+            self._listener.start()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.stop()
+        if self._listener is not None:
+            self._listener.stop()
+        self._pool.shutdown(wait=True)
+        self.write_engine.dispose()
+        self.read_engine.dispose()
+
+    # -- the two doors ---------------------------------------------------
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one write transaction and return its result after commit."""
+        loop = asyncio.get_running_loop()
+        self.doorbell.bind(loop)
+        self.work_bell.bind(loop)
+        if self._writer is not None:
+            fut: asyncio.Future[T] = loop.create_future()
+            self._writer.submit(fn, fut, loop)
+            return await fut
+        return await loop.run_in_executor(self._pool, self.write_sync, fn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one read transaction (a consistent snapshot)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self.read_engine.connect() as conn, conn.begin():
+                return fn(conn)
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """A write transaction without group commit (Postgres, tools, migrations)."""
+        try:
+            with self.write_engine.connect() as conn:
+                with conn.begin():
+                    tx = Tx(conn, self.kind)
+                    result = fn(tx)
+                    tx.flush_events()
+                self._rang(tx.wakes_workers)
+                return result
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
+
+    def _rang(self, wakes_workers: bool) -> None:
+        self.doorbell.ring_threadsafe()
+        if wakes_workers:
+            self.work_bell.ring_threadsafe()
+
+    async def ping(self) -> bool:
+        try:
+            await self.read(lambda c: c.execute(text("SELECT 1")).scalar())
+        except (DatabaseUnavailable, DBAPIError):
+            return False
+        return True
+
+
+def _unavailable(exc: Exception) -> DatabaseUnavailable:
+    log.error("database unavailable: %s", exc)
+    return DatabaseUnavailable("the database is unavailable; nothing was changed")
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(
+        url,
+        poolclass=NullPool if not immediate else None,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged decision survives power loss (WAL's NORMAL would not).
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+_Job = tuple[Callable[[Tx], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class _SqliteWriter:
+    """The single SQLite writer: drains the queue and commits each batch once."""
+
+    max_batch = 256
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="orchestra-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, fn: Callable[[Tx], Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._queue.put((fn, fut, loop))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        conn: Connection | None = None
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                if conn is None:
+                    conn = self._db.write_engine.connect()
+                self._commit_batch(conn, batch)
+            except Exception as exc:
+                log.exception("SQLite write batch failed")
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                err = _unavailable(exc) if isinstance(exc, OperationalError) else exc
+                for _fn, fut, loop in batch:
+                    loop.call_soon_threadsafe(_set_exception, fut, err)
+            if stop:
+                break
+        if conn is not None:
+            conn.close()
+
+    def _commit_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        wakes = False
+        with conn.begin():
+            for fn, _fut, _loop in batch:
+                tx = Tx(conn, "sqlite")
+                savepoint = conn.begin_nested()
+                try:
+                    result = fn(tx)
+                    tx.flush_events()
+                    savepoint.commit()
+                except Exception as exc:
+                    savepoint.rollback()
+                    if isinstance(exc, OperationalError):
+                        raise
+                    outcomes.append((False, exc))
+                    continue
+                wakes = wakes or tx.wakes_workers
+                outcomes.append((True, result))
+        self._db._rang(wakes)
+        for (ok, value), (_fn, fut, loop) in zip(outcomes, batch, strict=True):
+            setter = _set_result if ok else _set_exception
+            loop.call_soon_threadsafe(setter, fut, value)
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class _PgListener:
+    """LISTEN on the events channel in a thread and ring the doorbells."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="orchestra-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        dsn = self._db.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self._db._rang(note.payload == "w")
+            except psycopg.Error:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                time.sleep(1)

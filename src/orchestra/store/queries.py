@@ -1,0 +1,226 @@
+"""Reads: rows to domain models, and the queries the service layer needs.
+
+Every function here takes a ``Connection`` and only reads; writes live in the
+engine (through the transition function) and in :mod:`orchestra.store.tokens`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, or_, select
+
+from orchestra.domain.errors import InvalidInput, NotFound
+from orchestra.domain.models import (
+    AgentRun,
+    Checkpoint,
+    Event,
+    Page,
+    Resolution,
+    Workflow,
+)
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.store.schema import agent_runs, checkpoints, events, workflows
+
+RowMap = Mapping[str, Any]
+
+
+def to_checkpoint(row: RowMap) -> Checkpoint:
+    resolution = None
+    if row["resolved_at"] is not None:
+        resolution = Resolution(
+            action=row["action"],
+            edited_content=row["edited_content"],
+            notes=row["notes"],
+            resolved_by=row["resolved_by"],
+            resolved_at=row["resolved_at"],
+        )
+    return Checkpoint(
+        id=row["id"],
+        workflow_id=row["workflow_id"],
+        number=row["number"],
+        iteration=row["iteration"],
+        step_name=row["step_name"],
+        status=CheckpointStatus(row["status"]),
+        resolution=resolution,
+        created_at=row["created_at"],
+        **row["body"],
+    )
+
+
+def to_workflow(row: RowMap, pending: Checkpoint | None = None) -> Workflow:
+    return Workflow(
+        id=row["id"],
+        name=row["name"],
+        type=row["type"],
+        status=WorkflowStatus(row["status"]),
+        current_step=row["current_step"],
+        iteration=row["iteration"],
+        max_iterations=row["max_iterations"],
+        prompt=row["prompt"],
+        workspace_path=row["workspace_path"],
+        agents=row["agents"],
+        result=row["result"],
+        error=row["error"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        pending_checkpoint=pending,
+    )
+
+
+def to_agent_run(row: RowMap) -> AgentRun:
+    return AgentRun.model_validate(dict(row))
+
+
+def to_event(row: RowMap) -> Event:
+    return Event.model_validate(dict(row))
+
+
+def _m(row: Row[Any]) -> RowMap:
+    return row._mapping
+
+
+# -- workflows -------------------------------------------------------------
+
+
+def get_workflow(conn: Connection, workflow_id: str) -> Workflow:
+    row = conn.execute(select(workflows).where(workflows.c.id == workflow_id)).first()
+    if row is None:
+        raise NotFound(f"no workflow with id {workflow_id!r}")
+    pending = None
+    if row.status == WorkflowStatus.AWAITING_CHECKPOINT:
+        cp = conn.execute(
+            select(checkpoints).where(
+                checkpoints.c.workflow_id == workflow_id,
+                checkpoints.c.status == CheckpointStatus.PENDING,
+            )
+        ).first()
+        pending = to_checkpoint(_m(cp)) if cp is not None else None
+    return to_workflow(_m(row), pending)
+
+
+def encode_cursor(*parts: Any) -> str:
+    raw = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, n: int) -> list[str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        parts = raw.split("|")
+    except (ValueError, UnicodeDecodeError):
+        parts = []
+    if len(parts) != n:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page")
+    return parts
+
+
+def _created_cursor(table: Any, cursor: str | None, newest_first: bool) -> Any:
+    if cursor is None:
+        return None
+    created_raw, ident = decode_cursor(cursor, 2)
+    try:
+        created = datetime.fromisoformat(created_raw)
+    except ValueError:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page") from None
+    if newest_first:
+        return or_(
+            table.c.created_at < created,
+            and_(table.c.created_at == created, table.c.id < ident),
+        )
+    return or_(
+        table.c.created_at > created,
+        and_(table.c.created_at == created, table.c.id > ident),
+    )
+
+
+def list_workflows(
+    conn: Connection,
+    *,
+    statuses: Sequence[WorkflowStatus] | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Workflow]:
+    q = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.id.desc())
+    if statuses:
+        q = q.where(workflows.c.status.in_([s.value for s in statuses]))
+    after = _created_cursor(workflows, cursor, newest_first=True)
+    if after is not None:
+        q = q.where(after)
+    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
+    items = [to_workflow(r) for r in rows[:limit]]
+    nxt = (
+        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+        if len(rows) > limit
+        else None
+    )
+    return Page[Workflow](items=items, next_cursor=nxt)
+
+
+# -- checkpoints -----------------------------------------------------------
+
+
+def get_checkpoint(conn: Connection, checkpoint_id: str) -> Checkpoint:
+    row = conn.execute(select(checkpoints).where(checkpoints.c.id == checkpoint_id)).first()
+    if row is None:
+        raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
+    return to_checkpoint(_m(row))
+
+
+def list_checkpoints(
+    conn: Connection,
+    *,
+    status: CheckpointStatus | None = CheckpointStatus.PENDING,
+    workflow_id: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> Page[Checkpoint]:
+    """Oldest first: the inbox answers the longest-waiting decision first."""
+    q = select(checkpoints).order_by(checkpoints.c.created_at, checkpoints.c.id)
+    if status is not None:
+        q = q.where(checkpoints.c.status == status)
+    if workflow_id is not None:
+        q = q.where(checkpoints.c.workflow_id == workflow_id)
+    after = _created_cursor(checkpoints, cursor, newest_first=False)
+    if after is not None:
+        q = q.where(after)
+    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
+    items = [to_checkpoint(r) for r in rows[:limit]]
+    nxt = (
+        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
+        if len(rows) > limit
+        else None
+    )
+    return Page[Checkpoint](items=items, next_cursor=nxt)
+
+
+def checkpoints_of(conn: Connection, workflow_id: str) -> list[Checkpoint]:
+    q = select(checkpoints).where(checkpoints.c.workflow_id == workflow_id)
+    return [to_checkpoint(_m(r)) for r in conn.execute(q.order_by(checkpoints.c.number))]
+
+
+# -- agent runs and events -------------------------------------------------
+
+
+def agent_runs_of(conn: Connection, workflow_id: str) -> list[AgentRun]:
+    q = select(agent_runs).where(agent_runs.c.workflow_id == workflow_id)
+    q = q.order_by(
+        agent_runs.c.started_at, agent_runs.c.step_index, agent_runs.c.agent, agent_runs.c.attempt
+    )
+    return [to_agent_run(_m(r)) for r in conn.execute(q)]
+
+
+def events_after(
+    conn: Connection, *, workflow_id: str | None = None, after: int = 0, limit: int = 500
+) -> list[Event]:
+    """Events with id > ``after`` (ids are commit-ordered, so nothing is skipped)."""
+    q = select(events).where(events.c.id > after)
+    if workflow_id is not None:
+        q = q.where(events.c.workflow_id == workflow_id)
+    q = q.order_by(events.c.id).limit(limit)
+    return [to_event(_m(r)) for r in conn.execute(q)]

@@ -1,0 +1,199 @@
+"""The schema, defined once (SQLAlchemy Core). Migrations must produce exactly this;
+``tests/integration/test_migrations.py`` diffs a migrated database against it.
+
+Status columns carry CHECK constraints derived from the domain enums, so the
+database refuses a status the domain does not know.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import DateTime, TypeDecorator
+
+from orchestra.domain.events import EventType
+from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on both databases (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+def one_of(column: str, enum: type[StrEnum]) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=f"{column}_valid")
+
+
+#: The condition of the one-pending-checkpoint-per-workflow index.
+PENDING_ONLY = text(f"status = '{CheckpointStatus.PENDING.value}'")
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("current_step", String(64)),
+    #: How many steps this workflow has entered; identifies one visit of a step.
+    Column("step_index", Integer, nullable=False, server_default="0"),
+    Column("iteration", Integer, nullable=False, server_default="1"),
+    Column("max_iterations", Integer, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("workspace_path", Text),
+    Column("agents", Json, nullable=False),
+    #: The workflow definition's own state (plans, reviews, prompts…).
+    Column("state", Json, nullable=False),
+    Column("result", Json),
+    Column("error", Text),
+    #: Bumped by every status or step change; guards concurrent writers.
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(128)),
+    Column("lease_token", String(32)),
+    Column("lease_expires_at", Float),
+    Column("created_by", String(128)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    one_of("status", WorkflowStatus),
+    Index("ix_workflows_status_created", "status", "created_at"),
+    Index("ix_workflows_created", "created_at", "id"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow_id", String(32), ForeignKey("workflows.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("iteration", Integer, nullable=False),
+    Column("step_name", String(64), nullable=False),
+    #: Title, instructions, agent outputs, editable content, actions, context…
+    Column("body", Json, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("action", String(64)),
+    Column("edited_content", Text),
+    Column("notes", Text),
+    Column("resolved_by", String(128)),
+    Column("resolved_at", UTCDateTime),
+    Column("idempotency_key", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    one_of("status", CheckpointStatus),
+    # Never two checkpoints for one visit of a step (step_index encodes the iteration).
+    UniqueConstraint("workflow_id", "step_index"),
+    UniqueConstraint("workflow_id", "number"),
+    # At most one pending checkpoint per workflow, enforced by the database.
+    Index(
+        "uq_checkpoints_one_pending",
+        "workflow_id",
+        unique=True,
+        sqlite_where=PENDING_ONLY,
+        postgresql_where=PENDING_ONLY,
+    ),
+    Index("ix_checkpoints_status_created", "status", "created_at"),
+)
+
+agent_runs = Table(
+    "agent_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow_id", String(32), ForeignKey("workflows.id"), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("step_name", String(64), nullable=False),
+    Column("iteration", Integer, nullable=False),
+    #: The agent's key within the step, e.g. ``planner`` or ``reviewer-2``.
+    Column("agent", String(64), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("adapter", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("output", Text),
+    Column("structured", Json),
+    Column("error", Text),
+    Column("stderr_tail", Text),
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("cost_usd", Float),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("duration_ms", Integer),
+    one_of("status", AgentRunStatus),
+    UniqueConstraint("workflow_id", "step_index", "agent", "attempt"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    # Ids are handed out in commit order (see store.db), so a cursor never skips.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("workflow_id", String(32), ForeignKey("workflows.id")),
+    Column("type", String(64), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    one_of("type", EventType),
+    Index("ix_events_workflow_id", "workflow_id", "id"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    #: sha256 of the token; the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)

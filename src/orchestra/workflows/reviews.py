@@ -1,0 +1,156 @@
+"""Structured reviews: the schema reviewers are asked for, robust parsing, and the
+consolidated view (verdicts side by side, issues by severity, agreement)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from orchestra.domain.models import AgentOutput, Consolidation, ReviewIssue, ReviewVerdict
+
+VERDICTS = ("approve", "approve_with_changes", "request_changes", "reject")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+REVIEW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
+        "summary": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "issues": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "severity": {"type": "string", "enum": list(SEVERITIES)},
+                    "category": {"type": "string"},
+                    "title": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+                "required": ["severity", "title"],
+            },
+        },
+        "recommendations": {"type": "array", "items": {"type": "string"}},
+        "questions": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["verdict", "summary", "issues"],
+}
+
+_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+
+
+def _first_json_object(text: str) -> dict[str, Any] | None:
+    """The first decodable JSON object in ``text`` (fenced, bare, or inside prose)."""
+    candidates = [m.group(1) for m in _FENCED.finditer(text)]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
+def parse_review(content: str, structured: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A normalised review dict, or ``None`` when the answer is plain text."""
+    data = structured if isinstance(structured, dict) else _first_json_object(content)
+    if not data or "verdict" not in data:
+        return None
+    verdict = str(data.get("verdict", "")).strip().lower().replace(" ", "_")
+    issues = []
+    for raw in data.get("issues") or []:
+        if not isinstance(raw, dict):
+            continue
+        severity = str(raw.get("severity", "medium")).lower()
+        issues.append(
+            {
+                "severity": severity if severity in SEVERITIES else "medium",
+                "category": raw.get("category"),
+                "title": str(raw.get("title") or raw.get("description") or raw.get("issue") or ""),
+                "detail": str(raw.get("detail") or raw.get("suggestion") or ""),
+            }
+        )
+    confidence = data.get("confidence")
+    return {
+        "verdict": verdict if verdict in VERDICTS else None,
+        "summary": str(data.get("summary", "")),
+        "confidence": float(confidence) if isinstance(confidence, int | float) else None,
+        "issues": issues,
+        "recommendations": [str(r) for r in data.get("recommendations") or []],
+        "questions": [str(q) for q in data.get("questions") or []],
+    }
+
+
+def consolidate(outputs: list[AgentOutput]) -> Consolidation:
+    """Verdicts side by side, issues grouped by severity, and a line on agreement."""
+    verdicts: list[ReviewVerdict] = []
+    grouped: dict[str, list[ReviewIssue]] = {s: [] for s in SEVERITIES}
+    recommendations: list[str] = []
+    for out in outputs:
+        review = out.structured
+        if review is None:
+            verdicts.append(ReviewVerdict(agent=out.agent, summary=out.content[:300]))
+            continue
+        verdicts.append(
+            ReviewVerdict(
+                agent=out.agent,
+                verdict=review.get("verdict"),
+                confidence=review.get("confidence"),
+                summary=review.get("summary", ""),
+            )
+        )
+        for issue in review.get("issues", []):
+            grouped[issue["severity"]].append(ReviewIssue(agent=out.agent, **issue))
+        recommendations.extend(
+            r for r in review.get("recommendations", []) if r not in recommendations
+        )
+    counts = Counter(v.verdict for v in verdicts if v.verdict)
+    if not counts:
+        agreement = "No structured verdicts; read the reviews below."
+    elif len(counts) == 1 and sum(counts.values()) == len(verdicts):
+        agreement = f"All {len(verdicts)} reviewers agree: {next(iter(counts))}."
+    else:
+        agreement = "Reviewers differ: " + ", ".join(f"{n}× {v}" for v, n in counts.most_common())
+    return Consolidation(
+        verdicts=verdicts,
+        issues_by_severity={s: items for s, items in grouped.items() if items},
+        recommendations=recommendations,
+        agreement=agreement,
+    )
+
+
+def feedback_markdown(outputs: list[AgentOutput], consolidation: Consolidation) -> str:
+    """The consolidated feedback a person edits before it goes back to the planner."""
+    lines = ["## Reviewer verdicts", ""]
+    for v in consolidation.verdicts:
+        lines.append(
+            f"- **{v.agent}**: {v.verdict or 'plain-text review'}"
+            + (f" — {v.summary}" if v.summary else "")
+        )
+    if consolidation.issues_by_severity:
+        lines += ["", "## Issues to address", ""]
+        for severity, issues in consolidation.issues_by_severity.items():
+            for issue in issues:
+                detail = f": {issue.detail}" if issue.detail else ""
+                lines.append(f"- [{severity}] {issue.title}{detail} ({issue.agent})")
+    if consolidation.recommendations:
+        lines += ["", "## Recommendations", ""]
+        lines += [f"- {r}" for r in consolidation.recommendations]
+    plain = [o for o in outputs if o.structured is None]
+    for out in plain:
+        lines += ["", f"## Review by {out.agent}", "", out.content.strip()]
+    return "\n".join(lines).strip() + "\n"
