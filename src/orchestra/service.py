@@ -8,12 +8,12 @@ the engine. Nothing here keeps workflow state in memory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
 
+from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.agents.registry import adapter_factories
 from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
 from orchestra.domain.events import EventType
@@ -36,30 +36,6 @@ from orchestra.store.schema import workflows
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
-DEFAULT_REVIEWERS = 3
-
-
-@dataclass(frozen=True)
-class AgentChoice:
-    """A named agent from the configuration: an adapter with options."""
-
-    name: str
-    adapter: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    timeout_s: float | None = None
-
-
-@dataclass(frozen=True)
-class AgentDefaults:
-    """Configured agents and which of them plan and review by default."""
-
-    agents: Mapping[str, AgentChoice] = field(
-        default_factory=lambda: {"demo": AgentChoice("demo", "demo")}
-    )
-    planner: str = "demo"
-    reviewers: Sequence[str] = ("demo",) * DEFAULT_REVIEWERS
-    planner_timeout_s: float = 600.0
-    reviewer_timeout_s: float = 300.0
 
 
 class Orchestra:
@@ -69,11 +45,11 @@ class Orchestra:
         self,
         db: Database,
         *,
-        agents: AgentDefaults | None = None,
+        agents: AgentsConfig | None = None,
         allowed_roots: Sequence[Path] = (),
     ) -> None:
         self.db = db
-        self.agents = agents or AgentDefaults()
+        self.agents = agents or default_agents_config()
         self.allowed_roots = [p.resolve() for p in allowed_roots]
 
     # -- workflows -----------------------------------------------------------
@@ -107,8 +83,9 @@ class Orchestra:
         workspace = self._check_workspace(workspace_path) if workspace_path else None
         chosen = self.resolve_agents(agents)
         state = definition.initial_state(chosen)
-        row = {
-            "id": new_id(),
+        workflow_id = new_id()
+        row: dict[str, Any] = {
+            "id": workflow_id,
             "name": name,
             "type": type,
             "status": WorkflowStatus.PENDING.value,
@@ -132,9 +109,9 @@ class Orchestra:
             values = {**row, "created_at": tx.now, "updated_at": tx.now}
             tx.conn.execute(insert(workflows).values(values))
             tx.emit(
-                row["id"],
+                workflow_id,
                 EventType.WORKFLOW_CREATED,
-                {"id": row["id"], "name": name, "type": type, "created_by": created_by},
+                {"id": workflow_id, "name": name, "type": type, "created_by": created_by},
             )
             tx.wake_workers()
             return values

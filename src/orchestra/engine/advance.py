@@ -99,6 +99,7 @@ def apply_next_txn(
         _skip_failed_runs_txn(tx, row["id"], nxt.skip_failed, row["iteration"])
     if nxt.cancel:
         return cancel_txn(tx, row, reason="cancelled at a checkpoint", state=state, guard=guard)
+    values: dict[str, Any]
     if nxt.step is None:
         values = {
             "result": nxt.result or {},

@@ -123,7 +123,7 @@ def resolve_txn(
         raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
     wf = load_workflow_txn(tx, workflow_id)  # locks the workflow row on Postgres
     cp_row = tx.conn.execute(select(checkpoints).where(checkpoints.c.id == checkpoint_id)).one()
-    cp = to_checkpoint(cp_row._mapping)
+    cp = to_checkpoint(dict(cp_row._mapping))
     if cp.status is not CheckpointStatus.PENDING:
         if idempotency_key is not None and cp_row.idempotency_key == idempotency_key:
             return cp  # a replay of the request that won

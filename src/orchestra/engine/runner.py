@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class Worker:
                 free = self.settings.concurrency - len(self._active)
                 if free > 0:
                     try:
-                        claimed = await self.db.write(lambda tx, n=free: self._claim_txn(tx, n))
+                        claimed = await self.db.write(partial(self._claim_txn, limit=free))
                     except OrchestraError:
                         log.exception("claiming work failed; retrying")
                         claimed = []
@@ -151,7 +152,7 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             free = self.settings.concurrency - len(self._active)
-            claimed = await self.db.write(lambda tx, n=free: self._claim_txn(tx, n)) if free else []
+            claimed = await self.db.write(partial(self._claim_txn, limit=free)) if free else []
             for workflow_id, token in claimed:
                 self._spawn(workflow_id, token)
             if not self._active:
@@ -332,12 +333,18 @@ class Worker:
                     if not pending and i == len(finished) - 1:
                         runs[run.agent] = run
                         return await self.db.write(
-                            lambda tx, r=run, o=outcome: self._finish_step_txn(
-                                tx, row, step, lease, runs, r, o
+                            partial(
+                                self._finish_step_txn,
+                                row=row,
+                                step=step,
+                                lease=lease,
+                                runs=runs,
+                                run=run,
+                                outcome=outcome,
                             )
                         )
                     runs[run.agent] = await self.db.write(
-                        lambda tx, r=run, o=outcome: self._record_run_txn(tx, lease, r, o)
+                        partial(self._record_run_txn, lease=lease, run=run, outcome=outcome)
                     )
         finally:
             for task in pending:
@@ -364,7 +371,7 @@ class Worker:
             )
             .order_by(agent_runs.c.attempt)
         ):
-            latest[r.agent] = r._mapping
+            latest[r.agent] = dict(r._mapping)
         kept: dict[str, AgentRun] = {}
         to_run: list[AgentRun] = []
         for task in tasks:

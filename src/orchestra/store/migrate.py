@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` in one transaction per migration run."""
     config = alembic_config(engine)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # several processes may start at once
+            conn.execute(text("SELECT pg_advisory_xact_lock(7240612)"))
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
     log.info("database schema at %s", revision)

@@ -82,7 +82,7 @@ def to_event(row: RowMap) -> Event:
 
 
 def _m(row: Row[Any]) -> RowMap:
-    return row._mapping
+    return dict(row._mapping)
 
 
 # -- workflows -------------------------------------------------------------

@@ -1,0 +1,44 @@
+# Orchestra — the two commands: `make run` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -q -c constraints.txt
+
+.PHONY: run test install install-dev lint typecheck pytest bench browser clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) -e .
+
+install-dev: $(BIN)/python
+	$(PIP) -e '.[dev,bench]'
+
+## Install and run Orchestra on its embedded defaults (SQLite in ~/.orchestra, demo agents),
+## without tokens on loopback: http://127.0.0.1:3030
+run: install
+	$(BIN)/orchestra serve --no-auth
+
+## Install everything and run the whole suite: lint, types, tests on SQLite and PostgreSQL.
+test: install-dev browser lint typecheck pytest
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest -q -p no:cacheprovider
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium
+
+bench: install-dev
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,108 @@
+"""Settings: defaults, then a TOML file, then ``ORCHESTRA_*`` variables, then flags.
+
+The config file is ``$ORCHESTRA_CONFIG`` or ``<data dir>/orchestra.toml``; its
+top-level keys are the field names below (``port = 3030``). The agents
+configuration (``[agents.*]``, ``[roles]``) may live in the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestra.domain.errors import InvalidInput
+
+ENV_PREFIX = "ORCHESTRA_"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ORCHESTRA_DATA_DIR", Path.home() / ".orchestra"))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: ``sqlite:///path`` or ``postgresql://…``; default: a SQLite file in data_dir.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=3030, ge=1, le=65535)
+    #: Run the embedded worker inside ``orchestra serve``.
+    worker: bool = True
+    worker_concurrency: int = Field(default=32, ge=1, le=1000)
+    lease_ttl_s: float = Field(default=30.0, gt=1)
+    #: Workspaces must lie inside one of these (empty: anywhere).
+    allowed_roots: list[Path] = Field(default_factory=list)
+    #: Serve without tokens (loopback only; must be asked for explicitly).
+    no_auth: bool = False
+    #: Largest accepted request body, in bytes.
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    log_level: str = "INFO"
+    config_file: Path | None = None
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'orchestra.db'}"
+
+    @property
+    def agents_file(self) -> Path | None:
+        """Where agents are configured: the config file, when it exists."""
+        return self.config_file if self.config_file and self.config_file.exists() else None
+
+
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if field.annotation is bool:
+            values[name] = _BOOL.get(raw.lower(), raw)
+        elif name == "allowed_roots":
+            values[name] = [p for p in raw.split(os.pathsep) if p]
+        else:
+            values[name] = raw
+    return values
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Build the settings; ``flags`` (``None`` values ignored) win over everything."""
+    flags = {k: v for k, v in flags.items() if v is not None}
+    env = _from_env(dict(os.environ))
+    data_dir = Path(flags.get("data_dir") or env.get("data_dir") or default_data_dir())
+    config_file = Path(
+        flags.get("config_file")
+        or os.environ.get("ORCHESTRA_CONFIG")
+        or data_dir / "orchestra.toml"
+    )
+    file_values: dict[str, Any] = {}
+    if config_file.exists():
+        try:
+            raw = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"{config_file}: not valid TOML: {exc}") from exc
+        file_values = {k: v for k, v in raw.items() if k in Settings.model_fields}
+    merged = {**file_values, **env, **flags, "data_dir": data_dir, "config_file": config_file}
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid settings: {problems}") from exc

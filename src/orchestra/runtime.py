@@ -1,0 +1,61 @@
+"""Opening Orchestra in a process: settings → database (migrated) → service.
+
+The API server, the worker command and the CLI all start here, so they agree
+on where the data lives and how the schema is brought up to date.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from orchestra.agents.config import load_agents_config
+from orchestra.config import Settings
+from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.service import Orchestra
+from orchestra.store.db import Database
+from orchestra.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    service: Orchestra
+
+    def worker(self) -> Worker:
+        return Worker(
+            self.db,
+            WorkerSettings(
+                concurrency=self.settings.worker_concurrency, lease_ttl_s=self.settings.lease_ttl_s
+            ),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Open the database (creating the data directory and schema when needed)."""
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    try:
+        if migrate:
+            upgrade(db.write_engine)
+        agents = load_agents_config(settings.agents_file)
+    except BaseException:
+        db.close()
+        raise
+    service = Orchestra(db, agents=agents, allowed_roots=settings.allowed_roots)
+    log.info("orchestra: %s database at %s", db.kind, _redact(settings.db_url))
+    return Runtime(settings, db, service)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
