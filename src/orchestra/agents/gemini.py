@@ -43,7 +43,7 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
     53: ("turn_limit", "gemini reached its maximum number of turns"),
     54: ("tool", "a tool call failed inside gemini"),
     55: ("untrusted_workspace", "gemini does not trust this workspace; trust the folder first"),
-    130: ("cancelled", "gemini was cancelled"),
+    130: ("cancelled", "gemini was cancelled (interrupted)"),
 }
 
 

@@ -148,8 +148,16 @@ class StreamState:
     parts: list[str] = field(default_factory=list)
     tokens_in: int | None = None
     tokens_out: int | None = None
+    #: The end marker (``[DONE]``, ``message_stop``) was seen.
     finished: bool = False
+    #: Why the model stopped (``stop``, ``end_turn``, ``max_tokens``…), once it said.
+    stop_reason: str | None = None
     meta: JSON = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the answer is whole: a stream cut before this is worth a retry."""
+        return self.finished or self.stop_reason is not None
 
     def text(self, delta: object) -> None:
         if isinstance(delta, str) and delta:
@@ -186,7 +194,6 @@ class HttpAdapter:
         self.connect_timeout_s = opt_number(self.name, options, "connect_timeout_s", 10.0)
         self.price_in = opt_number(self.name, options, "usd_per_mtok_in", 0.0)
         self.price_out = opt_number(self.name, options, "usd_per_mtok_out", 0.0)
-        self.opts = dict(options)
 
     # -- what differs per endpoint --
 
@@ -228,18 +235,22 @@ class HttpAdapter:
 
     async def run(self, request: AgentRequest, progress: ProgressSink) -> AgentResult:
         started = time.monotonic()
-        key = self._key()
         timeout = httpx.Timeout(request.timeout_s, connect=self.connect_timeout_s)
         try:
+            key = self._key()
             async with (
                 asyncio.timeout(request.timeout_s),
                 httpx.AsyncClient(timeout=timeout) as client,
             ):
                 state = await self._with_retries(client, request, key, progress)
         except TimeoutError:
+            log.warning("%s: no answer within %gs", self.name, request.timeout_s)
             raise AgentFailure(
                 "timeout", f"{self.url()} gave no complete answer within {request.timeout_s:g}s"
             ) from None
+        except AgentFailure as exc:
+            log.warning("%s failed: %s: %s", self.name, exc.reason, exc.message)
+            raise
         content = "".join(state.parts)
         return AgentResult(
             content=content,
@@ -249,7 +260,7 @@ class HttpAdapter:
             cost_usd=self._cost(state),
             duration_ms=int((time.monotonic() - started) * 1000),
             session_id=state.meta.get("id"),
-            meta=state.meta,
+            meta={**state.meta, "stop_reason": state.stop_reason},
         )
 
     async def _with_retries(
@@ -264,7 +275,6 @@ class HttpAdapter:
                 state = await self._attempt(client, request, key, progress)
             except TransientError as exc:
                 if attempt == self.max_attempts:
-                    log.warning("%s: giving up after %d attempts: %s", self.name, attempt, exc)
                     raise AgentFailure(
                         "http_error",
                         f"{exc} (gave up after {attempt} attempts)",
@@ -316,7 +326,7 @@ class HttpAdapter:
             raise AgentFailure(
                 "http_error", f"{url}: {type(exc).__name__}: {exc}", retryable=False
             ) from exc
-        if not state.finished:
+        if not state.complete:
             raise TransientError(f"{url}: the stream ended before the answer was complete")
         return state
 
@@ -403,10 +413,10 @@ class OpenAIAdapter(HttpAdapter):
             )
         state.meta.setdefault("id", chunk.get("id"))
         state.meta.setdefault("model", chunk.get("model"))
-        for choice in chunk.get("choices") or []:
-            state.text(as_dict(as_dict(choice).get("delta")).get("content"))
-            if as_dict(choice).get("finish_reason"):
-                state.meta["finish_reason"] = choice["finish_reason"]
+        for choice in map(as_dict, chunk.get("choices") or []):
+            state.text(as_dict(choice.get("delta")).get("content"))
+            if choice.get("finish_reason"):
+                state.stop_reason = str(choice["finish_reason"])
         usage = as_dict(chunk.get("usage"))
         if usage:
             state.tokens_in = as_int(usage.get("prompt_tokens"))
@@ -471,7 +481,7 @@ class AnthropicAdapter(HttpAdapter):
         elif kind == "message_delta":
             stop = as_dict(data.get("delta")).get("stop_reason")
             if stop:
-                state.meta["stop_reason"] = stop
+                state.stop_reason = str(stop)
             out = as_int(as_dict(data.get("usage")).get("output_tokens"))
             state.tokens_out = out if out is not None else state.tokens_out
         elif kind == "message_stop":

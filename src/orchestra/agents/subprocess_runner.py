@@ -413,14 +413,15 @@ async def run_process(
         await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
         raise
     await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
-    stdout_bytes = stdout_task.result() if stdout_task.done() and not stdout_task.cancelled() else 0
+    finished = stdout_task.done() and not stdout_task.cancelled()
+    stdout_bytes = stdout_task.result() if finished and stdout_task.exception() is None else 0
     stderr_text = tail.text()
     if stderr_text.strip():
         log.debug("agent pid %d stderr tail: %s", proc.pid, stderr_text[-500:])
     return ProcessOutcome(
         returncode=returncode,
         stderr_tail=stderr_text,
-        stdout_bytes=stdout_bytes or 0,
+        stdout_bytes=stdout_bytes,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
 

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from orchestra.domain.errors import Conflict, LeaseLost, NotFound
 from orchestra.domain.events import EventType
@@ -37,12 +37,19 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+_SELECT_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("id"))
+_SELECT_WORKFLOW_FOR_UPDATE = _SELECT_WORKFLOW.with_for_update()
+_CHECK_LEASE = (
+    workflows.update()
+    .where(workflows.c.id == bindparam("b_id"), workflows.c.lease_token == bindparam("b_token"))
+    .values(lease_expires_at=bindparam("b_expires"))
+)
+
+
 def load_workflow_txn(tx: Tx, workflow_id: str) -> RowMap:
     """The workflow row, locked for this transaction on Postgres."""
-    q = select(workflows).where(workflows.c.id == workflow_id)
-    if tx.dialect == "postgresql":
-        q = q.with_for_update()
-    row = tx.conn.execute(q).first()
+    q = _SELECT_WORKFLOW_FOR_UPDATE if tx.dialect == "postgresql" else _SELECT_WORKFLOW
+    row = tx.conn.execute(q, {"id": workflow_id}).first()
     if row is None:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return dict(row._mapping)
@@ -54,9 +61,7 @@ def check_lease_txn(tx: Tx, workflow_id: str, token: str, expires_at: float) -> 
     Every worker transaction starts with this, so a zombie worker cannot write.
     """
     result = tx.conn.execute(
-        workflows.update()
-        .where(workflows.c.id == workflow_id, workflows.c.lease_token == token)
-        .values(lease_expires_at=expires_at)
+        _CHECK_LEASE, {"b_id": workflow_id, "b_token": token, "b_expires": expires_at}
     )
     if result.rowcount != 1:
         raise LeaseLost(f"lease on workflow {workflow_id} lost")
@@ -207,10 +212,18 @@ def cancel_txn(
             old=CheckpointStatus.PENDING,
             new=CheckpointStatus.SUPERSEDED,
         )
+    end_running_runs_txn(tx, row["id"], AgentRunStatus.CANCELLED, "workflow cancelled")
+    return {**row, **values, "status": WorkflowStatus.CANCELLED.value}
+
+
+def end_running_runs_txn(tx: Tx, workflow_id: str, new: AgentRunStatus, error: str) -> None:
+    """End the workflow's agent runs still marked running: no run may look alive
+    once its workflow stopped (cancelled, failed) or its worker let go."""
     running = (
         tx.conn.execute(
             select(agent_runs.c.id).where(
-                agent_runs.c.workflow_id == row["id"], agent_runs.c.status == AgentRunStatus.RUNNING
+                agent_runs.c.workflow_id == workflow_id,
+                agent_runs.c.status == AgentRunStatus.RUNNING,
             )
         )
         .scalars()
@@ -221,17 +234,20 @@ def cancel_txn(
             tx,
             Entity.AGENT_RUN,
             run_id,
-            workflow_id=row["id"],
+            workflow_id=workflow_id,
             old=AgentRunStatus.RUNNING,
-            new=AgentRunStatus.CANCELLED,
-            values={"finished_at": tx.now, "error": "workflow cancelled"},
+            new=new,
+            values={"finished_at": tx.now, "error": error},
         )
-    return {**row, **values, "status": WorkflowStatus.CANCELLED.value}
 
 
 def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = None) -> bool:
-    """Record a failure; the workflow keeps its current step so a retry resumes it."""
-    return transition_txn(
+    """Record a failure; the workflow keeps its current step so a retry resumes it.
+
+    Runs whose results were lost with the failed step become interrupted, so the
+    retry runs them again (attempt + 1) and none is left looking alive.
+    """
+    failed = transition_txn(
         tx,
         Entity.WORKFLOW,
         row["id"],
@@ -242,6 +258,9 @@ def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = 
         guard=guard,
         data={"error": error},
     )
+    if failed:
+        end_running_runs_txn(tx, row["id"], AgentRunStatus.INTERRUPTED, "its step failed")
+    return failed
 
 
 def _skip_failed_runs_txn(tx: Tx, workflow_id: str, step_name: str, iteration: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from orchestra.domain.errors import Conflict, InvalidInput
 from orchestra.domain.events import EventType
@@ -31,6 +31,11 @@ from orchestra.store.queries import RowMap, to_checkpoint
 from orchestra.store.schema import checkpoints
 
 MAX_CONTENT_CHARS = 1_000_000
+
+_NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
+    checkpoints.c.workflow_id == bindparam("wid")
+)
+_INSERT_CHECKPOINT = insert(checkpoints)
 
 
 class ResolutionConflict(Conflict):
@@ -67,11 +72,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoi
         "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
         "context": view.context,
     }
-    number = tx.conn.execute(
-        select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
-            checkpoints.c.workflow_id == row["id"]
-        )
-    ).scalar_one()
+    number = tx.conn.execute(_NEXT_NUMBER, {"wid": row["id"]}).scalar_one()
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],
@@ -89,7 +90,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoi
         "idempotency_key": None,
         "created_at": tx.now,
     }
-    tx.conn.execute(insert(checkpoints).values(cp_row))
+    tx.conn.execute(_INSERT_CHECKPOINT, cp_row)
     tx.emit(
         row["id"],
         EventType.CHECKPOINT_CREATED,

@@ -17,12 +17,12 @@ import os
 import socket
 import time
 import uuid
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.registry import create_adapter
@@ -56,6 +56,37 @@ log = logging.getLogger(__name__)
 #: failed (set by a retry), mapped to a timeout override or ``None``.
 RETRY_KEY = "_retry"
 
+_INSERT_RUN = insert(agent_runs)
+_SET_LEASE = (
+    workflows.update()
+    .where(workflows.c.id == bindparam("b_id"))
+    .values(
+        lease_owner=bindparam("b_owner"),
+        lease_token=bindparam("b_token"),
+        lease_expires_at=bindparam("b_expires"),
+    )
+)
+_CLAIMABLE = (
+    select(workflows.c.id)
+    .where(
+        workflows.c.status.in_([s.value for s in RUNNABLE_WORKFLOW_STATUSES]),
+        (workflows.c.lease_expires_at.is_(None))
+        | (workflows.c.lease_expires_at < bindparam("now")),
+    )
+    .order_by(workflows.c.updated_at)
+    .limit(bindparam("limit"))
+)
+_CLAIMABLE_PG = _CLAIMABLE.with_for_update(skip_locked=True)
+_LATEST_RUNS = (
+    select(agent_runs)
+    .where(
+        agent_runs.c.workflow_id == bindparam("wid"),
+        agent_runs.c.step_name == bindparam("step"),
+        agent_runs.c.iteration == bindparam("iteration"),
+    )
+    .order_by(agent_runs.c.attempt)
+)
+
 
 @dataclass
 class Lease:
@@ -69,6 +100,18 @@ class Lease:
 
     def check_txn(self, tx: Tx) -> None:
         check_lease_txn(tx, self.workflow_id, self.token, self.expires())
+
+
+@dataclass
+class Prepared:
+    """A workflow as a worker holds it: its row and, when it is at an agent step,
+    the tasks of that step with the runs kept from before and the runs to start."""
+
+    row: RowMap
+    step: AgentStep | None = None
+    tasks: dict[str, AgentTask] = field(default_factory=dict)
+    kept: dict[str, AgentRun] = field(default_factory=dict)
+    to_run: list[AgentRun] = field(default_factory=list)
 
 
 @dataclass
@@ -112,8 +155,8 @@ class Worker:
                     except OrchestraError:
                         log.exception("claiming work failed; retrying")
                         claimed = []
-                    for workflow_id, token in claimed:
-                        self._spawn(workflow_id, token)
+                    for lease, prepared in claimed:
+                        self._spawn(lease, prepared)
                     if len(claimed) == free:
                         continue
                 await bell.wait(self.settings.poll_s, since=seen)
@@ -125,9 +168,9 @@ class Worker:
         await stop.wait()
         self.db.work_bell.ring()
 
-    def _spawn(self, workflow_id: str, token: str) -> None:
-        lease = Lease(workflow_id, token, self.settings.lease_ttl_s)
-        task = asyncio.create_task(self._drive(lease), name=f"drive-{workflow_id}")
+    def _spawn(self, lease: Lease, prepared: Prepared | None) -> None:
+        workflow_id = lease.workflow_id
+        task = asyncio.create_task(self._drive(lease, prepared), name=f"drive-{workflow_id}")
         self._active[workflow_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -153,8 +196,8 @@ class Worker:
         while time.monotonic() < deadline:
             free = self.settings.concurrency - len(self._active)
             claimed = await self.db.write(partial(self._claim_txn, limit=free)) if free else []
-            for workflow_id, token in claimed:
-                self._spawn(workflow_id, token)
+            for lease, prepared in claimed:
+                self._spawn(lease, prepared)
             if not self._active:
                 return
             await asyncio.wait(list(self._active.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -162,46 +205,43 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------
 
-    def _claim_txn(self, tx: Tx, limit: int) -> list[tuple[str, str]]:
-        now = time.time()
-        q = (
-            select(workflows.c.id)
-            .where(
-                workflows.c.status.in_([s.value for s in RUNNABLE_WORKFLOW_STATUSES]),
-                (workflows.c.lease_expires_at.is_(None)) | (workflows.c.lease_expires_at < now),
-            )
-            .order_by(workflows.c.updated_at)
-            .limit(limit)
-        )
-        if tx.dialect == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        claimed = []
-        for workflow_id in tx.conn.execute(q).scalars().all():
-            token = uuid.uuid4().hex
+    def _claim_txn(self, tx: Tx, limit: int) -> list[tuple[Lease, Prepared | None]]:
+        """Lease up to ``limit`` runnable workflows and enter their current step, so a
+        claimed workflow's agents can start without another commit."""
+        q = _CLAIMABLE_PG if tx.dialect == "postgresql" else _CLAIMABLE
+        ids = tx.conn.execute(q, {"now": time.time(), "limit": limit}).scalars().all()
+        claimed: list[tuple[Lease, Prepared | None]] = []
+        for workflow_id in ids:
+            lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
             tx.conn.execute(
-                workflows.update()
-                .where(workflows.c.id == workflow_id)
-                .values(
-                    lease_owner=self.settings.name,
-                    lease_token=token,
-                    lease_expires_at=now + self.settings.lease_ttl_s,
-                )
+                _SET_LEASE,
+                {
+                    "b_id": workflow_id,
+                    "b_owner": self.settings.name,
+                    "b_token": lease.token,
+                    "b_expires": lease.expires(),
+                },
             )
-            claimed.append((workflow_id, token))
+            savepoint = tx.conn.begin_nested()
+            try:
+                prepared: Prepared | None = self._enter_txn(tx, lease)
+                savepoint.commit()
+            except Exception:  # noqa: BLE001 - the drive task enters again and records it
+                savepoint.rollback()
+                prepared = None
+            claimed.append((lease, prepared))
         return claimed
 
     # -- driving one workflow ------------------------------------------------
 
-    async def _drive(self, lease: Lease) -> None:
+    async def _drive(self, lease: Lease, prepared: Prepared | None) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(lease, asyncio.current_task()))
         try:
-            row = await self.db.write(lambda tx: self._enter_txn(tx, lease))
-            while row["status"] == WorkflowStatus.RUNNING and not self._stopping:
-                step = get_definition(row["type"]).step(row["current_step"])
-                if not isinstance(step, AgentStep):
-                    raise RuntimeError(f"running workflow is at checkpoint step {step.name}")
-                row = await self._run_agent_step(row, step, lease)
-            if row["status"] == WorkflowStatus.RUNNING:  # stopping: hand it back now
+            if prepared is None:
+                prepared = await self.db.write(partial(self._enter_txn, lease=lease))
+            while prepared.step is not None and not self._stopping:
+                prepared = await self._run_agent_step(prepared, lease)
+            if prepared.step is not None:  # stopping: hand it back now
                 await self.db.write(lambda tx: self._release_txn(tx, lease))
         except LeaseLost:
             log.info(
@@ -246,7 +286,7 @@ class Worker:
             except OrchestraError:
                 log.warning("heartbeat for %s failed; will retry", lease.workflow_id, exc_info=True)
 
-    def _enter_txn(self, tx: Tx, lease: Lease) -> RowMap:
+    def _enter_txn(self, tx: Tx, lease: Lease) -> Prepared:
         """Take over a claimed workflow: start it if new, or resume its step."""
         lease.check_txn(tx)
         row = load_workflow_txn(tx, lease.workflow_id)
@@ -263,13 +303,28 @@ class Worker:
             )
             row = {**row, "status": WorkflowStatus.RUNNING.value}
             first = get_definition(row["type"]).first_step
-            return apply_next_txn(tx, row, Next(step=first), guard=guard)
+            row = apply_next_txn(tx, row, Next(step=first), guard=guard)
+        else:
+            step = get_definition(row["type"]).step(row["current_step"])
+            if isinstance(step, CheckpointStep):  # only if a definition starts at one
+                row = apply_next_txn(
+                    tx,
+                    {**row, "step_index": row["step_index"] - 1},
+                    Next(step=step.name),
+                    guard=guard,
+                )
+        return self._prepare_txn(tx, row, lease)
+
+    def _prepare_txn(self, tx: Tx, row: RowMap, lease: Lease) -> Prepared:
+        """When the workflow is at an agent step, record the runs it is about to start."""
+        if row["status"] != WorkflowStatus.RUNNING:
+            return Prepared(row)
         step = get_definition(row["type"]).step(row["current_step"])
-        if isinstance(step, CheckpointStep):  # only if a definition starts at one
-            return apply_next_txn(
-                tx, {**row, "step_index": row["step_index"] - 1}, Next(step=step.name), guard=guard
-            )
-        return row
+        if not isinstance(step, AgentStep):
+            raise RuntimeError(f"running workflow is at checkpoint step {step.name}")
+        tasks = {t.key: t for t in step.tasks(context_of(row))}
+        kept, to_run = self._start_runs_txn(tx, row, step, list(tasks.values()))
+        return Prepared(row, step, tasks, kept, to_run)
 
     def _release_txn(self, tx: Tx, lease: Lease) -> None:
         """Give a workflow back without finishing its step (shutdown)."""
@@ -303,73 +358,67 @@ class Worker:
 
     # -- agent steps ---------------------------------------------------------
 
-    async def _run_agent_step(self, row: RowMap, step: AgentStep, lease: Lease) -> RowMap:
-        ctx = context_of(row)
-        tasks = {t.key: t for t in step.tasks(ctx)}
-        kept, to_run = await self.db.write(
-            lambda tx: self._start_runs_txn(tx, row, step, list(tasks.values()), lease)
-        )
-        runs: dict[str, AgentRun] = dict(kept)
-        retry: dict[str, Any] = row["state"].get(RETRY_KEY) or {}
+    async def _run_agent_step(self, p: Prepared, lease: Lease) -> Prepared:
+        """Run the step's agents in parallel; record each result as it arrives and,
+        with the last one, let the definition choose the next step (one commit)."""
+        assert p.step is not None
+        ctx = context_of(p.row)
+        runs: dict[str, AgentRun] = dict(p.kept)
+        retry: dict[str, Any] = p.row["state"].get(RETRY_KEY) or {}
+        buffers = {run.id: _ProgressBuffer(self, run, lease) for run in p.to_run}
         pending = {
             asyncio.create_task(
                 self._run_agent(
-                    tasks[run.agent],
+                    p.tasks[run.agent],
                     run,
-                    lease,
+                    buffers[run.id],
                     ctx.workspace,
-                    float(retry.get(run.agent) or tasks[run.agent].timeout_s),
+                    float(retry.get(run.agent) or p.tasks[run.agent].timeout_s),
                 )
-            ): run.agent
-            for run in to_run
+            )
+            for run in p.to_run
         }
         try:
             while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                finished = list(done)
-                for i, task in enumerate(finished):
-                    del pending[task]
-                    run, outcome = task.result()
-                    if not pending and i == len(finished) - 1:
-                        runs[run.agent] = run
-                        return await self.db.write(
-                            partial(
-                                self._finish_step_txn,
-                                row=row,
-                                step=step,
-                                lease=lease,
-                                runs=runs,
-                                run=run,
-                                outcome=outcome,
-                            )
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = [task.result() for task in done]
+                progress = {run.id: buffers[run.id].take() for run, _ in outcomes}
+                if not pending:
+                    return await self.db.write(
+                        partial(
+                            self._finish_step_txn,
+                            p=p,
+                            lease=lease,
+                            runs=runs,
+                            outcomes=outcomes,
+                            progress=progress,
                         )
-                    runs[run.agent] = await self.db.write(
-                        partial(self._record_run_txn, lease=lease, run=run, outcome=outcome)
                     )
+                recorded = await self.db.write(
+                    partial(
+                        self._record_runs_txn, lease=lease, outcomes=outcomes, progress=progress
+                    )
+                )
+                runs.update(recorded)
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        # Nothing left to run (all kept), or the last batch finished together.
+            for buffer in buffers.values():
+                buffer.stop()
+        # Nothing to run: every agent of this step had finished before.
         return await self.db.write(
-            lambda tx: self._finish_step_txn(tx, row, step, lease, runs, None, None)
+            partial(self._finish_step_txn, p=p, lease=lease, runs=runs, outcomes=[], progress={})
         )
 
     def _start_runs_txn(
-        self, tx: Tx, row: RowMap, step: AgentStep, tasks: list[AgentTask], lease: Lease
+        self, tx: Tx, row: RowMap, step: AgentStep, tasks: list[AgentTask]
     ) -> tuple[dict[str, AgentRun], list[AgentRun]]:
-        lease.check_txn(tx)
         retry: dict[str, Any] = row["state"].get(RETRY_KEY) or {}
         latest: dict[str, RowMap] = {}
         for r in tx.conn.execute(
-            select(agent_runs)
-            .where(
-                agent_runs.c.workflow_id == row["id"],
-                agent_runs.c.step_name == step.name,
-                agent_runs.c.iteration == row["iteration"],
-            )
-            .order_by(agent_runs.c.attempt)
+            _LATEST_RUNS, {"wid": row["id"], "step": step.name, "iteration": row["iteration"]}
         ):
             latest[r.agent] = dict(r._mapping)
         kept: dict[str, AgentRun] = {}
@@ -413,7 +462,7 @@ class Worker:
                 "prompt": task.prompt,
                 "started_at": tx.now,
             }
-            tx.conn.execute(insert(agent_runs).values(values))
+            tx.conn.execute(_INSERT_RUN, values)
             tx.emit(
                 row["id"],
                 EventType.AGENT_RUN_STARTED,
@@ -430,10 +479,15 @@ class Worker:
         return kept, to_run
 
     async def _run_agent(
-        self, task: AgentTask, run: AgentRun, lease: Lease, workspace: Path | None, timeout: float
+        self,
+        task: AgentTask,
+        run: AgentRun,
+        progress: _ProgressBuffer,
+        workspace: Path | None,
+        timeout: float,
     ) -> tuple[AgentRun, AgentResult | AgentFailure]:
-        progress = _ProgressBuffer(self, run, lease)
         started = time.monotonic()
+        result: AgentResult | AgentFailure
         try:
             adapter = create_adapter(task.adapter, task.options)
             request = AgentRequest(
@@ -444,23 +498,35 @@ class Worker:
                 output_schema=task.output_schema,
             )
             async with asyncio.timeout(timeout + 30):  # the adapter's own limit comes first
-                result: AgentResult | AgentFailure = await adapter.run(request, progress.add)
+                result = await adapter.run(request, progress.add)
         except AgentFailure as failure:
             result = failure
         except TimeoutError:
             result = AgentFailure("timeout", f"no answer within {timeout:g}s")
         except OrchestraError as exc:
             result = AgentFailure("agent_error", exc.message, retryable=False)
-        finally:
-            await progress.close()
         if isinstance(result, AgentResult) and result.duration_ms is None:
             result.duration_ms = int((time.monotonic() - started) * 1000)
         return run, result
 
-    def _record_run_txn(
-        self, tx: Tx, lease: Lease, run: AgentRun, outcome: AgentResult | AgentFailure
-    ) -> AgentRun:
+    def _record_runs_txn(
+        self,
+        tx: Tx,
+        lease: Lease,
+        outcomes: list[tuple[AgentRun, AgentResult | AgentFailure]],
+        progress: dict[str, _Progress | None],
+    ) -> dict[str, AgentRun]:
+        """Record finished runs (with their last progress lines) under the lease."""
         lease.check_txn(tx)
+        recorded = {}
+        for run, outcome in outcomes:
+            pending_lines = progress.get(run.id)
+            if pending_lines is not None:
+                _emit_progress(tx, run, pending_lines)
+            recorded[run.agent] = self._record_run(tx, run, outcome)
+        return recorded
+
+    def _record_run(self, tx: Tx, run: AgentRun, outcome: AgentResult | AgentFailure) -> AgentRun:
         duration = int((tx.now - run.started_at).total_seconds() * 1000)
         if isinstance(outcome, AgentResult):
             new = AgentRunStatus.COMPLETED
@@ -498,20 +564,17 @@ class Worker:
     def _finish_step_txn(
         self,
         tx: Tx,
-        row: RowMap,
-        step: AgentStep,
+        p: Prepared,
         lease: Lease,
         runs: dict[str, AgentRun],
-        run: AgentRun | None,
-        outcome: AgentResult | AgentFailure | None,
-    ) -> RowMap:
-        """Record the last run, then let the definition pick the next step: one commit."""
-        if run is not None and outcome is not None:
-            runs[run.agent] = self._record_run_txn(tx, lease, run, outcome)
-        else:
-            lease.check_txn(tx)
-        fresh = load_workflow_txn(tx, row["id"])
-        nxt = step.on_done(context_of(fresh), runs)
+        outcomes: list[tuple[AgentRun, AgentResult | AgentFailure]],
+        progress: dict[str, _Progress | None],
+    ) -> Prepared:
+        """Record the last runs, let the definition pick the next step, and prepare
+        it: one commit per agent step."""
+        runs = {**runs, **self._record_runs_txn(tx, lease, outcomes, progress)}
+        assert p.step is not None
+        nxt = p.step.on_done(context_of(p.row), runs)
         nxt = Next(
             step=nxt.step,
             state={RETRY_KEY: None, **nxt.state},
@@ -520,11 +583,27 @@ class Worker:
             cancel=nxt.cancel,
             skip_failed=nxt.skip_failed,
         )
-        return apply_next_txn(tx, fresh, nxt, guard={"lease_token": lease.token})
+        row = apply_next_txn(tx, p.row, nxt, guard={"lease_token": lease.token})
+        return self._prepare_txn(tx, row, lease)
+
+
+#: Progress lines of one run waiting to be written, and how many were dropped.
+_Progress = tuple[list[dict[str, str]], int]
+
+
+def _emit_progress(tx: Tx, run: AgentRun, progress: _Progress) -> None:
+    lines, dropped = progress
+    tx.emit(
+        run.workflow_id,
+        EventType.AGENT_PROGRESS,
+        {"agent_run_id": run.id, "agent": run.agent, "lines": lines, "dropped": dropped},
+    )
 
 
 class _ProgressBuffer:
-    """Collects an agent's progress lines and writes them as throttled events."""
+    """Collects an agent's progress lines and writes them as throttled events: at
+    most one event per run per interval, at most ``max_lines`` lines per event.
+    Lines still buffered when the run ends go out with its result."""
 
     max_lines = 50
     max_chars = 300
@@ -545,33 +624,35 @@ class _ProgressBuffer:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_later())
 
+    def take(self) -> _Progress | None:
+        """Hand over what is buffered (to be written with the run's result)."""
+        self.stop()
+        if not self._lines and not self._dropped:
+            return None
+        taken = (self._lines, self._dropped)
+        self._lines, self._dropped = [], 0
+        return taken
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+
     async def _flush_later(self) -> None:
         await asyncio.sleep(self._worker.settings.progress_interval_s)
         self._flusher = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        if not self._lines:
+        taken = self.take()
+        if taken is None:
             return
-        lines, dropped = self._lines, self._dropped
-        self._lines, self._dropped = [], 0
         run, lease = self._run, self._lease
 
         def txn(tx: Tx) -> None:
             lease.check_txn(tx)
-            tx.emit(
-                run.workflow_id,
-                EventType.AGENT_PROGRESS,
-                {"agent_run_id": run.id, "agent": run.agent, "lines": lines, "dropped": dropped},
-            )
+            _emit_progress(tx, run, taken)
 
         try:
             await self._worker.db.write(txn)
+        except LeaseLost:
+            log.info("progress of %s not recorded: lease lost", run.id)
         except OrchestraError:
             log.warning("progress of %s not recorded", run.id, exc_info=True)
-
-    async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        await self._flush()

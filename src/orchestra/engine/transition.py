@@ -11,9 +11,10 @@ Orchestra writes a status column.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, Update, bindparam, update
 
 from orchestra.domain.errors import TransitionNotAllowed
 from orchestra.domain.events import EventType
@@ -31,6 +32,25 @@ _EVENTS: dict[Entity, EventType] = {
     Entity.CHECKPOINT: EventType.CHECKPOINT_STATUS_CHANGED,
     Entity.AGENT_RUN: EventType.AGENT_RUN_STATUS_CHANGED,
 }
+
+
+@cache
+def _update_statement(
+    entity: Entity, value_keys: tuple[str, ...], guard_keys: tuple[str, ...]
+) -> Update:
+    """The guarded UPDATE for one shape of change, built once (building is the slow
+    part of executing a statement; the hot path only binds parameters)."""
+    table: Table = _TABLES[entity]
+    stmt = update(table).where(table.c.id == bindparam("_id"), table.c.status == bindparam("_old"))
+    for column in guard_keys:
+        stmt = stmt.where(table.c[column] == bindparam(f"_g_{column}", type_=table.c[column].type))
+    row_values: dict[str, Any] = {
+        k: bindparam(f"_v_{k}", type_=table.c[k].type) for k in value_keys
+    }
+    row_values["status"] = bindparam("_new")
+    if entity is Entity.WORKFLOW:
+        row_values["version"] = workflows.c.version + 1
+    return stmt.values(row_values)
 
 
 def transition_txn(
@@ -57,15 +77,15 @@ def transition_txn(
             f"a {entity.value} cannot go from {old!r} to {new!r}",
             details={"entity": entity.value, "id": entity_id, "from": old, "to": new},
         )
-    table = _TABLES[entity]
-    stmt = update(table).where(table.c.id == entity_id, table.c.status == old)
-    for column, expected in (guard or {}).items():
-        stmt = stmt.where(table.c[column] == expected)
-    row_values: dict[str, Any] = {"status": new, **(values or {})}
+    row_values = dict(values or {})
     if entity is Entity.WORKFLOW:
-        row_values["version"] = workflows.c.version + 1
         row_values.setdefault("updated_at", tx.now)
-    if tx.conn.execute(stmt.values(row_values)).rowcount != 1:
+    guard = guard or {}
+    stmt = _update_statement(entity, tuple(sorted(row_values)), tuple(sorted(guard)))
+    params = {"_id": entity_id, "_old": old, "_new": new}
+    params.update({f"_v_{k}": v for k, v in row_values.items()})
+    params.update({f"_g_{k}": v for k, v in guard.items()})
+    if tx.conn.execute(stmt, params).rowcount != 1:
         return False
     payload = {"id": entity_id, "from": old, "to": new, **(data or {})}
     tx.emit(workflow_id, event or _EVENTS[entity], payload)

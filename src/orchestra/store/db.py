@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
 
 from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
@@ -44,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "orchestra_events"
+_INSERT_EVENT = insert(schema.events)
 _EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
 
 
@@ -78,7 +78,7 @@ class Tx:
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
             payload = "w" if self.wakes_workers else "e"
             self.conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
-        self.conn.execute(insert(schema.events), self._events)
+        self.conn.execute(_INSERT_EVENT, self._events)
         self._events = []
 
 
@@ -195,7 +195,8 @@ def _unavailable(exc: Exception) -> DatabaseUnavailable:
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(
         url,
-        poolclass=NullPool if not immediate else None,
+        pool_size=1 if immediate else 4,
+        max_overflow=0 if immediate else 4,
         connect_args={"check_same_thread": False, "timeout": 30},
     )
 
@@ -277,6 +278,21 @@ class _SqliteWriter:
     def _commit_batch(self, conn: Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         wakes = False
+        if len(batch) == 1:  # alone: no savepoint needed, a failure rolls back the tx
+            tx = Tx(conn, "sqlite")
+            try:
+                with conn.begin():
+                    result = batch[0][0](tx)
+                    tx.flush_events()
+            except OperationalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
+                outcomes.append((False, exc))
+            else:
+                outcomes.append((True, result))
+                wakes = tx.wakes_workers
+            self._hand_back(batch, outcomes, wakes)
+            return
         with conn.begin():
             for fn, _fut, _loop in batch:
                 tx = Tx(conn, "sqlite")
@@ -293,10 +309,24 @@ class _SqliteWriter:
                     continue
                 wakes = wakes or tx.wakes_workers
                 outcomes.append((True, result))
-        self._db._rang(wakes)
+        self._hand_back(batch, outcomes, wakes)
+
+    def _hand_back(self, batch: list[_Job], outcomes: list[tuple[bool, Any]], wakes: bool) -> None:
+        """One wake-up per event loop delivers every result and rings the bells."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (ok, value), (_fn, fut, loop) in zip(outcomes, batch, strict=True):
-            setter = _set_result if ok else _set_exception
-            loop.call_soon_threadsafe(setter, fut, value)
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, deliveries in by_loop.items():
+            loop.call_soon_threadsafe(self._deliver, deliveries, wakes)
+
+    def _deliver(
+        self, deliveries: list[tuple[asyncio.Future[Any], bool, Any]], wakes: bool
+    ) -> None:
+        for fut, ok, value in deliveries:
+            (_set_result if ok else _set_exception)(fut, value)
+        self._db.doorbell.ring()
+        if wakes:
+            self._db.work_bell.ring()
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

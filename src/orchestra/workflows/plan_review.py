@@ -136,7 +136,7 @@ def _problem(
         {
             "agent": key,
             "label": _agent_label(ctx, key),
-            "error": run.error or "failed",
+            "error": run.error or "no error recorded",
             "stderr_tail": run.stderr_tail or "",
             "agent_run_id": run.id,
             "timeout_s": timeouts.get(key),

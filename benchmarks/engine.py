@@ -1,0 +1,166 @@
+"""Engine benchmark: Plan & Review with instant demo agents, Orchestra vs LangGraph.
+
+Each workflow: start → planner → plan checkpoint (approve) → three reviewers in
+parallel → reviews checkpoint (approve) → completed. Every transition is durable
+(SQLite WAL + synchronous=FULL, the default), has its event row, and each
+checkpoint is audited with its resolution. The same shape runs in LangGraph with
+``AsyncSqliteSaver`` (``benchmarks/langgraph_peer.py``) in the same process run.
+
+Clients wait for checkpoints the way the HTTP API's event streams do: one tail of
+the event log, woken by the doorbell, dispatching to the waiting clients.
+
+    python benchmarks/engine.py [--n 500] [--pg postgresql://…/test]
+
+Prints workflows/second for both engines and the ratio, and Orchestra's p50/p99
+latency from a resolution to the next checkpoint being pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from langgraph_peer import run_langgraph  # noqa: E402
+
+from orchestra.domain.events import EventType  # noqa: E402
+from orchestra.engine.runner import Worker, WorkerSettings  # noqa: E402
+from orchestra.service import Orchestra  # noqa: E402
+from orchestra.store import queries  # noqa: E402
+from orchestra.store.db import Database  # noqa: E402
+from orchestra.store.migrate import upgrade  # noqa: E402
+
+
+@dataclass
+class Tail:
+    """One reader of the event log that wakes the clients waiting for a checkpoint."""
+
+    db: Database
+    cursor: int = 0
+    waiting: dict[str, asyncio.Future[str]] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        bell = self.db.doorbell
+        while True:
+            seen = bell.generation
+            events = await self.db.read(
+                lambda c: queries.events_after(c, after=self.cursor, limit=5000)
+            )
+            for event in events:
+                self.cursor = event.id
+                if event.type is EventType.CHECKPOINT_CREATED and event.workflow_id:
+                    fut = self.waiting.pop(event.workflow_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(event.data["checkpoint_id"])
+            if len(events) < 5000:
+                await bell.wait(1.0, since=seen)
+
+    def expect(self, workflow_id: str) -> asyncio.Future[str]:
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting[workflow_id] = fut
+        return fut
+
+
+async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
+    db = Database(url)
+    upgrade(db.write_engine)
+    service = Orchestra(db)
+    worker = Worker(db, WorkerSettings(concurrency=max(32, concurrency * 2)))
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(worker.run(stop))
+    tail = Tail(db)
+    tail_task = asyncio.create_task(tail.run())
+    latencies: list[float] = []
+    counter = iter(range(n))
+
+    async def one() -> None:
+        wf = await service.create_workflow(name="bench", prompt="Add a --json flag")
+        first = tail.expect(wf.id)
+        cp_id = await first
+        second = tail.expect(wf.id)
+        t0 = time.perf_counter()
+        await service.resolve(cp_id, action="approve", actor="bench")
+        cp_id = await second
+        latencies.append(time.perf_counter() - t0)
+        await service.resolve(cp_id, action="approve", actor="bench")
+
+    async def client() -> None:
+        for _ in counter:
+            await one()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    stop.set()
+    await worker_task
+    tail_task.cancel()
+    done = await service.list_workflows(limit=1)
+    assert done.items and done.items[0].status.is_terminal
+    db.close()
+    latencies.sort()
+    return {
+        "workflows_per_s": n / seconds,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+def fresh_pg(url: str) -> str:
+    name = f"orchestra_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg(url: str, admin: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in args.concurrency:
+            orch = await run_orchestra(f"sqlite:///{tmp}/orch-{c}.db", args.n, c)
+            lg = await run_langgraph(args.n, c, Path(tmp) / f"lg-{c}.db")
+            rows.append((c, orch, lg["workflows_per_s"]))
+    print(f"\nPlan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL\n")
+    print(f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} "
+          f"{'p50 ms':>8} {'p99 ms':>8}")
+    for c, orch, lg in rows:
+        print(f"{c:>4} {orch['workflows_per_s']:>15.0f} {lg:>15.1f} "
+              f"{orch['workflows_per_s'] / lg:>6.1f}x {orch['p50_ms']:>8.2f} "
+              f"{orch['p99_ms']:>8.2f}")
+    if args.pg:
+        print(f"\nOrchestra on PostgreSQL ({args.pg.split('@')[-1]})")
+        for c in args.concurrency:
+            url = fresh_pg(args.pg)
+            try:
+                orch = await run_orchestra(url, args.n, c)
+            finally:
+                drop_pg(url, args.pg)
+            print(f"{c:>4} {orch['workflows_per_s']:>15.0f} wf/s   p50 {orch['p50_ms']:.2f} ms"
+                  f"   p99 {orch['p99_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, action="append")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parsed = parser.parse_args()
+    parsed.concurrency = parsed.concurrency or [1, 20]
+    asyncio.run(main(parsed))

@@ -1,0 +1,121 @@
+"""Agent configuration from TOML: defaults, role references, early refusal of typos,
+and the reachability check behind ``orchestra agents``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agent_helpers import FAKES
+
+from orchestra.agents.config import (
+    AgentsConfig,
+    AgentSpec,
+    check_agents,
+    load_agents_config,
+    parse_agents_config,
+)
+from orchestra.domain.errors import InvalidInput
+
+SAMPLE = """
+[agents.claude-opus]
+adapter = "claude"
+timeout_s = 900
+[agents.claude-opus.options]
+model = "opus"
+allowed_tools = ["Read", "Grep"]
+
+[agents.local-llm]
+adapter = "openai"
+[agents.local-llm.options]
+base_url = "http://127.0.0.1:11434/v1"
+model = "qwen3-coder"
+
+[roles]
+planner = "claude-opus"
+reviewers = ["codex", "gemini", "local-llm"]
+reviewer_timeout_s = 240
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agents.toml"
+    path.write_text(text)
+    return path
+
+
+def test_without_a_file_the_demo_agent_does_everything(tmp_path: Path) -> None:
+    for config in (load_agents_config(None), load_agents_config(tmp_path / "absent.toml")):
+        assert config.planner == "demo"
+        assert config.reviewers == ["demo", "demo", "demo"]
+        assert config.agents == {"demo": AgentSpec(name="demo", adapter="demo")}
+        assert config.timeout_for("demo", "planner") == 600
+        assert config.timeout_for("demo", "reviewer") == 300
+
+
+def test_sample_file(tmp_path: Path) -> None:
+    config = load_agents_config(write(tmp_path, SAMPLE))
+    assert isinstance(config, AgentsConfig)
+    assert config.planner == "claude-opus"
+    assert config.reviewers == ["codex", "gemini", "local-llm"]
+    opus = config.spec("claude-opus")
+    assert opus.adapter == "claude"
+    assert opus.options == {"model": "opus", "allowed_tools": ["Read", "Grep"]}
+    # Roles may name adapters directly: they run with default options.
+    assert config.spec("codex") == AgentSpec(name="codex", adapter="codex")
+    assert config.timeout_for("claude-opus", "planner") == 900
+    assert config.timeout_for("codex", "reviewer") == 240
+    assert config.planner_timeout_s == 600
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[agents.x]\nadapter = "cluade"\n', "unknown adapter 'cluade'"),
+        ('[roles]\nplanner = "nobody"\n', "neither a configured agent"),
+        ('[agents.x]\nadapter = "claude"\nmodel = "opus"\n', "[agents.NAME.options]"),
+        ('[agents.x]\nadapter = "claude"\n[agents.x.options]\nmodle = "opus"\n', "modle"),
+        ('[agents.x]\nadapter = "openai"\n', "needs a `model` option"),
+        ("[roles]\nreviewers = []\n", "reviewers"),
+        ("[roles]\nplanner_timeout_s = -1\n", "planner_timeout_s"),
+        ("[agents.x\n", "not valid TOML"),
+    ],
+)
+def test_mistakes_are_refused_with_a_clear_message(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_agents_config(write(tmp_path, text))
+    assert words in caught.value.message
+    assert "agents.toml" in caught.value.message
+
+
+def test_unknown_agent_lookup_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="configured agents: demo"):
+        load_agents_config(None).spec("claude")
+
+
+async def test_check_agents_reports_each_agent(tmp_path: Path) -> None:
+    config = parse_agents_config(
+        f"""
+[agents.claude]
+adapter = "claude"
+[agents.claude.options]
+path = "{FAKES / "claude"}"
+
+[agents.ghost]
+adapter = "codex"
+[agents.ghost.options]
+path = "{tmp_path / "no-codex-here"}"
+
+[roles]
+planner = "claude"
+reviewers = ["demo", "ghost"]
+""",
+        tmp_path / "inline.toml",
+    )
+    checks = dict(await check_agents(config))
+    assert sorted(checks) == ["claude", "demo", "ghost"]
+    assert checks["claude"].ok
+    assert "Claude Code" in checks["claude"].detail
+    assert checks["demo"].ok
+    assert not checks["ghost"].ok
+    assert "no-codex-here" in checks["ghost"].detail
