@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import statistics
 import sys
@@ -27,19 +28,29 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).parent))
+from orchestra.domain.events import EventType
+from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.service import Orchestra
+from orchestra.store import queries
+from orchestra.store.db import Database
+from orchestra.store.migrate import upgrade
 
-from langgraph_peer import run_langgraph  # noqa: E402
 
-from orchestra.domain.events import EventType  # noqa: E402
-from orchestra.engine.runner import Worker, WorkerSettings  # noqa: E402
-from orchestra.service import Orchestra  # noqa: E402
-from orchestra.store import queries  # noqa: E402
-from orchestra.store.db import Database  # noqa: E402
-from orchestra.store.migrate import upgrade  # noqa: E402
+def _load_peer() -> Any:
+    """Load benchmarks/langgraph_peer.py by path (benchmarks/ is not a package, and
+    putting it on sys.path would let benchmarks/http.py shadow the standard library)."""
+    spec = importlib.util.spec_from_file_location(
+        "langgraph_peer", Path(__file__).with_name("langgraph_peer.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["langgraph_peer"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass
@@ -135,15 +146,19 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.concurrency:
             orch = await run_orchestra(f"sqlite:///{tmp}/orch-{c}.db", args.n, c)
-            lg = await run_langgraph(args.n, c, Path(tmp) / f"lg-{c}.db")
+            lg = await _load_peer().run_langgraph(args.n, c, Path(tmp) / f"lg-{c}.db")
             rows.append((c, orch, lg["workflows_per_s"]))
     print(f"\nPlan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL\n")
-    print(f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} "
-          f"{'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
+    )
     for c, orch, lg in rows:
-        print(f"{c:>4} {orch['workflows_per_s']:>15.0f} {lg:>15.1f} "
-              f"{orch['workflows_per_s'] / lg:>6.1f}x {orch['p50_ms']:>8.2f} "
-              f"{orch['p99_ms']:>8.2f}")
+        print(
+            f"{c:>4} {orch['workflows_per_s']:>15.0f} {lg:>15.1f} "
+            f"{orch['workflows_per_s'] / lg:>6.1f}x {orch['p50_ms']:>8.2f} "
+            f"{orch['p99_ms']:>8.2f}"
+        )
     if args.pg:
         print(f"\nOrchestra on PostgreSQL ({args.pg.split('@')[-1]})")
         for c in args.concurrency:
@@ -152,8 +167,10 @@ async def main(args: argparse.Namespace) -> None:
                 orch = await run_orchestra(url, args.n, c)
             finally:
                 drop_pg(url, args.pg)
-            print(f"{c:>4} {orch['workflows_per_s']:>15.0f} wf/s   p50 {orch['p50_ms']:.2f} ms"
-                  f"   p99 {orch['p99_ms']:.2f} ms")
+            print(
+                f"{c:>4} {orch['workflows_per_s']:>15.0f} wf/s   p50 {orch['p50_ms']:.2f} ms"
+                f"   p99 {orch['p99_ms']:.2f} ms"
+            )
 
 
 if __name__ == "__main__":

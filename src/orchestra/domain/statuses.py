@@ -42,7 +42,11 @@ WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
     # awaiting_checkpoint → completed: resolved with a final action (approve)
     # awaiting_checkpoint → failed: the resolution could not be applied
     # awaiting_checkpoint → cancelled: resolved with cancel, or cancelled
-    W.AWAITING_CHECKPOINT: frozenset({W.RUNNING, W.COMPLETED, W.FAILED, W.CANCELLED}),
+    # awaiting_checkpoint → awaiting_checkpoint: resolved into another checkpoint
+    #   (e.g. edit_reviewer_prompt; a recorded step change, same status)
+    W.AWAITING_CHECKPOINT: frozenset(
+        {W.RUNNING, W.AWAITING_CHECKPOINT, W.COMPLETED, W.FAILED, W.CANCELLED}
+    ),
     W.COMPLETED: frozenset(),
     # failed → running: an explicit, recorded retry
     W.FAILED: frozenset({W.RUNNING}),

@@ -24,6 +24,7 @@ from orchestra.domain.statuses import (
 from orchestra.engine.definition import CheckpointStep, Next, StepContext, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.queries import RowMap
 from orchestra.store.schema import agent_runs, checkpoints, workflows
 
@@ -60,10 +61,8 @@ def check_lease_txn(tx: Tx, workflow_id: str, token: str, expires_at: float) -> 
 
     Every worker transaction starts with this, so a zombie worker cannot write.
     """
-    result = tx.conn.execute(
-        _CHECK_LEASE, {"b_id": workflow_id, "b_token": token, "b_expires": expires_at}
-    )
-    if result.rowcount != 1:
+    params = {"b_id": workflow_id, "b_token": token, "b_expires": expires_at}
+    if execute_dml(tx.conn, _CHECK_LEASE, params) != 1:
         raise LeaseLost(f"lease on workflow {workflow_id} lost")
 
 

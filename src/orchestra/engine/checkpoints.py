@@ -27,6 +27,7 @@ from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_t
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.queries import RowMap, to_checkpoint
 from orchestra.store.schema import checkpoints
 
@@ -90,7 +91,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoi
         "idempotency_key": None,
         "created_at": tx.now,
     }
-    tx.conn.execute(_INSERT_CHECKPOINT, cp_row)
+    execute_dml(tx.conn, _INSERT_CHECKPOINT, cp_row)
     tx.emit(
         row["id"],
         EventType.CHECKPOINT_CREATED,

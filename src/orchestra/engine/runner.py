@@ -47,6 +47,7 @@ from orchestra.engine.advance import (
 from orchestra.engine.definition import AgentStep, AgentTask, CheckpointStep, Next, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Database, Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.queries import RowMap, to_agent_run
 from orchestra.store.schema import agent_runs, workflows
 
@@ -133,6 +134,7 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._saturated = False
 
     # -- main loop ---------------------------------------------------------
 
@@ -157,7 +159,9 @@ class Worker:
                         claimed = []
                     for lease, prepared in claimed:
                         self._spawn(lease, prepared)
-                    if len(claimed) == free:
+                    # Saturated: there may be more work; claim again when a slot frees.
+                    self._saturated = len(claimed) == free
+                    if self._saturated:
                         continue
                 await bell.wait(self.settings.poll_s, since=seen)
         finally:
@@ -175,7 +179,8 @@ class Worker:
 
         def done(_: asyncio.Task[None]) -> None:
             self._active.pop(workflow_id, None)
-            self.db.work_bell.ring()  # a slot is free
+            if self._saturated:  # work was left unclaimed for lack of a slot
+                self.db.work_bell.ring()
 
         task.add_done_callback(done)
 
@@ -213,7 +218,8 @@ class Worker:
         claimed: list[tuple[Lease, Prepared | None]] = []
         for workflow_id in ids:
             lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
-            tx.conn.execute(
+            execute_dml(
+                tx.conn,
                 _SET_LEASE,
                 {
                     "b_id": workflow_id,
@@ -462,7 +468,7 @@ class Worker:
                 "prompt": task.prompt,
                 "started_at": tx.now,
             }
-            tx.conn.execute(_INSERT_RUN, values)
+            execute_dml(tx.conn, _INSERT_RUN, values)
             tx.emit(
                 row["id"],
                 EventType.AGENT_RUN_STARTED,

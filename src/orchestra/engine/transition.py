@@ -20,6 +20,7 @@ from orchestra.domain.errors import TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.statuses import Entity, is_allowed
 from orchestra.store.db import Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.schema import agent_runs, checkpoints, workflows
 
 _TABLES: dict[Entity, Table] = {
@@ -85,7 +86,7 @@ def transition_txn(
     params = {"_id": entity_id, "_old": old, "_new": new}
     params.update({f"_v_{k}": v for k, v in row_values.items()})
     params.update({f"_g_{k}": v for k, v in guard.items()})
-    if tx.conn.execute(stmt, params).rowcount != 1:
+    if execute_dml(tx.conn, stmt, params) != 1:
         return False
     payload = {"id": entity_id, "from": old, "to": new, **(data or {})}
     tx.emit(workflow_id, event or _EVENTS[entity], payload)

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
 from orchestra.store import schema
+from orchestra.store.fast import execute_dml
 from orchestra.store.notify import Doorbell
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Tx:
             self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
             payload = "w" if self.wakes_workers else "e"
             self.conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
-        self.conn.execute(_INSERT_EVENT, self._events)
+        execute_dml(self.conn, _INSERT_EVENT, self._events)
         self._events = []
 
 
@@ -294,15 +295,20 @@ class _SqliteWriter:
             self._hand_back(batch, outcomes, wakes)
             return
         with conn.begin():
+            # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
+            # transactions, and invisible to the functions, which see one transaction.
+            raw = conn.connection.driver_connection
+            assert raw is not None
             for fn, _fut, _loop in batch:
                 tx = Tx(conn, "sqlite")
-                savepoint = conn.begin_nested()
+                raw.execute("SAVEPOINT orchestra_job")
                 try:
                     result = fn(tx)
                     tx.flush_events()
-                    savepoint.commit()
+                    raw.execute("RELEASE orchestra_job")
                 except Exception as exc:
-                    savepoint.rollback()
+                    raw.execute("ROLLBACK TO orchestra_job")
+                    raw.execute("RELEASE orchestra_job")
                     if isinstance(exc, OperationalError):
                         raise
                     outcomes.append((False, exc))
