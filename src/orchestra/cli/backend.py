@@ -1,0 +1,81 @@
+"""What the CLI needs from Orchestra, whether it runs locally or on a server.
+
+Commands talk to a :class:`Backend`; :mod:`orchestra.cli.local` opens the
+database in this process and :mod:`orchestra.cli.remote` calls the REST API.
+Both return the same domain models, so there is one rendering path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.statuses import WorkflowStatus
+
+#: How long a local event reader waits for the doorbell before reading again
+#: (another process's commits on SQLite are only seen by reading).
+EVENT_POLL_S = 0.5
+
+
+class Backend(Protocol):
+    #: Where the data lives, for messages: a redacted database URL or the server URL.
+    where: str
+
+    async def create_workflow(
+        self,
+        *,
+        name: str,
+        prompt: str,
+        workspace_path: str | None,
+        agents: dict[str, Any] | None,
+        max_iterations: int,
+    ) -> Workflow: ...
+
+    async def get_workflow(self, workflow_id: str) -> Workflow: ...
+
+    async def list_workflows(
+        self, *, status: WorkflowStatus | None, limit: int, cursor: str | None
+    ) -> Page[Workflow]: ...
+
+    async def list_pending_checkpoints(
+        self, *, limit: int, cursor: str | None
+    ) -> Page[Checkpoint]: ...
+
+    async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint: ...
+
+    async def resolve(
+        self,
+        checkpoint_id: str,
+        *,
+        action: str,
+        edited_content: str | None,
+        notes: str | None,
+    ) -> Checkpoint: ...
+
+    async def cancel(self, workflow_id: str) -> Workflow: ...
+
+    async def retry(self, workflow_id: str) -> Workflow: ...
+
+    async def history(self, workflow_id: str) -> History: ...
+
+    def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
+        """Every event of the workflow after ``after``, then live ones; never ends."""
+        ...
+
+    def working(self) -> AbstractAsyncContextManager[None]:
+        """While entered, workflows make progress (a local worker runs, or the server's)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def is_settled(workflow: Workflow) -> bool:
+    """The workflow waits for a person or has ended: nothing moves until someone acts."""
+    if workflow.status.is_terminal:
+        return True
+    return (
+        workflow.status is WorkflowStatus.AWAITING_CHECKPOINT
+        and workflow.pending_checkpoint is not None
+    )

@@ -1,0 +1,304 @@
+"""Commands that read or change workflows: list, show, inbox, resolve, cancel,
+retry, watch. Each works on the local database or, with ``--server``, over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from orchestra.cli.app import (
+    AsJson,
+    DatabaseUrl,
+    Server,
+    Token,
+    app,
+    console,
+    print_json,
+    print_json_line,
+    with_backend,
+)
+from orchestra.cli.backend import Backend
+from orchestra.cli.editor import edit_text
+from orchestra.cli.errors import exits_on_errors
+from orchestra.cli.render import (
+    checkpoint_view,
+    event_line,
+    inbox_table,
+    result_view,
+    status_text,
+    timeline_table,
+    workflow_summary,
+    workflows_table,
+)
+from orchestra.domain.errors import InvalidInput
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Event, Workflow
+from orchestra.domain.statuses import WorkflowStatus
+
+WorkflowId = Annotated[str, typer.Argument(help="The workflow's id.", show_default=False)]
+Limit = Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")]
+Cursor = Annotated[
+    str | None,
+    typer.Option(
+        "--cursor", help="Continue after a previous page's next_cursor.", show_default=False
+    ),
+]
+
+
+@app.command("list")
+@exits_on_errors
+def list_workflows(
+    ctx: typer.Context,
+    status: Annotated[
+        WorkflowStatus | None,
+        typer.Option("--status", help="Only workflows in this status.", show_default=False),
+    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    as_json: AsJson = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List workflows, newest first."""
+
+    async def body(b: Backend) -> None:
+        page = await b.list_workflows(status=status, limit=limit, cursor=cursor)
+        if as_json:
+            print_json(page.model_dump(mode="json"))
+            return
+        console.print(workflows_table(page.items))
+        if page.next_cursor:
+            console.print(f"More: orchestra list --cursor {page.next_cursor}", style="dim")
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+@app.command("show")
+@exits_on_errors
+def show(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the history: workflow, checkpoints, agent runs, events."
+        ),
+    ] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show a workflow: status, step, iteration, timeline, and the pending checkpoint."""
+
+    async def body(b: Backend) -> None:
+        history = await b.history(workflow_id)
+        if as_json:
+            print_json(history.model_dump(mode="json"))
+            return
+        wf = history.workflow
+        console.print(workflow_summary(wf))
+        console.print(timeline_table(history))
+        if wf.pending_checkpoint is not None:
+            console.print(checkpoint_view(wf.pending_checkpoint))
+            console.print(
+                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION",
+                style="dim",
+            )
+        elif wf.status.is_terminal:
+            console.print(result_view(wf))
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+@app.command("inbox")
+@exits_on_errors
+def inbox(
+    ctx: typer.Context,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    as_json: AsJson = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Checkpoints waiting for a person, oldest first, with how long they have waited."""
+
+    async def body(b: Backend) -> None:
+        page = await b.list_pending_checkpoints(limit=limit, cursor=cursor)
+        if as_json:
+            print_json(page.model_dump(mode="json"))
+            return
+        waiting = await b.list_workflows(
+            status=WorkflowStatus.AWAITING_CHECKPOINT, limit=500, cursor=None
+        )
+        names = {wf.id: wf.name for wf in waiting.items}
+        console.print(inbox_table(page.items, names))
+        if not page.items:
+            console.print("Nothing waits for you.", style="dim")
+        if page.next_cursor:
+            console.print(f"More: orchestra inbox --cursor {page.next_cursor}", style="dim")
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+@app.command("resolve")
+@exits_on_errors
+def resolve(
+    ctx: typer.Context,
+    checkpoint_id: Annotated[str, typer.Argument(help="The checkpoint's id.", show_default=False)],
+    action: Annotated[
+        str, typer.Option("--action", "-a", help="The action's name (see `orchestra show`).")
+    ],
+    edit: Annotated[
+        bool, typer.Option("--edit", help="Edit the checkpoint's editable content in $EDITOR.")
+    ] = False,
+    content_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--content-file",
+            help="Use this file's text as the edited content ('-' reads stdin).",
+            show_default=False,
+            allow_dash=True,
+        ),
+    ] = None,
+    notes: Annotated[
+        str | None,
+        typer.Option(
+            "--notes", help="Notes for the next agent and the record.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the resolved checkpoint as JSON.")
+    ] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Resolve a checkpoint with one of its actions (exit 4 if someone already did)."""
+    if edit and content_file is not None:
+        raise typer.BadParameter("use either --edit or --content-file", param_hint="--edit")
+    edited = _read_content(content_file) if content_file is not None else None
+
+    async def body(b: Backend) -> None:
+        content = edited
+        if edit:
+            cp = await b.get_checkpoint(checkpoint_id)
+            if cp.action(action) is None:  # say so before the editor opens
+                allowed = [a.name for a in cp.actions]
+                raise InvalidInput(
+                    f"action {action!r} is not offered here; choose one of: {', '.join(allowed)}",
+                    details={"action": action, "allowed": allowed},
+                )
+            content = edit_text(cp.editable_content or "", label=cp.editable_label, console=console)
+        cp = await b.resolve(checkpoint_id, action=action, edited_content=content, notes=notes)
+        if as_json:
+            print_json(cp.model_dump(mode="json"))
+            return
+        console.print(
+            Text.assemble(f"Checkpoint {cp.id} resolved with {action}: ", status_text(cp.status))
+        )
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+def _read_content(path: Path) -> str:
+    if str(path) == "-":
+        return typer.get_text_stream("stdin").read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+
+
+def _workflow_change(
+    name: str, help: str, change: Callable[[Backend, str], Awaitable[Workflow]]
+) -> None:
+    """Register a command that changes one workflow's status and prints the result."""
+
+    def command(
+        ctx: typer.Context,
+        workflow_id: WorkflowId,
+        as_json: AsJson = False,
+        server: Server = None,
+        token: Token = None,
+        database_url: DatabaseUrl = None,
+    ) -> None:
+        async def body(b: Backend) -> None:
+            wf = await change(b, workflow_id)
+            if as_json:
+                print_json(wf.model_dump(mode="json"))
+            else:
+                console.print(Text.assemble(f"Workflow {wf.id} is now ", status_text(wf.status)))
+
+        with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+    app.command(name, help=help)(exits_on_errors(command))
+
+
+_workflow_change(
+    "cancel",
+    "Cancel a workflow that has not ended (its pending checkpoint is superseded; exit 4 if "
+    "it has ended).",
+    lambda b, workflow_id: b.cancel(workflow_id),
+)
+_workflow_change(
+    "retry",
+    "Run a failed workflow's step again (exit 4 if it is not failed). A server's worker "
+    "picks it up; locally, continue it with `orchestra run --resume ID`.",
+    lambda b, workflow_id: b.retry(workflow_id),
+)
+
+
+@app.command("watch")
+@exits_on_errors
+def watch(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    after: Annotated[
+        int, typer.Option("--after", min=0, help="Start after this event id (0: from the start).")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print a workflow's events as they happen, until it ends (exit 0 for any ending)."""
+
+    async def body(b: Backend) -> None:
+        wf = await b.get_workflow(workflow_id)
+        if wf.status.is_terminal:  # nothing will happen any more: print what did
+            for event in (await b.history(workflow_id)).events:
+                if event.id > after:
+                    _print_event(event, as_json)
+        else:
+            await _follow(b, workflow_id, after, as_json)
+        if not as_json:
+            console.print(result_view(await b.get_workflow(workflow_id)))
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+def _print_event(event: Event, as_json: bool) -> None:
+    if as_json:
+        print_json_line(event.model_dump(mode="json"))
+    else:
+        console.print(event_line(event))
+
+
+async def _follow(b: Backend, workflow_id: str, after: int, as_json: bool) -> None:
+    """Print events as they come until the workflow has ended."""
+    status: WorkflowStatus | None = None
+    async for event in b.events(workflow_id, after=after):
+        _print_event(event, as_json)
+        if event.type is EventType.WORKFLOW_STATUS_CHANGED and event.data.get("id") == workflow_id:
+            status = WorkflowStatus(event.data["to"])
+        # A replayed event may show an ending a retry later undid: ask for the status now.
+        if status is not None and status.is_terminal:
+            if (await b.get_workflow(workflow_id)).status.is_terminal:
+                return
+            status = None

@@ -1,0 +1,137 @@
+"""The local backend: the service layer on the database, opened in this process.
+
+Resolutions are recorded under the login name of the person at the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from orchestra.cli.backend import EVENT_POLL_S
+from orchestra.config import Settings
+from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.statuses import WorkflowStatus
+from orchestra.runtime import Runtime, _redact, open_runtime
+
+log = logging.getLogger(__name__)
+
+#: A terminal run hands in-flight agent steps back quickly when it stops; the
+#: cut-short run is repeated as the next attempt when the workflow resumes.
+SHUTDOWN_GRACE_S = 1.0
+EVENT_BATCH = 500
+
+
+class LocalBackend:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.service = runtime.service
+        self.actor = getpass.getuser()
+        self.where = _redact(runtime.settings.db_url)
+
+    @classmethod
+    def open(cls, settings: Settings) -> LocalBackend:
+        return cls(open_runtime(settings))
+
+    async def create_workflow(
+        self,
+        *,
+        name: str,
+        prompt: str,
+        workspace_path: str | None,
+        agents: dict[str, Any] | None,
+        max_iterations: int,
+    ) -> Workflow:
+        return await self.service.create_workflow(
+            name=name,
+            prompt=prompt,
+            workspace_path=workspace_path,
+            agents=agents,
+            max_iterations=max_iterations,
+            created_by=self.actor,
+        )
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        return await self.service.get_workflow(workflow_id)
+
+    async def list_workflows(
+        self, *, status: WorkflowStatus | None, limit: int, cursor: str | None
+    ) -> Page[Workflow]:
+        statuses = [status] if status is not None else None
+        return await self.service.list_workflows(statuses=statuses, limit=limit, cursor=cursor)
+
+    async def list_pending_checkpoints(self, *, limit: int, cursor: str | None) -> Page[Checkpoint]:
+        return await self.service.list_checkpoints(limit=limit, cursor=cursor)
+
+    async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return await self.service.get_checkpoint(checkpoint_id)
+
+    async def resolve(
+        self,
+        checkpoint_id: str,
+        *,
+        action: str,
+        edited_content: str | None,
+        notes: str | None,
+    ) -> Checkpoint:
+        return await self.service.resolve(
+            checkpoint_id,
+            action=action,
+            edited_content=edited_content,
+            notes=notes,
+            actor=self.actor,
+        )
+
+    async def cancel(self, workflow_id: str) -> Workflow:
+        return await self.service.cancel(workflow_id, actor=self.actor)
+
+    async def retry(self, workflow_id: str) -> Workflow:
+        return await self.service.retry(workflow_id, actor=self.actor)
+
+    async def history(self, workflow_id: str) -> History:
+        return await self.service.history(workflow_id)
+
+    async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
+        """Read the log after a cursor; the doorbell (or a timeout) says when to look again."""
+        db = self.runtime.db
+        db.start_listening(asyncio.get_running_loop())
+        cursor = after
+        while True:
+            seen = db.doorbell.generation
+            batch = await self.service.events_after(
+                workflow_id=workflow_id, after=cursor, limit=EVENT_BATCH
+            )
+            for event in batch:
+                cursor = event.id
+                yield event
+            if len(batch) < EVENT_BATCH:
+                await db.doorbell.wait(EVENT_POLL_S, since=seen)
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """Run a worker in this process while the caller waits for agents."""
+        worker = self.runtime.worker()
+        worker.settings.shutdown_grace_s = SHUTDOWN_GRACE_S
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop), name="orchestra-cli-worker")
+        caller = asyncio.current_task()
+
+        def ended(_: asyncio.Task[None]) -> None:
+            # A worker that stops on its own has failed; wake the caller so the
+            # failure surfaces instead of waiting forever for progress.
+            if not stop.is_set() and caller is not None:
+                caller.cancel()
+
+        task.add_done_callback(ended)
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    async def aclose(self) -> None:
+        self.runtime.close()

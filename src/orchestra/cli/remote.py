@@ -1,0 +1,247 @@
+"""The remote backend: the REST API of a running ``orchestra serve``.
+
+Responses parse into the domain models (the API's response models are those
+models), and error responses (``{"error": {"code", "message", "details"}}``)
+become the domain's exceptions, so exit codes and rendering are the same as
+in local mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from orchestra.cli.errors import AccessDenied, CliError
+from orchestra.domain.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    OrchestraError,
+)
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+_ERRORS: dict[int, type[OrchestraError]] = {
+    400: InvalidInput,
+    401: AccessDenied,
+    403: AccessDenied,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidInput,
+    422: InvalidInput,
+    503: DatabaseUnavailable,
+}
+#: Reconnect attempts of an event stream before giving up (the cursor survives them).
+STREAM_RETRIES = 5
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+def error_from_response(response: httpx.Response) -> OrchestraError:
+    """The domain exception an error response stands for."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    message = f"the server answered {response.status_code} {response.reason_phrase}"
+    details: dict[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        message = str(error.get("message") or message)
+        details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    elif isinstance(body, dict) and "detail" in body:
+        message = f"{message}: {body['detail']}"
+    if response.status_code == 401:
+        message += " (pass --token or set ORCHESTRA_TOKEN; `orchestra token create` makes one)"
+    cls = _ERRORS.get(response.status_code, OrchestraError)
+    return cls(message, details=details)
+
+
+def parse_sse(lines: list[str], workflow_id: str) -> Event | None:
+    """One Server-Sent Event (its ``id:``/``event:``/``data:`` lines) as an :class:`Event`."""
+    fields: dict[str, str] = {}
+    data_lines = []
+    for line in lines:
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data_lines.append(value)
+        else:
+            fields[name] = value
+    if not data_lines:
+        return None
+    try:
+        payload = json.loads("\n".join(data_lines))
+    except ValueError:
+        log.warning("ignoring an event whose data is not JSON: %r", data_lines[:1])
+        return None
+    if isinstance(payload, dict) and {"id", "type", "data"} <= payload.keys():
+        return Event.model_validate(payload)
+    try:
+        return Event(
+            id=int(fields["id"]),
+            workflow_id=workflow_id,
+            type=EventType(fields.get("event", "")),
+            data=payload if isinstance(payload, dict) else {"value": payload},
+            created_at=datetime.now(UTC),
+        )
+    except (KeyError, ValueError):
+        log.debug("ignoring a stream message that is not an event: %r", fields)
+        return None
+
+
+class RemoteBackend:
+    def __init__(self, server: str, token: str | None) -> None:
+        self.where = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.client = httpx.AsyncClient(base_url=self.where, headers=headers, timeout=TIMEOUT)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.client.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CliError(
+                f"{self.where}{path} did not answer with JSON; is it an Orchestra server?"
+            ) from exc
+
+    async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        body = await self._call(method, path, **kwargs)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise CliError(
+                f"the server at {self.where} answered {path} with an unexpected body: {exc}"
+            ) from exc
+
+    async def create_workflow(
+        self,
+        *,
+        name: str,
+        prompt: str,
+        workspace_path: str | None,
+        agents: dict[str, Any] | None,
+        max_iterations: int,
+    ) -> Workflow:
+        body: dict[str, Any] = {
+            "name": name,
+            "type": "plan_review",
+            "prompt": prompt,
+            "max_iterations": max_iterations,
+        }
+        if workspace_path is not None:
+            body["workspace_path"] = workspace_path
+        if agents is not None:
+            body["agents"] = agents
+        return await self._model(Workflow, "POST", "/api/workflows", json=body)
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        return await self._model(Workflow, "GET", f"/api/workflows/{workflow_id}")
+
+    async def list_workflows(
+        self, *, status: WorkflowStatus | None, limit: int, cursor: str | None
+    ) -> Page[Workflow]:
+        params = _params(status=status, limit=limit, cursor=cursor)
+        return await self._model(Page[Workflow], "GET", "/api/workflows", params=params)
+
+    async def list_pending_checkpoints(self, *, limit: int, cursor: str | None) -> Page[Checkpoint]:
+        params = _params(status=CheckpointStatus.PENDING, limit=limit, cursor=cursor)
+        return await self._model(Page[Checkpoint], "GET", "/api/checkpoints", params=params)
+
+    async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return await self._model(Checkpoint, "GET", f"/api/checkpoints/{checkpoint_id}")
+
+    async def resolve(
+        self,
+        checkpoint_id: str,
+        *,
+        action: str,
+        edited_content: str | None,
+        notes: str | None,
+    ) -> Checkpoint:
+        body = {"action": action, "edited_content": edited_content, "notes": notes}
+        # One key per decision: a retried request gets the original answer.
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        return await self._model(
+            Checkpoint,
+            "POST",
+            f"/api/checkpoints/{checkpoint_id}/resolve",
+            json=body,
+            headers=headers,
+        )
+
+    async def cancel(self, workflow_id: str) -> Workflow:
+        return await self._model(Workflow, "POST", f"/api/workflows/{workflow_id}/cancel")
+
+    async def retry(self, workflow_id: str) -> Workflow:
+        return await self._model(Workflow, "POST", f"/api/workflows/{workflow_id}/retry")
+
+    async def history(self, workflow_id: str) -> History:
+        return await self._model(History, "GET", f"/api/workflows/{workflow_id}/history")
+
+    async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
+        """The workflow's SSE stream, reconnecting with ``Last-Event-ID`` when it drops."""
+        cursor, failures = after, 0
+        path = f"/api/workflows/{workflow_id}/events/stream"
+        while True:
+            headers = {"Accept": "text/event-stream", "Last-Event-ID": str(cursor)}
+            try:
+                async with self.client.stream(
+                    "GET",
+                    path,
+                    params={"after": cursor},
+                    headers=headers,
+                    timeout=httpx.Timeout(TIMEOUT.connect, read=None),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise error_from_response(response)
+                    pending: list[str] = []
+                    async for line in response.aiter_lines():
+                        if line:
+                            pending.append(line)
+                            continue
+                        event = parse_sse(pending, workflow_id)
+                        pending = []
+                        if event is not None and event.id > cursor:
+                            cursor, failures = event.id, 0
+                            yield event
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > STREAM_RETRIES:
+                    raise
+                log.warning("event stream interrupted (%s); reconnecting after #%d", exc, cursor)
+            await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """The server's workers drive the workflow; nothing to start here."""
+        yield
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters without the unset ones (status enums are strings already)."""
+    return {k: v for k, v in values.items() if v is not None}

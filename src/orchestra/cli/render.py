@@ -1,0 +1,451 @@
+"""Rich renderings of the domain models: workflows, checkpoints, timelines, events.
+
+Everything here takes domain models and returns renderables, so local and
+remote commands (and the interactive run) show the same thing. A checkpoint is
+rendered from its contract alone: no knowledge of the workflow behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from orchestra.domain.events import EventType
+from orchestra.domain.models import (
+    AgentOutput,
+    AgentRun,
+    Checkpoint,
+    Consolidation,
+    Event,
+    History,
+    Workflow,
+)
+from orchestra.domain.statuses import (
+    ActionStyle,
+    AgentRunStatus,
+    CheckpointStatus,
+    WorkflowStatus,
+)
+
+W, C, A = WorkflowStatus, CheckpointStatus, AgentRunStatus
+# One map per enum: their values overlap ("pending", "running"), their meaning does not.
+WORKFLOW_STYLE = {
+    W.PENDING: "dim",
+    W.RUNNING: "cyan",
+    W.AWAITING_CHECKPOINT: "bold yellow",
+    W.COMPLETED: "green",
+    W.FAILED: "bold red",
+    W.CANCELLED: "magenta",
+}
+CHECKPOINT_STYLE = {
+    C.PENDING: "bold yellow",
+    C.APPROVED: "green",
+    C.EDITED: "green",
+    C.REJECTED: "red",
+    C.SUPERSEDED: "dim",
+}
+AGENT_RUN_STYLE = {
+    A.RUNNING: "cyan",
+    A.COMPLETED: "green",
+    A.FAILED: "red",
+    A.INTERRUPTED: "yellow",
+    A.CANCELLED: "magenta",
+    A.SKIPPED: "dim",
+}
+ACTION_STYLE = {
+    ActionStyle.PRIMARY: "bold green",
+    ActionStyle.SECONDARY: "bold",
+    ActionStyle.DANGER: "bold red",
+}
+SEVERITY_STYLE = {
+    "critical": "bold red",
+    "high": "red",
+    "medium": "yellow",
+    "low": "cyan",
+    "info": "dim",
+}
+
+
+def status_text(status: WorkflowStatus | CheckpointStatus | AgentRunStatus) -> Text:
+    if isinstance(status, WorkflowStatus):
+        style = WORKFLOW_STYLE[status]
+    elif isinstance(status, CheckpointStatus):
+        style = CHECKPOINT_STYLE[status]
+    else:
+        style = AGENT_RUN_STYLE[status]
+    return Text(status.value, style=style)
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp in local time, to the second."""
+    if moment is None:
+        return "—"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m 05s``, ``2h 07m``, ``3d 4h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def since(moment: datetime, now: datetime | None = None) -> str:
+    return duration(((now or datetime.now(UTC)) - moment).total_seconds())
+
+
+# -- workflows -------------------------------------------------------------
+
+
+def table_of(title: str, *columns: str, keep: tuple[str, ...] = ("ID", "Time", "Status")) -> Table:
+    """A table whose ``keep`` columns (ids, times) never wrap; the others fold."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column in keep, overflow="fold")
+    return table
+
+
+def workflows_table(items: Sequence[Workflow]) -> Table:
+    table = table_of("Workflows", "ID", "Name", "Status", "Step", "Iter", "Updated")
+    for wf in items:
+        table.add_row(
+            wf.id,
+            escape(wf.name),
+            status_text(wf.status),
+            wf.current_step or "—",
+            f"{wf.iteration}/{wf.max_iterations}",
+            f"{since(wf.updated_at)} ago",
+        )
+    return table
+
+
+def _agent_name(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return f"{entry.get('name')} ({entry.get('adapter')})"
+    return str(entry)
+
+
+def workflow_summary(wf: Workflow) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Status", status_text(wf.status))
+    grid.add_row("Step", wf.current_step or "—")
+    grid.add_row("Iteration", f"{wf.iteration} of {wf.max_iterations}")
+    grid.add_row("Type", wf.type)
+    planner = wf.agents.get("planner")
+    if planner is not None:
+        grid.add_row("Planner", escape(_agent_name(planner)))
+    reviewers = wf.agents.get("reviewers") or []
+    if reviewers:
+        grid.add_row("Reviewers", escape(", ".join(_agent_name(r) for r in reviewers)))
+    if wf.workspace_path:
+        grid.add_row("Workspace", escape(wf.workspace_path))
+    grid.add_row(
+        "Created", f"{when(wf.created_at)}" + (f" by {wf.created_by}" if wf.created_by else "")
+    )
+    grid.add_row("Updated", when(wf.updated_at))
+    if wf.finished_at:
+        grid.add_row("Finished", when(wf.finished_at))
+    if wf.error:
+        grid.add_row("Error", Text(wf.error, style="red"))
+    return Panel(
+        Group(grid, Text(""), Text("Prompt", style="bold"), Text(wf.prompt)),
+        title=f"[bold]{escape(wf.name)}[/] · {wf.id}",
+        title_align="left",
+    )
+
+
+def _run_detail(run: AgentRun) -> str:
+    parts = [f"{run.duration_ms / 1000:.1f}s" if run.duration_ms is not None else ""]
+    if run.tokens_in is not None or run.tokens_out is not None:
+        parts.append(f"tokens {run.tokens_in or 0}→{run.tokens_out or 0}")
+    if run.cost_usd:
+        parts.append(f"${run.cost_usd:.4f}")
+    if run.error:
+        parts.append(run.error)
+    return " · ".join(p for p in parts if p)
+
+
+def timeline_table(history: History) -> Table:
+    """Checkpoints (with their resolutions) and agent runs, in the order they happened."""
+    rows: list[tuple[datetime, int, str, Text, str]] = []
+    for run in history.agent_runs:
+        what = f"agent {run.agent} ({run.adapter}) · {run.role} · attempt {run.attempt}"
+        rows.append(
+            (run.started_at, run.iteration, what, status_text(run.status), _run_detail(run))
+        )
+    for cp in history.checkpoints:
+        what = f"checkpoint #{cp.number} {cp.title} [{cp.step_name}]"
+        rows.append((cp.created_at, cp.iteration, what, status_text(cp.status), cp.id))
+        if cp.resolution is not None:
+            r = cp.resolution
+            notes = []
+            if r.edited_content is not None and r.edited_content != cp.editable_content:
+                notes.append("content edited")
+            if r.notes:
+                notes.append(f"notes: {r.notes}")
+            rows.append(
+                (
+                    r.resolved_at,
+                    cp.iteration,
+                    f"  ↳ {r.action} by {r.resolved_by}",
+                    status_text(cp.status),
+                    " · ".join(notes),
+                )
+            )
+    rows.sort(key=lambda row: row[0])
+    table = table_of("Timeline", "Time", "Iter", "What", "Status", "Detail")
+    for moment, iteration, what, status, detail in rows:
+        table.add_row(when(moment), str(iteration), escape(what), status, escape(detail))
+    return table
+
+
+def result_view(wf: Workflow) -> RenderableType:
+    """How a finished workflow ended, with the final plan when there is one."""
+    parts: list[RenderableType] = [
+        Text.assemble("Workflow ", (wf.name, "bold"), " is ", status_text(wf.status), ".")
+    ]
+    if wf.error:
+        parts.append(Text(wf.error, style="red"))
+    result = wf.result or {}
+    plan = result.get("plan")
+    if isinstance(plan, str):
+        iterations = result.get("iterations")
+        title = "Final plan" + (f" (after {iterations} iteration(s))" if iterations else "")
+        parts.append(Panel(Markdown(plan), title=title, title_align="left", border_style="green"))
+    elif result:
+        parts.append(Text(str(result)))
+    return Group(*parts)
+
+
+# -- checkpoints -----------------------------------------------------------
+
+
+def _review_markdown(review: Mapping[str, Any]) -> str:
+    lines = []
+    verdict = review.get("verdict") or "no verdict"
+    confidence = review.get("confidence")
+    lines.append(
+        f"**Verdict: {verdict}**" + (f" (confidence {confidence:.0%})" if confidence else "")
+    )
+    if review.get("summary"):
+        lines += ["", str(review["summary"])]
+    issues = review.get("issues") or []
+    if issues:
+        lines += ["", "**Issues**", ""]
+        for issue in issues:
+            detail = f" — {issue.get('detail')}" if issue.get("detail") else ""
+            category = f" ({issue.get('category')})" if issue.get("category") else ""
+            lines.append(f"- [{issue.get('severity')}] {issue.get('title')}{category}{detail}")
+    for heading, key in (("Recommendations", "recommendations"), ("Questions", "questions")):
+        if review.get(key):
+            lines += ["", f"**{heading}**", ""] + [f"- {item}" for item in review[key]]
+    return "\n".join(lines)
+
+
+def agent_output_view(output: AgentOutput) -> Panel:
+    failed = output.status is not AgentRunStatus.COMPLETED
+    body: list[RenderableType] = []
+    if output.error:
+        body.append(Text(f"{output.status.value}: {output.error}", style="bold red"))
+    text = _review_markdown(output.structured) if output.structured else output.content
+    if text.strip():
+        body.append(Markdown(text))
+    elif not body:
+        body.append(Text("(no output)", style="dim"))
+    return Panel(
+        Group(*body),
+        title=f"[bold]{escape(output.agent)}[/] · {escape(output.role)}",
+        title_align="left",
+        border_style="red" if failed else "blue",
+    )
+
+
+def consolidation_view(consolidation: Consolidation) -> RenderableType:
+    parts: list[RenderableType] = []
+    if consolidation.verdicts:
+        verdicts = table_of("Verdicts", "Reviewer", "Verdict", "Confidence", "Summary")
+        for v in consolidation.verdicts:
+            confidence = f"{v.confidence:.0%}" if v.confidence is not None else "—"
+            verdicts.add_row(
+                escape(v.agent), v.verdict or "plain text", confidence, escape(v.summary)
+            )
+        parts.append(verdicts)
+    if consolidation.issues_by_severity:
+        issues = table_of("Issues by severity", "Severity", "Issue", "Category", "Reviewer")
+        for severity, items in consolidation.issues_by_severity.items():
+            for issue in items:
+                title = issue.title + (f"\n{issue.detail}" if issue.detail else "")
+                issues.add_row(
+                    Text(severity, style=SEVERITY_STYLE.get(severity, "")),
+                    escape(title),
+                    escape(issue.category or "—"),
+                    escape(issue.agent),
+                )
+        parts.append(issues)
+    if consolidation.recommendations:
+        parts.append(
+            Markdown(
+                "**Recommendations**\n\n"
+                + "\n".join(f"- {r}" for r in consolidation.recommendations)
+            )
+        )
+    if consolidation.agreement:
+        parts.append(Text(consolidation.agreement, style="italic"))
+    return Panel(Group(*parts), title="Consolidated view", title_align="left")
+
+
+def _context_view(context: Mapping[str, Any]) -> list[RenderableType]:
+    """Scalars on one line; long texts (e.g. the current plan) as Markdown panels."""
+    scalars, texts = [], []
+    for key, value in context.items():
+        label = key.replace("_", " ")
+        if isinstance(value, str) and "\n" in value:
+            texts.append(Panel(Markdown(value), title=label.capitalize(), title_align="left"))
+        elif isinstance(value, str | int | float | bool):
+            scalars.append(f"{label}: {value}")
+        elif isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+            scalars.append(f"{label}: {', '.join(map(str, value))}")
+    head: list[RenderableType] = [Text(" · ".join(scalars), style="dim")] if scalars else []
+    return head + texts
+
+
+def actions_view(cp: Checkpoint) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right")
+    table.add_column()
+    for number, action in enumerate(cp.actions, start=1):
+        line = Text.assemble(
+            (action.label, ACTION_STYLE[action.style]), (f"  [{action.name}]", "dim")
+        )
+        if action.requires_content:
+            line.append("  (you write the text)", style="italic")
+        if action.description:
+            line.append(f"\n{action.description}", style="dim")
+        table.add_row(f"{number}.", line)
+    return table
+
+
+def checkpoint_view(cp: Checkpoint) -> RenderableType:
+    """The whole checkpoint: instructions, outputs, consolidation, content, actions."""
+    parts: list[RenderableType] = [
+        Text.assemble(("Instructions: ", "bold"), cp.instructions),
+    ]
+    parts += _context_view(cp.context)
+    for output in cp.agent_outputs:
+        if cp.editable_content and output.content == cp.editable_content:
+            # Shown once, below, where it can be edited.
+            line = f"{output.agent} wrote the {cp.editable_label.lower()} below."
+            parts.append(Text(line, style="italic"))
+        else:
+            parts.append(agent_output_view(output))
+    if cp.consolidation is not None:
+        parts.append(consolidation_view(cp.consolidation))
+    if cp.editable_content:
+        parts.append(
+            Panel(
+                Markdown(cp.editable_content),
+                title=f"[bold]{escape(cp.editable_label)}[/] (editable)",
+                title_align="left",
+                border_style="yellow",
+            )
+        )
+    if cp.resolution is not None:
+        r = cp.resolution
+        parts.append(
+            Text.assemble(
+                ("Resolved: ", "bold"),
+                f"{r.action} by {r.resolved_by} at {when(r.resolved_at)}",
+                f" — notes: {r.notes}" if r.notes else "",
+            )
+        )
+    else:
+        parts += [Text("Actions", style="bold"), actions_view(cp)]
+    return Panel(
+        Group(*parts),
+        title=f"[bold]Checkpoint #{cp.number}: {escape(cp.title)}[/] ",
+        subtitle=f"{cp.step_name} · iteration {cp.iteration} · {cp.id}",
+        title_align="left",
+        subtitle_align="left",
+        border_style=CHECKPOINT_STYLE[cp.status],
+    )
+
+
+def inbox_table(
+    checkpoints: Sequence[Checkpoint], names: Mapping[str, str], now: datetime | None = None
+) -> Table:
+    table = table_of(
+        "Inbox: checkpoints waiting for a person",
+        "Checkpoint",
+        "Workflow",
+        "Title",
+        "Iter",
+        "Waiting",
+        "Actions",
+        keep=("Checkpoint",),
+    )
+    for cp in checkpoints:
+        table.add_row(
+            cp.id,
+            escape(names.get(cp.workflow_id, cp.workflow_id)),
+            escape(cp.title),
+            str(cp.iteration),
+            since(cp.created_at, now),
+            ", ".join(a.name for a in cp.actions),
+        )
+    return table
+
+
+# -- events ----------------------------------------------------------------
+
+
+def _progress_lines(lines: Iterable[Any]) -> str:
+    texts = [str(line.get("text", "")) for line in lines if isinstance(line, Mapping)]
+    return " | ".join(t for t in texts if t)
+
+
+def event_text(event: Event) -> str:
+    """One line saying what the event means."""
+    d = event.data
+    match event.type:
+        case EventType.WORKFLOW_CREATED:
+            return f"workflow created: {d.get('name')}"
+        case EventType.WORKFLOW_STATUS_CHANGED:
+            extra = d.get("error") or d.get("reason") or d.get("retried_by") or ""
+            return f"workflow {d.get('from')} → {d.get('to')}" + (f" ({extra})" if extra else "")
+        case EventType.STEP_STARTED:
+            return f"step {d.get('step')} (iteration {d.get('iteration')})"
+        case EventType.CHECKPOINT_CREATED:
+            return f"checkpoint #{d.get('number')} {d.get('step')} waits: {d.get('checkpoint_id')}"
+        case EventType.CHECKPOINT_STATUS_CHANGED:
+            who = f" ({d.get('action')} by {d.get('resolved_by')})" if d.get("action") else ""
+            return f"checkpoint {d.get('id')} {d.get('from')} → {d.get('to')}{who}"
+        case EventType.AGENT_RUN_STARTED:
+            return (
+                f"agent {d.get('agent')} ({d.get('adapter')}) started "
+                f"{d.get('step')}, attempt {d.get('attempt')}"
+            )
+        case EventType.AGENT_RUN_STATUS_CHANGED:
+            error = f": {d.get('error')}" if d.get("error") else ""
+            return f"agent {d.get('agent')} {d.get('to')}{error}"
+        case EventType.AGENT_PROGRESS:
+            return f"agent {d.get('agent')}: {_progress_lines(d.get('lines') or [])}"
+    return f"{event.type.value} {d}"
+
+
+def event_line(event: Event) -> Text:
+    return Text.assemble((f"{when(event.created_at)} #{event.id} ", "dim"), event_text(event))

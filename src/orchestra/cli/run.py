@@ -1,0 +1,440 @@
+"""``orchestra run``: a Plan & Review workflow driven from the terminal.
+
+The workflow lives in the database like any other: this command creates it
+(or picks it up with ``--resume``), runs a worker in-process while agents work
+(or lets the server's worker do it, with ``--server``), shows each checkpoint,
+and records the person's decision through the service layer. Nothing here
+holds state that matters: Ctrl-C at any moment leaves the workflow resumable.
+
+The loop alternates between waiting on the event loop (agents working, shown
+as a live progress display read from the event log) and plain blocking
+prompts, so Ctrl-C is an ordinary ``KeyboardInterrupt`` in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from orchestra.cli.app import DatabaseUrl, Server, Token, app, console, globals_of, open_backend
+from orchestra.cli.backend import Backend, is_settled
+from orchestra.cli.editor import edit_text
+from orchestra.cli.errors import CliError, ExitCode, err_console, exits_on_errors, report
+from orchestra.cli.render import (
+    AGENT_RUN_STYLE,
+    actions_view,
+    checkpoint_view,
+    duration,
+    result_view,
+    workflow_summary,
+)
+from orchestra.domain.errors import Conflict, InvalidInput
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint, CheckpointAction, Event, Workflow
+from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
+
+NAME_CHARS = 60
+DIFF_LINES = 40
+
+
+def parse_agent(raw: str) -> str | dict[str, Any]:
+    """``NAME`` (a configured agent or an adapter) or ``ADAPTER:key=value,key=value``.
+
+    Values are JSON when they parse as JSON (``delay_s=5`` is a number), else text.
+    """
+    adapter, sep, rest = raw.partition(":")
+    adapter = adapter.strip()
+    if not adapter:
+        raise typer.BadParameter(f"{raw!r}: the agent name is empty")
+    if not sep:
+        return adapter
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(f"{raw!r}: options are key=value pairs separated by commas")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return {"adapter": adapter, "options": options}
+
+
+# -- progress ----------------------------------------------------------------
+
+
+@dataclass
+class _Running:
+    agent: str
+    adapter: str
+    attempt: int
+    started: datetime
+    last: str = ""
+
+
+@dataclass
+class AgentBoard:
+    """Which agents are running, built from the event log; renders as a live display."""
+
+    step: str | None = None
+    running: dict[str, _Running] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> Text | None:
+        """Take ``event`` into account; return a line worth printing, if any."""
+        d = event.data
+        if event.type is EventType.STEP_STARTED:
+            self.step = str(d.get("step"))
+            return None
+        if event.type is EventType.AGENT_RUN_STARTED:
+            self.running[str(d.get("agent_run_id"))] = _Running(
+                agent=str(d.get("agent")),
+                adapter=str(d.get("adapter")),
+                attempt=int(d.get("attempt") or 1),
+                started=event.created_at,
+            )
+            return Text(
+                f"▶ {d.get('step')}: {d.get('agent')} ({d.get('adapter')}) started, "
+                f"attempt {d.get('attempt')}"
+            )
+        if event.type is EventType.AGENT_RUN_STATUS_CHANGED:
+            run = self.running.pop(str(d.get("id")), None)
+            status = AgentRunStatus(str(d.get("to")))
+            took = (
+                f" in {duration((event.created_at - run.started).total_seconds())}" if run else ""
+            )
+            error = f": {d.get('error')}" if d.get("error") else ""
+            return Text(
+                f"{'✓' if status is AgentRunStatus.COMPLETED else '✗'} {d.get('agent')} "
+                f"{status.value}{took}{error}",
+                style=AGENT_RUN_STYLE[status],
+            )
+        if event.type is EventType.AGENT_PROGRESS:
+            run = self.running.get(str(d.get("agent_run_id")))
+            lines = [line for line in d.get("lines") or [] if isinstance(line, dict)]
+            if run is not None and lines:
+                run.last = str(lines[-1].get("text", ""))
+        return None
+
+    def __rich__(self) -> RenderableType:
+        count = len(self.running)
+        what = f"{count} agent(s) working" if count else "waiting for the workflow to move on"
+        spinner = Spinner("dots", text=Text(f"{self.step or 'starting'}: {what}", style="bold"))
+        if not self.running:
+            return spinner
+        table = Table.grid(padding=(0, 2))
+        now = datetime.now(UTC)
+        for run in self.running.values():
+            table.add_row(
+                f"  {run.agent}",
+                Text(run.adapter, style="dim"),
+                f"attempt {run.attempt}",
+                duration((now - run.started).total_seconds()),
+                Text(run.last[:80], style="dim"),
+            )
+        return Group(spinner, table)
+
+
+# -- the session -------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    action: str
+    edited_content: str | None
+    notes: str | None
+
+
+class TerminalRun:
+    """One person working through one workflow's checkpoints at a terminal."""
+
+    def __init__(self, backend: Backend, runner: asyncio.Runner, out: Console) -> None:
+        self.backend = backend
+        self.runner = runner
+        self.out = out
+        self.workflow_id: str | None = None
+        self.cursor = 0
+        self.board = AgentBoard()
+
+    # -- starting ------------------------------------------------------------
+
+    def create(self, **fields: Any) -> Workflow:
+        wf = self.runner.run(self.backend.create_workflow(**fields))
+        self.workflow_id = wf.id
+        self.out.print(f"Workflow {escape(wf.name)} created in {self.backend.where}")
+        self.out.print(f"Workflow ID: {wf.id}")
+        return wf
+
+    def resume(self, workflow_id: str) -> Workflow:
+        history = self.runner.run(self.backend.history(workflow_id))
+        self.workflow_id = workflow_id
+        self.cursor = history.events[-1].id if history.events else 0
+        self.out.print(workflow_summary(history.workflow))
+        self.out.print(f"Workflow ID: {workflow_id} (resumed)")
+        return history.workflow
+
+    # -- the loop ------------------------------------------------------------
+
+    def drive(self, wf: Workflow) -> ExitCode:
+        """Wait for agents, decide at checkpoints, until the workflow ends."""
+        while True:
+            wf = self.runner.run(self._until_settled(wf.id))
+            if wf.status is WorkflowStatus.FAILED:
+                self.out.print(result_view(wf))
+                if self._yes(f"Retry the failed step of {wf.name}?"):
+                    wf = self.runner.run(self.backend.retry(wf.id))
+                    continue
+                self.out.print(f"Later: orchestra retry {wf.id} && orchestra run --resume {wf.id}")
+                return ExitCode.ERROR
+            if wf.status.is_terminal:
+                self.out.print(result_view(wf))
+                self.out.print(f"Details: orchestra show {wf.id}", style="dim")
+                return ExitCode.OK
+            cp = wf.pending_checkpoint
+            assert cp is not None  # is_settled
+            self.out.print(checkpoint_view(cp))
+            decision = self._decide(cp)
+            try:
+                resolved = self.runner.run(
+                    self.backend.resolve(
+                        cp.id,
+                        action=decision.action,
+                        edited_content=decision.edited_content,
+                        notes=decision.notes,
+                    )
+                )
+            except (Conflict, InvalidInput) as exc:  # someone else decided, or bad input
+                report(exc)
+                continue
+            self.out.print(f"✓ {decision.action} ({resolved.status.value})", style="green")
+
+    async def _until_settled(self, workflow_id: str) -> Workflow:
+        """Run (or await) the workflow until it waits for a person or ends."""
+        wf = await self.backend.get_workflow(workflow_id)
+        if is_settled(wf):
+            return wf
+        async with (
+            self.backend.working(),
+            contextlib.aclosing(self.backend.events(workflow_id, after=self.cursor)) as events,
+        ):
+            with Live(self.board, console=self.out, refresh_per_second=8, transient=True) as live:
+                async for event in events:
+                    self.cursor = event.id
+                    line = self.board.apply(event)
+                    if line is not None:
+                        live.console.print(line)
+                    if (
+                        event.type is EventType.WORKFLOW_STATUS_CHANGED
+                        and event.data.get("id") == workflow_id
+                        and event.data.get("to") not in _MOVING
+                    ):
+                        wf = await self.backend.get_workflow(workflow_id)
+                        if is_settled(wf):
+                            return wf
+        raise AssertionError("the event stream ended")  # pragma: no cover - it never ends
+
+    # -- deciding ------------------------------------------------------------
+
+    def _decide(self, cp: Checkpoint) -> Decision:
+        while True:
+            action = self._choose(cp)
+            decision = self._complete(cp, action)
+            if decision is not None:
+                return decision
+            self.out.print(actions_view(cp))
+
+    def _choose(self, cp: Checkpoint) -> CheckpointAction:
+        count = len(cp.actions)
+        while True:
+            answer = self._ask(f"Choose an action [1-{count}]: ")
+            if answer.isdigit() and 1 <= int(answer) <= count:
+                return cp.actions[int(answer) - 1]
+            chosen = cp.action(answer)
+            if chosen is not None:
+                return chosen
+            self.out.print(f"Answer with a number from 1 to {count} or an action's name.")
+
+    def _complete(self, cp: Checkpoint, action: CheckpointAction) -> Decision | None:
+        """Ask for what the action needs (confirmation, edited text, notes)."""
+        if action.destructive and not self._yes(f"{action.label}: this ends the workflow. Sure?"):
+            return None
+        edited: str | None = None
+        original = cp.editable_content or ""
+        wants_edit = action.requires_content or (
+            not action.destructive
+            and bool(original)
+            and self._yes(f"Edit the {cp.editable_label.lower()} first?")
+        )
+        if wants_edit:
+            try:
+                edited = edit_text(original, label=cp.editable_label, console=self.out)
+            except CliError as exc:  # the editor failed: ask again
+                report(exc)
+                return None
+            self._show_diff(original, edited)
+            if action.requires_content and not edited.strip():
+                self.out.print(f"{action.label} needs text; nothing was sent.", style="yellow")
+                return None
+            if edited == original and not action.requires_content:
+                edited = None
+        notes = self._ask("Notes for the next agent and the record (Enter for none): ")
+        return Decision(action.name, edited, notes or None)
+
+    def _show_diff(self, before: str, after: str) -> None:
+        diff = list(
+            difflib.unified_diff(
+                before.splitlines(), after.splitlines(), "before", "after", lineterm="", n=1
+            )
+        )
+        if not diff:
+            self.out.print("(unchanged)", style="dim")
+            return
+        for line in diff[:DIFF_LINES]:
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+            self.out.print(Text(line, style=style))
+        if len(diff) > DIFF_LINES:
+            self.out.print(f"… {len(diff) - DIFF_LINES} more diff lines", style="dim")
+
+    def _ask(self, prompt: str) -> str:
+        """One line from the person (EOFError when input has ended)."""
+        answer = self.out.input(prompt)
+        if not sys.stdin.isatty():  # piped answers: show them, so the transcript reads well
+            self.out.print(answer, markup=False, highlight=False)
+        return answer.strip()
+
+    def _yes(self, question: str) -> bool:
+        while True:
+            answer = self._ask(f"{question} [y/N] ").lower()
+            if answer in ("", "n", "no"):
+                return False
+            if answer in ("y", "yes"):
+                return True
+            self.out.print("Answer y or n.")
+
+
+#: Workflow statuses in which it moves on by itself.
+_MOVING = frozenset({WorkflowStatus.PENDING.value, WorkflowStatus.RUNNING.value})
+
+
+@app.command("run")
+@exits_on_errors
+def run(
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None,
+        typer.Argument(help="What to plan (omit with --resume).", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="A name (default: the prompt's first line).", show_default=False
+        ),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            help="The codebase the agents work in (a directory).",
+            show_default=False,
+        ),
+    ] = None,
+    planner: Annotated[
+        str | None,
+        typer.Option(
+            "--planner",
+            help="Agent that plans: a configured agent, an adapter, or ADAPTER:key=value,… "
+            "(e.g. demo:delay_s=5).",
+            show_default=False,
+        ),
+    ] = None,
+    reviewers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reviewer",
+            help="Agent that reviews (repeat for several); same forms as --planner.",
+            show_default=False,
+        ),
+    ] = None,
+    max_iterations: Annotated[
+        int, typer.Option("--max-iterations", min=1, max=20, help="Plan revisions allowed.")
+    ] = 3,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Continue this workflow from the database.", show_default=False
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    server: Server = None,
+    token: Token = None,
+) -> None:
+    """Run a Plan & Review workflow here: watch agents work, decide at each checkpoint.
+
+    Exit 0 when it completes (or you cancel it), 1 when it failed, 130 on Ctrl-C
+    (the workflow stays in the database; continue with --resume ID).
+    """
+    if resume is None and not (prompt and prompt.strip()):
+        raise typer.BadParameter("give a prompt, or --resume ID", param_hint="PROMPT")
+    if resume is not None and prompt is not None:
+        raise typer.BadParameter("give either a prompt or --resume ID", param_hint="--resume")
+    agents: dict[str, Any] | None = None
+    if planner is not None or reviewers:
+        agents = {}
+        if planner is not None:
+            agents["planner"] = parse_agent(planner)
+        if reviewers:
+            agents["reviewers"] = [parse_agent(r) for r in reviewers]
+
+    with asyncio.Runner() as runner:
+        backend = open_backend(ctx, server=server, token=token, database_url=database_url)
+        session = TerminalRun(backend, runner, console)
+        try:
+            if resume is not None:
+                wf = session.resume(resume)
+            else:
+                assert prompt is not None
+                wf = session.create(
+                    name=name or prompt.strip().splitlines()[0][:NAME_CHARS],
+                    prompt=prompt,
+                    workspace_path=str(workspace.expanduser().resolve()) if workspace else None,
+                    agents=agents,
+                    max_iterations=max_iterations,
+                )
+            code = session.drive(wf)
+        except KeyboardInterrupt:
+            _stopped(ctx, session, server, "Interrupted.")
+            code = ExitCode.INTERRUPTED
+        except EOFError:
+            _stopped(ctx, session, server, "Input ended before a decision.")
+            code = ExitCode.ERROR
+        finally:
+            runner.run(backend.aclose())
+    raise typer.Exit(code)
+
+
+def _stopped(ctx: typer.Context, session: TerminalRun, server: str | None, why: str) -> None:
+    """Say how to pick the workflow up again."""
+    if session.workflow_id is None:
+        err_console.print(f"{why} No workflow was created.")
+        return
+    g = globals_of(ctx)
+    before = f" --data-dir {g.data_dir}" if g.data_dir is not None else ""
+    after = f" --server {server}" if server else ""
+    err_console.print(
+        f"\n{why} The workflow stays in the database; continue it with:\n"
+        f"  orchestra{before} run --resume {session.workflow_id}{after}"
+    )

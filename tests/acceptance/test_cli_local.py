@@ -1,0 +1,576 @@
+"""The ``orchestra`` command as a real process, on the local database (SQLite and
+PostgreSQL): the interactive run driven through stdin and ``$EDITOR``, the
+listing and deciding commands with their exit codes, Ctrl-C and ``--resume``,
+database upgrade and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestra.domain.models import History, Page, Workflow
+from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
+from orchestra.engine.runner import Worker
+from orchestra.service import Orchestra
+from tests.acceptance.server import free_port
+
+pytestmark = pytest.mark.slow
+
+MARKER = "EDITOR-WAS-HERE-7f3a"
+TIMEOUT_S = 120
+
+
+# -- helpers (the remote tests import these) -----------------------------------
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: no ORCHESTRA_* from the caller, wide plain output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+    env.pop("VISUAL", None)
+    env.pop("EDITOR", None)
+    env.update(
+        {"COLUMNS": "200", "NO_COLOR": "1", "ORCHESTRA_CONFIG": str(data_dir / "orchestra.toml")}
+    )
+    env.update(extra)
+    return env
+
+
+def command(data_dir: Path, db_url: str | None, args: Sequence[str]) -> list[str]:
+    base = [sys.executable, "-m", "orchestra.cli.main", "--data-dir", str(data_dir)]
+    if db_url is not None:
+        base += ["--database-url", db_url]
+    return [*base, *args]
+
+
+def orchestra(
+    data_dir: Path,
+    db_url: str | None,
+    *args: str,
+    input: str = "",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``orchestra ARGS`` to completion (bounded) and return what it did."""
+    return subprocess.run(
+        command(data_dir, db_url, args),
+        input=input,
+        capture_output=True,
+        text=True,
+        env=env or cli_env(data_dir),
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(ok(result).stdout)
+
+
+def editor_script(tmp_path: Path) -> Path:
+    """An $EDITOR that appends the marker line to the file it is given."""
+    script = tmp_path / "append-marker"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "{MARKER}" >> "$1"\n')
+    script.chmod(0o755)
+    return script
+
+
+def workflow_id_of(stdout: str) -> str:
+    for line in stdout.splitlines():
+        if line.startswith("Workflow ID: "):
+            return line.split()[2]
+    raise AssertionError(f"no workflow id printed:\n{stdout}")
+
+
+async def watch_while(
+    argv: list[str], env: dict[str, str], act: Callable[[], Awaitable[None]]
+) -> list[dict[str, Any]]:
+    """Start ``orchestra watch … --json``; once it is following, ``act``; return its events."""
+    watcher = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        first_line = watcher.stdout.readline()  # it is following: the replay has begun
+        await act()
+        watcher.wait(timeout=30)  # its output is small: the pipes cannot fill up
+        # Not communicate(): readline()'s buffer may already hold more of the output.
+        out, err = watcher.stdout.read(), watcher.stderr.read()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    return [json.loads(line) for line in [first_line, *out.splitlines()]]
+
+
+def show(data_dir: Path, db_url: str | None, workflow_id: str, *extra: str) -> History:
+    return History.model_validate(
+        as_json(orchestra(data_dir, db_url, "show", workflow_id, "--json", *extra))
+    )
+
+
+# -- help ------------------------------------------------------------------------
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["worker"],
+    ["run"],
+    ["list"],
+    ["show"],
+    ["inbox"],
+    ["resolve"],
+    ["cancel"],
+    ["retry"],
+    ["watch"],
+    ["agents"],
+    ["db"],
+    ["db", "upgrade"],
+    ["token"],
+    ["token", "create"],
+    ["token", "list"],
+    ["token", "revoke"],
+]
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    # All at once: each is a separate process, and none touches a database.
+    procs = [
+        subprocess.Popen(
+            command(tmp_path, None, [*path, "--help"]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(tmp_path),
+        )
+        for path in COMMANDS
+    ]
+    try:
+        outputs = [proc.communicate(timeout=TIMEOUT_S) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for path, proc, (out, err) in zip(COMMANDS, procs, outputs, strict=True):
+        assert proc.returncode == 0 and "Usage:" in out, (path, out, err)
+    main_help = outputs[0][0]
+    assert "Exit codes" in main_help and "3 not found" in main_help
+    assert not (tmp_path / "orchestra.db").exists()
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert orchestra(tmp_path, None, "run").returncode == 2  # no prompt, no --resume
+    assert orchestra(tmp_path, None, "list", "--status", "nonsense").returncode == 2
+    assert (
+        orchestra(tmp_path, None, "token", "create", "--name", "x", "--role", "god").returncode == 2
+    )
+    result = orchestra(tmp_path, None, "run", "plan it", "--planner", "no-such-adapter")
+    assert result.returncode == 2
+    assert "no-such-adapter" in result.stderr
+    assert as_json(orchestra(tmp_path, None, "list", "--json"))["items"] == []  # nothing created
+
+
+# -- the interactive run ---------------------------------------------------------
+
+
+def test_run_end_to_end_with_editor_and_notes(db_url: str, tmp_path: Path) -> None:
+    """Approve an edited plan, revise with notes, approve the next plan, approve the reviews."""
+    answers = "".join(
+        [
+            "1\ny\n\n",  # plan_ready_for_review: approve, edit first (the marker), no notes
+            "revise\nn\nNOTES-FOR-THE-PLANNER\n",  # reviews: send feedback back, with notes
+            "1\nn\n\n",  # plan v2: approve as is
+            "1\nn\n\n",  # reviews v2: approve → completed
+        ]
+    )
+    env = cli_env(tmp_path, EDITOR=str(editor_script(tmp_path)))
+    result = ok(
+        orchestra(
+            tmp_path,
+            db_url,
+            "run",
+            "Add a --json flag to list",
+            "--name",
+            "flag",
+            input=answers,
+            env=env,
+        )
+    )
+    assert "Plan ready for review" in result.stdout
+    assert "Consolidated view" in result.stdout and "Verdicts" in result.stdout
+    assert f"+{MARKER}" in result.stdout  # the diff of the edit was shown
+    workflow_id = workflow_id_of(result.stdout)
+
+    history = show(tmp_path, db_url, workflow_id)
+    assert history.workflow.status is WorkflowStatus.COMPLETED
+    assert history.workflow.name == "flag"
+    assert history.workflow.iteration == 2
+    first, second = history.checkpoints[0], history.checkpoints[1]
+    assert first.status is CheckpointStatus.EDITED
+    assert first.resolution is not None and first.resolution.resolved_by == getpass.getuser()
+    assert MARKER in (first.resolution.edited_content or "")
+    assert second.resolution is not None and second.resolution.action == "revise"
+    assert second.resolution.notes == "NOTES-FOR-THE-PLANNER"
+    # What the person typed reached the next agents' prompts.
+    reviewers_v1 = [r for r in history.agent_runs if r.role == "reviewer" and r.iteration == 1]
+    assert len(reviewers_v1) == 3 and all(MARKER in r.prompt for r in reviewers_v1)
+    planner_v2 = [r for r in history.agent_runs if r.role == "planner" and r.iteration == 2]
+    assert len(planner_v2) == 1 and "NOTES-FOR-THE-PLANNER" in planner_v2[0].prompt
+    assert history.workflow.result is not None
+
+
+def test_run_stops_cleanly_when_input_ends(db_url: str, tmp_path: Path) -> None:
+    result = orchestra(tmp_path, db_url, "run", "Plan something", input="")
+    assert result.returncode == 1
+    workflow_id = workflow_id_of(result.stdout)
+    assert f"run --resume {workflow_id}" in result.stderr
+    wf = Workflow.model_validate(as_json(orchestra(tmp_path, db_url, "list", "--json"))["items"][0])
+    assert wf.id == workflow_id and wf.status is WorkflowStatus.AWAITING_CHECKPOINT
+
+
+async def test_ctrl_c_then_resume_continues_the_same_workflow(
+    service: Orchestra, db_url: str, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        command(
+            tmp_path,
+            db_url,
+            ["run", "A slow plan", "--planner", "demo:delay_s=5", "--reviewer", "demo"],
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(tmp_path),
+    )
+    try:
+        workflow_id = await _wait_for_running_planner(service, proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert f"run --resume {workflow_id}" in err
+    interrupted = await service.history(workflow_id)
+    assert not interrupted.workflow.status.is_terminal  # still there, to be continued
+    assert interrupted.checkpoints == []  # the planner was cut short
+
+    # Resume: the planner runs again (attempt 2) and the first checkpoint is shown;
+    # cancel there to finish the test quickly.
+    result = ok(
+        orchestra(tmp_path, db_url, "run", "--resume", workflow_id, input="cancel\ny\nstop\n")
+    )
+    assert "Plan ready for review" in result.stdout
+    history = await service.history(workflow_id)
+    assert history.workflow.status is WorkflowStatus.CANCELLED
+    planner_runs = [r for r in history.agent_runs if r.role == "planner"]
+    assert [r.attempt for r in planner_runs] == [1, 2]
+    assert planner_runs[0].status is AgentRunStatus.INTERRUPTED
+    assert planner_runs[1].status is AgentRunStatus.COMPLETED
+    assert [c.step_name for c in history.checkpoints] == ["plan_ready_for_review"]
+
+
+async def _wait_for_running_planner(service: Orchestra, proc: subprocess.Popen[str]) -> str:
+    """Poll the database (bounded) until the run's planner is running; return the id."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        page = await service.list_workflows()
+        if page.items:
+            runs = (await service.history(page.items[0].id)).agent_runs
+            if any(r.status is AgentRunStatus.RUNNING for r in runs):
+                return page.items[0].id
+        await asyncio.sleep(0.05)
+    raise AssertionError("the planner never started")
+
+
+# -- deciding outside the run ------------------------------------------------------
+
+
+async def _waiting_workflow(service: Orchestra, worker: Worker, name: str = "cli") -> Workflow:
+    wf = await service.create_workflow(name=name, prompt="Add a --json flag to list")
+    await worker.run_until_idle()
+    return await service.get_workflow(wf.id)
+
+
+async def test_inbox_resolve_and_exit_codes(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    wf = await _waiting_workflow(service, worker)
+    cp = wf.pending_checkpoint
+    assert cp is not None
+
+    inbox = as_json(orchestra(tmp_path, db_url, "inbox", "--json"))
+    assert [item["id"] for item in inbox["items"]] == [cp.id]
+    assert inbox["items"][0]["step_name"] == "plan_ready_for_review"
+    table = ok(orchestra(tmp_path, db_url, "inbox")).stdout
+    assert cp.id in table and "cli" in table
+
+    unknown = orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "nope")
+    assert unknown.returncode == 2
+    assert "not offered" in unknown.stderr and "approve" in unknown.stderr
+    assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
+
+    missing = orchestra(tmp_path, db_url, "resolve", "no-such-checkpoint", "--action", "approve")
+    assert missing.returncode == 3
+
+    resolved = as_json(
+        orchestra(
+            tmp_path,
+            db_url,
+            "resolve",
+            cp.id,
+            "--action",
+            "approve",
+            "--notes",
+            "ship it",
+            "--json",
+        )
+    )
+    assert resolved["status"] == CheckpointStatus.APPROVED.value
+    stored = await service.get_checkpoint(cp.id)
+    assert stored.resolution is not None
+    assert (stored.resolution.action, stored.resolution.notes) == ("approve", "ship it")
+    assert stored.resolution.resolved_by == getpass.getuser()
+
+    again = orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "cancel")
+    assert again.returncode == 4
+    assert f"resolved by {getpass.getuser()}" in again.stderr and "approve" in again.stderr
+    assert (await service.get_checkpoint(cp.id)).resolution == stored.resolution
+
+    assert as_json(orchestra(tmp_path, db_url, "inbox", "--json"))["items"] == []
+
+
+async def test_resolve_with_editor_and_content_file_reach_the_planner(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    wf = await _waiting_workflow(service, worker)
+    assert wf.pending_checkpoint is not None
+    await service.resolve(wf.pending_checkpoint.id, action="approve", actor="ana")
+    await worker.run_until_idle()
+    reviews = (await service.get_workflow(wf.id)).pending_checkpoint
+    assert reviews is not None and reviews.step_name == "reviews_ready_for_consolidation"
+
+    env = cli_env(tmp_path, EDITOR=str(editor_script(tmp_path)))
+    ok(
+        orchestra(
+            tmp_path,
+            db_url,
+            "resolve",
+            reviews.id,
+            "--action",
+            "edit_planner_prompt",
+            "--edit",
+            env=env,
+        )
+    )
+    await worker.run_until_idle()
+    prompt_cp = (await service.get_workflow(wf.id)).pending_checkpoint
+    assert prompt_cp is not None and prompt_cp.step_name == "edit_planner_prompt"
+    assert MARKER in (prompt_cp.editable_content or "")  # the edited feedback is in the prompt
+
+    custom = tmp_path / "prompt.md"
+    custom.write_text("Write the plan again, in three steps. CUSTOM-PROMPT-MARKER\n")
+    ok(
+        orchestra(
+            tmp_path,
+            db_url,
+            "resolve",
+            prompt_cp.id,
+            "--action",
+            "send_to_planner",
+            "--content-file",
+            str(custom),
+        )
+    )
+    await worker.run_until_idle()
+    history = await service.history(wf.id)
+    planner_v2 = [r for r in history.agent_runs if r.role == "planner" and r.iteration == 2]
+    assert [r.prompt for r in planner_v2] == [custom.read_text()]
+
+
+async def test_list_show_cancel_retry_watch(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    first = await _waiting_workflow(service, worker, "first")
+    second = await _waiting_workflow(service, worker, "second")
+
+    page = as_json(orchestra(tmp_path, db_url, "list", "--json"))
+    assert [w["name"] for w in page["items"]] == ["second", "first"]  # newest first
+    assert page == Page[Workflow].model_validate(page).model_dump(mode="json")
+    waiting = WorkflowStatus.AWAITING_CHECKPOINT.value
+    assert (
+        len(as_json(orchestra(tmp_path, db_url, "list", "--status", waiting, "--json"))["items"])
+        == 2
+    )
+    assert ok(orchestra(tmp_path, db_url, "list")).stdout.count(waiting) == 2
+
+    human = ok(orchestra(tmp_path, db_url, "show", first.id)).stdout
+    assert "Timeline" in human and "Plan ready for review" in human and "Actions" in human
+    assert orchestra(tmp_path, db_url, "show", "no-such-workflow").returncode == 3
+
+    retry = orchestra(tmp_path, db_url, "retry", first.id)
+    assert retry.returncode == 4 and "only a failed workflow" in retry.stderr
+
+    cancelled = as_json(orchestra(tmp_path, db_url, "cancel", first.id, "--json"))
+    assert cancelled["status"] == WorkflowStatus.CANCELLED.value
+    history = await service.history(first.id)
+    assert history.checkpoints[0].status is CheckpointStatus.SUPERSEDED
+    assert orchestra(tmp_path, db_url, "cancel", first.id).returncode == 4
+
+    # watch follows the second workflow live until it ends.
+    assert second.pending_checkpoint is not None
+    cp_id = second.pending_checkpoint.id
+
+    async def cancel_it() -> None:
+        await service.resolve(cp_id, action="cancel", actor="ana")
+
+    events = await watch_while(
+        command(tmp_path, db_url, ["watch", second.id, "--json"]), cli_env(tmp_path), cancel_it
+    )
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids))
+    assert ids == [e.id for e in (await service.history(second.id)).events]
+    assert events[-1]["data"]["to"] == WorkflowStatus.CANCELLED.value
+
+    # watching a workflow that has ended prints its events and returns at once
+    replay = ok(orchestra(tmp_path, db_url, "watch", second.id))
+    assert WorkflowStatus.CANCELLED.value in replay.stdout
+
+
+# -- administration ------------------------------------------------------------
+
+
+def test_db_upgrade(db_url: str, tmp_path: Path) -> None:
+    assert "latest schema" in ok(orchestra(tmp_path, db_url, "db", "upgrade")).stdout
+    fresh = tmp_path / "fresh"
+    ok(orchestra(fresh, None, "db", "upgrade"))
+    assert (fresh / "orchestra.db").exists()
+    assert as_json(orchestra(fresh, None, "list", "--json"))["items"] == []
+
+
+def test_tokens(db_url: str, tmp_path: Path) -> None:
+    created = ok(
+        orchestra(tmp_path, db_url, "token", "create", "--name", "ci-bot", "--role", "reviewer")
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("orc_")
+    listed = as_json(orchestra(tmp_path, db_url, "token", "list", "--json"))
+    assert [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [
+        ("ci-bot", "reviewer", None)
+    ]
+    assert token not in json.dumps(listed)
+    assert (
+        orchestra(
+            tmp_path, db_url, "token", "create", "--name", "ci-bot", "--role", "admin"
+        ).returncode
+        == 2
+    )
+
+    ok(orchestra(tmp_path, db_url, "token", "revoke", "ci-bot"))
+    listed = as_json(orchestra(tmp_path, db_url, "token", "list", "--json"))
+    assert listed[0]["revoked_at"] is not None
+    assert orchestra(tmp_path, db_url, "token", "revoke", "nobody").returncode == 3
+
+
+def test_agents_lists_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "orchestra.toml").write_text(
+        '[agents.slow]\nadapter = "demo"\n[agents.slow.options]\ndelay_s = 1\n\n'
+        '[roles]\nplanner = "slow"\nreviewers = ["demo"]\n'
+    )
+    rows = as_json(orchestra(tmp_path, None, "agents", "--json"))
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["slow"]["roles"] == ["planner"] and by_name["slow"]["reachable"] is True
+    assert by_name["demo"]["roles"] == ["reviewer"]
+    assert "slow" in ok(orchestra(tmp_path, None, "agents")).stdout
+
+
+# -- serve and worker ------------------------------------------------------------
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    """Send ``sig`` and collect the output (bounded); SIGKILL if it does not stop."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_answers_and_refuses_open_binding_without_auth(db_url: str, tmp_path: Path) -> None:
+    refused = orchestra(tmp_path, db_url, "serve", "--host", "0.0.0.0", "--no-auth")
+    assert refused.returncode == 2 and "token create" in refused.stderr
+
+    port = free_port()
+    proc = subprocess.Popen(
+        command(tmp_path, db_url, ["serve", "--port", str(port), "--no-auth", "--no-worker"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(tmp_path),
+    )
+    try:
+        health = _wait_for_health(f"http://127.0.0.1:{port}", proc)
+    finally:
+        _stop(proc, signal.SIGINT)
+    assert health["database"]["ok"] is True
+    assert health["database"]["kind"] == ("sqlite" if db_url.startswith("sqlite") else "postgresql")
+    assert proc.returncode == 130  # Ctrl-C: a graceful shutdown, then "interrupted"
+
+
+def _wait_for_health(base_url: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            response = httpx.get(base_url + "/health", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+    raise AssertionError("the server never answered /health")
+
+
+async def test_worker_drives_workflows_until_stopped(
+    service: Orchestra, db_url: str, tmp_path: Path
+) -> None:
+    wf = await service.create_workflow(name="for the worker", prompt="Plan it")
+    proc = subprocess.Popen(
+        command(tmp_path, db_url, ["worker", "--concurrency", "2"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(tmp_path),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (await service.get_workflow(wf.id)).pending_checkpoint is None:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            await asyncio.sleep(0.05)
+    finally:
+        _, err = _stop(proc)
+    assert proc.returncode == 0, err

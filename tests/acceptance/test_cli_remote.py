@@ -1,0 +1,133 @@
+"""The ``orchestra`` command against a real server process (``--server``/``--token``),
+on both databases: the interactive run over HTTP, and the same exit codes as
+in local mode, mapped from the API's error responses."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestra.domain.models import History, Workflow
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from tests.acceptance.server import Api, ServerProcess, free_port, module_server
+from tests.acceptance.test_cli_local import (
+    MARKER,
+    as_json,
+    cli_env,
+    command,
+    editor_script,
+    ok,
+    orchestra,
+    watch_while,
+    workflow_id_of,
+)
+from tests.conftest import BACKENDS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    yield from module_server(request, tmp_path_factory)
+
+
+def remote(
+    server: ServerProcess, tmp_path: Path, *args: str, who: str | None = "ana"
+) -> subprocess.CompletedProcess[str]:
+    """``orchestra ARGS`` with the server and ``who``'s token from the environment."""
+    extra = {"ORCHESTRA_SERVER": server.base_url}
+    if who is not None:
+        extra["ORCHESTRA_TOKEN"] = server.tokens[who]
+    return orchestra(tmp_path, None, *args, env=cli_env(tmp_path, **extra))
+
+
+def test_remote_run_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
+    answers = "1\ny\n\n" + "1\nn\nall good\n"  # approve an edited plan, approve the reviews
+    env = cli_env(tmp_path, EDITOR=str(editor_script(tmp_path)))
+    result = subprocess.run(
+        command(
+            tmp_path,
+            None,
+            [
+                "run",
+                "Add a --json flag",
+                "--server",
+                server.base_url,
+                "--token",
+                server.tokens["ana"],
+            ],
+        ),
+        input=answers,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    ok(result)
+    workflow_id = workflow_id_of(result.stdout)
+    assert "Consolidated view" in result.stdout
+
+    history = History.model_validate(
+        as_json(remote(server, tmp_path, "show", workflow_id, "--json"))
+    )
+    assert history.workflow.status is WorkflowStatus.COMPLETED
+    assert history.workflow.created_by == "ana"
+    assert [c.resolution.resolved_by for c in history.checkpoints if c.resolution] == ["ana", "ana"]
+    reviewer_prompts = [r.prompt for r in history.agent_runs if r.role == "reviewer"]
+    assert reviewer_prompts and all(MARKER in p for p in reviewer_prompts)
+
+
+async def test_remote_commands_and_exit_codes(server: ServerProcess, tmp_path: Path) -> None:
+    async with Api(server.base_url, server.tokens["ana"]) as api:
+        created = await api.create_workflow(name="remote-cli")
+        cp = await api.wait_for_checkpoint(created["id"], "plan_ready_for_review")
+    workflow_id = created["id"]
+
+    inbox = as_json(remote(server, tmp_path, "inbox", "--json"))
+    assert cp["id"] in [c["id"] for c in inbox["items"]]
+    listed = as_json(remote(server, tmp_path, "list", "--json"))
+    assert workflow_id in [Workflow.model_validate(w).id for w in listed["items"]]
+    assert "remote-cli" in ok(remote(server, tmp_path, "show", workflow_id)).stdout
+    assert "remote-cli" in ok(remote(server, tmp_path, "inbox")).stdout
+
+    unknown = remote(server, tmp_path, "resolve", cp["id"], "--action", "nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr
+    assert remote(server, tmp_path, "resolve", "missing", "--action", "approve").returncode == 3
+    as_viewer = remote(server, tmp_path, "resolve", cp["id"], "--action", "approve", who="vic")
+    assert as_viewer.returncode == 1
+    anonymous = remote(server, tmp_path, "inbox", who=None)
+    assert anonymous.returncode == 1 and "--token" in anonymous.stderr
+
+    resolved = as_json(
+        remote(server, tmp_path, "resolve", cp["id"], "--action", "approve", "--json")
+    )
+    assert resolved["status"] == CheckpointStatus.APPROVED.value
+    assert resolved["resolution"]["resolved_by"] == "ana"
+    again = remote(server, tmp_path, "resolve", cp["id"], "--action", "cancel")
+    assert again.returncode == 4 and "resolved by ana" in again.stderr
+
+    assert remote(server, tmp_path, "retry", workflow_id).returncode == 4
+
+    async def cancel_it() -> None:
+        ok(remote(server, tmp_path, "cancel", workflow_id))
+
+    env = cli_env(tmp_path, ORCHESTRA_SERVER=server.base_url, ORCHESTRA_TOKEN=server.tokens["ana"])
+    events = await watch_while(
+        command(tmp_path, None, ["watch", workflow_id, "--json"]), env, cancel_it
+    )
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids))
+    assert events[-1]["data"]["to"] == WorkflowStatus.CANCELLED.value
+    assert remote(server, tmp_path, "cancel", workflow_id).returncode == 4
+
+
+def test_unreachable_server_exits_1(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = orchestra(tmp_path, None, "list", env=cli_env(tmp_path, ORCHESTRA_SERVER=url))
+    assert result.returncode == 1 and "cannot reach the server" in result.stderr
