@@ -1,0 +1,79 @@
+"""The event log as live updates read it: a cursor that never skips a committed event.
+
+A reader that polls ``events_after(cursor)`` while many transactions commit
+concurrently must end up with every event row, in id order, each once. On
+PostgreSQL this depends on ids being handed out in commit order (a sequence
+alone would let a reader pass an id that commits later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Event
+from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.service import Orchestra
+from orchestra.store.db import Database
+from orchestra.store.schema import events
+from tests.support.engine import agents, assert_events_ordered, demo, eventually
+
+WORKFLOWS = 12
+
+
+async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
+    service: Orchestra, db: Database
+) -> None:
+    seen: list[Event] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()  # read before the query: one more pass after done
+            batch = await service.events_after(after=cursor, limit=5000)
+            seen.extend(batch)
+            cursor = batch[-1].id if batch else cursor
+            if finished and not batch:
+                return
+            await asyncio.sleep(0)
+
+    worker = Worker(db, WorkerSettings(concurrency=WORKFLOWS, heartbeat_s=0.2, poll_s=0.05))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    reader = asyncio.create_task(follow())
+    quick = demo(delay_s=0.01)
+    await asyncio.gather(
+        *(
+            service.create_workflow(
+                name=f"w{i}", prompt="p", agents=agents(planner=quick, reviewers=[quick] * 3)
+            )
+            for i in range(WORKFLOWS)
+        )
+    )
+
+    async def all_waiting() -> bool:
+        return len((await service.list_checkpoints()).items) == WORKFLOWS
+
+    try:
+        await eventually(all_waiting, what="every plan checkpoint")
+        pending = (await service.list_checkpoints()).items
+        await asyncio.gather(
+            *(service.resolve(cp.id, action="approve", actor="ana") for cp in pending)
+        )
+        await eventually(all_waiting, what="every review checkpoint")
+    finally:
+        stop.set()
+        await running
+        done.set()
+        await reader
+
+    assert_events_ordered(seen)
+    all_ids = await db.read(
+        lambda c: list(c.execute(select(events.c.id).order_by(events.c.id)).scalars())
+    )
+    assert [e.id for e in seen] == all_ids
+    created = [e for e in seen if e.type is EventType.CHECKPOINT_CREATED]
+    assert len(created) == 2 * WORKFLOWS

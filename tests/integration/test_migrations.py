@@ -1,0 +1,171 @@
+"""A migrated database equals the schema definition, on both databases.
+
+Alembic's autogenerate comparison finds tables, columns, types, nullability,
+server defaults, indexes, unique constraints and foreign keys that differ;
+CHECK constraints and the partial index condition it does not compare, so
+those are checked by what the database does.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    insert,
+    inspect,
+)
+from sqlalchemy.exc import IntegrityError
+
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.store.db import normalise_url
+from orchestra.store.migrate import alembic_config, upgrade
+from orchestra.store.schema import checkpoints, metadata, workflows
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = create_engine(normalise_url(db_url))
+    yield eng
+    eng.dispose()
+
+
+def _diff(conn: Connection, target: MetaData) -> list[Any]:
+    context = MigrationContext.configure(
+        conn, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, target))
+
+
+def _table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_migrated_database_equals_the_schema_definition(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert _diff(conn, metadata) == []
+    assert _table_names(engine) == set(metadata.tables)
+
+
+def test_downgrade_to_empty_and_upgrade_again_equals_the_definition(engine: Engine) -> None:
+    """Upgrading from an empty database (not only the fixture's) gives the same schema."""
+    from alembic import command
+
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert _table_names(engine) == set()
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert _diff(conn, metadata) == []
+
+
+def test_the_comparison_would_notice_a_difference(engine: Engine) -> None:
+    """Guard against a comparison that always answers 'equal'."""
+    changed = MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["workflows"].append_column(Column("extra", Integer))
+    with engine.connect() as conn:
+        diff = _diff(conn, changed)
+    assert [d[0] for d in diff] == ["add_column"]
+
+
+def test_status_check_constraints_exist_with_every_status(engine: Engine) -> None:
+    inspector = inspect(engine)
+    for table in ("workflows", "checkpoints", "agent_runs", "events"):
+        declared = {
+            str(c.name): set(re.findall(r"'([^']*)'", str(c.sqltext)))
+            for c in metadata.tables[table].constraints
+            if isinstance(c, CheckConstraint)
+        }
+        found = {
+            c["name"]: set(re.findall(r"'([^']*)'", c["sqltext"]))
+            for c in inspector.get_check_constraints(table)
+        }
+        assert found == declared, table
+
+
+def _workflow(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "id": uuid.uuid4().hex,
+        "name": "t",
+        "type": "plan_review",
+        "status": WorkflowStatus.AWAITING_CHECKPOINT.value,
+        "max_iterations": 3,
+        "prompt": "p",
+        "agents": {},
+        "state": {},
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    return {**row, **overrides}
+
+
+def _checkpoint(workflow_id: str, step_index: int, number: int, status: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "workflow_id": workflow_id,
+        "number": number,
+        "step_index": step_index,
+        "iteration": 1,
+        "step_name": "plan_ready_for_review",
+        "body": {},
+        "status": status,
+        "created_at": NOW,
+    }
+
+
+def _insert_fails(engine: Engine, table: Any, row: dict[str, Any]) -> bool:
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(table).values(row))
+    except IntegrityError:
+        return True
+    return False
+
+
+def test_database_refuses_what_the_schema_forbids(engine: Engine) -> None:
+    wf = _workflow()
+    with engine.begin() as conn:
+        conn.execute(insert(workflows).values(wf))
+        conn.execute(
+            insert(checkpoints).values(_checkpoint(wf["id"], 1, 1, CheckpointStatus.APPROVED))
+        )
+        conn.execute(
+            insert(checkpoints).values(_checkpoint(wf["id"], 2, 2, CheckpointStatus.PENDING))
+        )
+        # resolved checkpoints do not count towards the one pending
+        conn.execute(
+            insert(checkpoints).values(_checkpoint(wf["id"], 3, 3, CheckpointStatus.SUPERSEDED))
+        )
+    # a second pending checkpoint for the workflow
+    assert _insert_fails(engine, checkpoints, _checkpoint(wf["id"], 4, 4, CheckpointStatus.PENDING))
+    # a second checkpoint for the same step visit, whatever its status
+    assert _insert_fails(engine, checkpoints, _checkpoint(wf["id"], 1, 5, CheckpointStatus.EDITED))
+    # a status the domain does not know
+    assert _insert_fails(engine, workflows, _workflow(status="paused"))
+    assert _insert_fails(engine, checkpoints, _checkpoint(wf["id"], 6, 6, "maybe"))
+    # another workflow may have its own pending checkpoint
+    other = _workflow()
+    with engine.begin() as conn:
+        conn.execute(insert(workflows).values(other))
+        conn.execute(
+            insert(checkpoints).values(_checkpoint(other["id"], 1, 1, CheckpointStatus.PENDING))
+        )
