@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.agents.registry import adapter_factories
@@ -27,7 +27,7 @@ from orchestra.domain.statuses import (
 from orchestra.engine.advance import NO_LEASE, cancel_txn, load_workflow_txn, new_id
 from orchestra.engine.checkpoints import resolve_txn
 from orchestra.engine.definition import get_definition
-from orchestra.engine.runner import RETRY_KEY
+from orchestra.engine.runner import RETRY_KEY, after_commit
 from orchestra.engine.transition import transition_txn
 from orchestra.store import queries
 from orchestra.store.db import Database, Tx
@@ -36,6 +36,8 @@ from orchestra.store.schema import workflows
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
+#: Bound of the cache of workflows known to have no workspace.
+MAX_REMEMBERED = 10_000
 
 
 class Orchestra:
@@ -51,6 +53,9 @@ class Orchestra:
         self.db = db
         self.agents = agents or default_agents_config()
         self.allowed_roots = [p.resolve() for p in allowed_roots]
+        #: Workflows known to have no workspace (it never changes, so this cache may be
+        #: dropped at any time): their resolutions skip the after-commit read.
+        self._without_workspace: set[str] = set()
 
     # -- workflows -----------------------------------------------------------
 
@@ -116,7 +121,10 @@ class Orchestra:
             tx.wake_workers()
             return values
 
-        return queries.to_workflow(await self.db.write(txn))
+        created = queries.to_workflow(await self.db.write(txn))
+        if workspace is None:
+            self._remember_without_workspace(workflow_id)
+        return created
 
     def _check_workspace(self, raw: str) -> str:
         path = Path(raw).expanduser()
@@ -254,7 +262,7 @@ class Orchestra:
             raise InvalidInput(
                 "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
             )
-        return await self.db.write(
+        checkpoint = await self.db.write(
             lambda tx: resolve_txn(
                 tx,
                 checkpoint_id,
@@ -265,6 +273,24 @@ class Orchestra:
                 idempotency_key=idempotency_key,
             )
         )
+        if checkpoint.workflow_id not in self._without_workspace:
+            await self._after_resolution(checkpoint.workflow_id)
+        return checkpoint
+
+    async def _after_resolution(self, workflow_id: str) -> None:
+        """Run the definition's after-commit hook (e.g. plans written into the
+        workspace) on the workflow as the resolution left it."""
+        query = select(workflows).where(workflows.c.id == workflow_id)
+        row = await self.db.read(lambda c: dict(c.execute(query).one()._mapping))
+        if row["workspace_path"]:
+            await after_commit(row)
+        else:
+            self._remember_without_workspace(workflow_id)
+
+    def _remember_without_workspace(self, workflow_id: str) -> None:
+        if len(self._without_workspace) >= MAX_REMEMBERED:
+            self._without_workspace.clear()
+        self._without_workspace.add(workflow_id)
 
     # -- cancel and retry ----------------------------------------------------
 

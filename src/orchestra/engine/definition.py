@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import AgentOutput, AgentRun, CheckpointAction, Consolidation
+from orchestra.domain.statuses import WorkflowStatus
 
 JSON = dict[str, Any]
 
@@ -123,6 +124,17 @@ Step = AgentStep | CheckpointStep
 
 
 @dataclass(frozen=True)
+class Committed:
+    """A workflow as a commit left it: what an ``after_commit`` hook sees."""
+
+    ctx: StepContext
+    status: WorkflowStatus
+    #: The step it is at now; ``None`` once it ended.
+    step: str | None
+    result: JSON | None = None
+
+
+@dataclass(frozen=True)
 class WorkflowDefinition:
     type: str
     title: str
@@ -130,6 +142,12 @@ class WorkflowDefinition:
     steps: Mapping[str, Step]
     #: Builds the initial state and validates the agents entry (raise InvalidInput).
     initial_state: Callable[[JSON], JSON] = lambda agents: {}
+    #: Side effects outside the database (files in the workspace), run by the engine
+    #: after an agent step's commit and after a resolution's commit, never inside a
+    #: transaction, in a thread, and only for workflows with a workspace. It may run
+    #: more than once for one state, so it must be idempotent; an ``OSError`` or
+    #: ``OrchestraError`` it raises is logged with the workflow id (the commit stands).
+    after_commit: Callable[[Committed], None] | None = None
 
     def step(self, name: str) -> Step:
         return self.steps[name]

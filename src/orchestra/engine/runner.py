@@ -44,7 +44,14 @@ from orchestra.engine.advance import (
     load_workflow_txn,
     new_id,
 )
-from orchestra.engine.definition import AgentStep, AgentTask, CheckpointStep, Next, get_definition
+from orchestra.engine.definition import (
+    AgentStep,
+    AgentTask,
+    CheckpointStep,
+    Committed,
+    Next,
+    get_definition,
+)
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Database, Tx
 from orchestra.store.fast import execute_dml
@@ -87,6 +94,28 @@ _LATEST_RUNS = (
     )
     .order_by(agent_runs.c.attempt)
 )
+
+
+async def after_commit(row: RowMap) -> None:
+    """Run the definition's ``after_commit`` hook for a workflow row just committed.
+
+    Callers check ``row["workspace_path"]`` first, so a workflow without a
+    workspace costs nothing. The hook does file I/O: it runs in a thread, after
+    the commit; its failure is logged, since nothing can undo the commit.
+    """
+    hook = get_definition(row["type"]).after_commit
+    if hook is None:
+        return
+    committed = Committed(
+        ctx=context_of(row),
+        status=WorkflowStatus(row["status"]),
+        step=row["current_step"],
+        result=row.get("result"),
+    )
+    try:
+        await asyncio.to_thread(hook, committed)
+    except (OSError, OrchestraError):
+        log.exception("workflow %s: after-commit hook failed (the commit stands)", row["id"])
 
 
 @dataclass
@@ -247,6 +276,8 @@ class Worker:
                 prepared = await self.db.write(partial(self._enter_txn, lease=lease))
             while prepared.step is not None and not self._stopping:
                 prepared = await self._run_agent_step(prepared, lease)
+                if prepared.row["workspace_path"]:
+                    await after_commit(prepared.row)
             if prepared.step is not None:  # stopping: hand it back now
                 await self.db.write(lambda tx: self._release_txn(tx, lease))
         except LeaseLost:

@@ -83,3 +83,15 @@ def write_plan(workspace: Path, workflow_id: str, name: str, version: int | str,
             os.unlink(temp)
         raise
     return path
+
+
+def sync_plan(
+    workspace: Path, workflow_id: str, name: str, version: int | str, text: str
+) -> Path | None:
+    """Write a plan unless its file already holds exactly ``text`` (hooks run more than
+    once for one state); the path written, or ``None`` when it was up to date."""
+    path = plan_path(workspace, workflow_slug(workflow_id, name), version)
+    with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):  # absent or foreign
+        if path.read_text(encoding="utf-8") == text:
+            return None
+    return write_plan(workspace, workflow_id, name, version, text)

@@ -11,28 +11,36 @@ engine calls. State keys (all JSON):
   iteration only; cleared once used)
 - ``reviews``: this iteration's reviews; ``feedback``/``notes``: what goes back
 - ``problem``: the failed step and agents while an ``agent_problem`` waits
+
+With a workspace, the plans also go to disk (:mod:`orchestra.workflows.plan_files`)
+from the ``after_commit`` hook, outside any transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import AgentOutput, AgentRun, CheckpointAction
-from orchestra.domain.statuses import ActionStyle, AgentRunStatus
+from orchestra.domain.statuses import ActionStyle, AgentRunStatus, WorkflowStatus
 from orchestra.engine.definition import (
     AgentStep,
     AgentTask,
     CheckpointStep,
     CheckpointView,
+    Committed,
     Decision,
     Next,
     StepContext,
     WorkflowDefinition,
 )
 from orchestra.workflows import prompts
+from orchestra.workflows.plan_files import FINAL, sync_plan
 from orchestra.workflows.reviews import REVIEW_SCHEMA, consolidate, feedback_markdown, parse_review
+
+log = logging.getLogger(__name__)
 
 PLAN = "plan"
 REVIEW = "review"
@@ -463,6 +471,29 @@ def _problem_resolve(ctx: StepContext, decision: Decision) -> Next:
     )
 
 
+# -- plans on disk ---------------------------------------------------------
+
+
+def _write_plans(done: Committed) -> None:
+    """Keep the workspace's plan files in step with the committed state: the current
+    iteration's plan (as produced, or as a person edited it) and, once the workflow
+    completed, the final plan. Idempotent: unchanged files are not rewritten."""
+    ctx = done.ctx
+    if ctx.workspace is None:
+        return
+    wanted: list[tuple[int | str, str]] = []
+    plan = ctx.state.get("plans", {}).get(str(ctx.iteration))
+    if isinstance(plan, str):
+        wanted.append((ctx.iteration, plan))
+    final = (done.result or {}).get("plan")
+    if done.status is WorkflowStatus.COMPLETED and isinstance(final, str):
+        wanted.append((FINAL, final))
+    for version, text in wanted:
+        path = sync_plan(ctx.workspace, ctx.workflow_id, ctx.name, version, text)
+        if path is not None:
+            log.info("workflow %s: plan %s written to %s", ctx.workflow_id, version, path)
+
+
 # -- agents entry ----------------------------------------------------------
 
 
@@ -484,6 +515,7 @@ definition = WorkflowDefinition(
     title="Plan & Review",
     first_step=PLAN,
     initial_state=_validate_agents,
+    after_commit=_write_plans,
     steps={
         PLAN: AgentStep(PLAN, _plan_tasks, _plan_done),
         REVIEW: AgentStep(REVIEW, _review_tasks, _review_done),

@@ -41,34 +41,41 @@ REVIEW_SCHEMA: dict[str, Any] = {
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 
 
-def _first_json_object(text: str) -> dict[str, Any] | None:
-    """The first decodable JSON object in ``text`` (fenced, bare, or inside prose)."""
-    candidates = [m.group(1) for m in _FENCED.finditer(text)]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
+def _is_review(value: object) -> bool:
+    return isinstance(value, dict) and "verdict" in value
+
+
+def _first_review_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object with a verdict in ``text``: fenced, bare, inside prose,
+    or nested in another object (``{"review": {...}}``)."""
+    for match in _FENCED.finditer(text):
         try:
-            value = json.loads(candidate)
+            value = json.loads(match.group(1))
         except json.JSONDecodeError:
             continue
-        if isinstance(value, dict):
-            return value
+        if _is_review(value):
+            return dict(value)
+    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
         try:
             value, _ = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(value, dict):
-            return value
+            value = None
+        if _is_review(value):
+            return dict(value)
         start = text.find("{", start + 1)
     return None
 
 
 def parse_review(content: str, structured: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """A normalised review dict, or ``None`` when the answer is plain text."""
-    data = structured if isinstance(structured, dict) else _first_json_object(content)
-    if not data or "verdict" not in data:
+    """A normalised review dict, or ``None`` when the answer is plain text.
+
+    The agent's structured output wins when it is a review; otherwise the text
+    is searched, so an agent that ignored the schema still gets its review read.
+    """
+    data = structured if _is_review(structured) else _first_review_object(content)
+    if data is None:
         return None
     verdict = str(data.get("verdict", "")).strip().lower().replace(" ", "_")
     issues = []
