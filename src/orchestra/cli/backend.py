@@ -64,8 +64,8 @@ class Backend(Protocol):
         """Every event of the workflow after ``after``, then live ones; never ends."""
         ...
 
-    def working(self) -> AbstractAsyncContextManager[None]:
-        """While entered, workflows make progress (a local worker runs, or the server's)."""
+    def working(self, workflow_id: str) -> AbstractAsyncContextManager[None]:
+        """While entered, the workflow makes progress (a local worker runs it, or the server)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -112,9 +112,11 @@ class LocalBackend:
                 await db.doorbell.wait(EVENT_POLL_S, since=seen)
 
     @contextlib.asynccontextmanager
-    async def working(self) -> AsyncIterator[None]:
-        """Run a worker in this process while the caller waits for agents."""
+    async def working(self, workflow_id: str) -> AsyncIterator[None]:
+        """Run a worker in this process for this workflow only (others' workflows
+        are left to their own workers) while the caller waits for agents."""
         worker = self.runtime.worker()
+        worker.settings.only = frozenset({workflow_id})
         worker.settings.shutdown_grace_s = SHUTDOWN_GRACE_S
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop), name="orchestra-cli-worker")

@@ -234,7 +234,7 @@ class RemoteBackend:
             await asyncio.sleep(min(0.2 * 2**failures, 5.0))
 
     @contextlib.asynccontextmanager
-    async def working(self) -> AsyncIterator[None]:
+    async def working(self, workflow_id: str) -> AsyncIterator[None]:
         """The server's workers drive the workflow; nothing to start here."""
         yield
 

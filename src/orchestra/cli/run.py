@@ -228,7 +228,7 @@ class TerminalRun:
         if is_settled(wf):
             return wf
         async with (
-            self.backend.working(),
+            self.backend.working(workflow_id),
             contextlib.aclosing(self.backend.events(workflow_id, after=self.cursor)) as events,
         ):
             with Live(self.board, console=self.out, refresh_per_second=8, transient=True) as live:

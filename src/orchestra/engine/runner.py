@@ -155,6 +155,8 @@ class WorkerSettings:
     #: Progress events: at most one per run per this many seconds.
     progress_interval_s: float = 0.5
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: Claim only these workflows (``orchestra run`` drives its own, not others').
+    only: frozenset[str] | None = None
 
 
 class Worker:
@@ -243,6 +245,8 @@ class Worker:
         """Lease up to ``limit`` runnable workflows and enter their current step, so a
         claimed workflow's agents can start without another commit."""
         q = _CLAIMABLE_PG if tx.dialect == "postgresql" else _CLAIMABLE
+        if self.settings.only is not None:
+            q = q.where(workflows.c.id.in_(sorted(self.settings.only)))
         ids = tx.conn.execute(q, {"now": time.time(), "limit": limit}).scalars().all()
         claimed: list[tuple[Lease, Prepared | None]] = []
         for workflow_id in ids:
