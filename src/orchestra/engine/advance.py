@@ -218,25 +218,31 @@ def cancel_txn(
 def end_running_runs_txn(tx: Tx, workflow_id: str, new: AgentRunStatus, error: str) -> None:
     """End the workflow's agent runs still marked running: no run may look alive
     once its workflow stopped (cancelled, failed) or its worker let go."""
-    running = (
-        tx.conn.execute(
-            select(agent_runs.c.id).where(
-                agent_runs.c.workflow_id == workflow_id,
-                agent_runs.c.status == AgentRunStatus.RUNNING,
-            )
-        )
-        .scalars()
-        .all()
+    _move_runs_txn(
+        tx, workflow_id, AgentRunStatus.RUNNING, new, values={"finished_at": tx.now, "error": error}
     )
-    for run_id in running:
+
+
+def _move_runs_txn(
+    tx: Tx,
+    workflow_id: str,
+    old: AgentRunStatus,
+    new: AgentRunStatus,
+    *,
+    values: dict[str, Any] | None = None,
+    step_name: str | None = None,
+    iteration: int | None = None,
+) -> None:
+    """Move every agent run of the workflow (optionally of one step visit) in
+    status ``old`` to ``new``, each through the transition function."""
+    q = select(agent_runs.c.id).where(
+        agent_runs.c.workflow_id == workflow_id, agent_runs.c.status == old
+    )
+    if step_name is not None:
+        q = q.where(agent_runs.c.step_name == step_name, agent_runs.c.iteration == iteration)
+    for run_id in tx.conn.execute(q).scalars().all():
         transition_txn(
-            tx,
-            Entity.AGENT_RUN,
-            run_id,
-            workflow_id=workflow_id,
-            old=AgentRunStatus.RUNNING,
-            new=new,
-            values={"finished_at": tx.now, "error": error},
+            tx, Entity.AGENT_RUN, run_id, workflow_id=workflow_id, old=old, new=new, values=values
         )
 
 
@@ -263,24 +269,11 @@ def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = 
 
 
 def _skip_failed_runs_txn(tx: Tx, workflow_id: str, step_name: str, iteration: int) -> None:
-    failed = (
-        tx.conn.execute(
-            select(agent_runs.c.id).where(
-                agent_runs.c.workflow_id == workflow_id,
-                agent_runs.c.step_name == step_name,
-                agent_runs.c.iteration == iteration,
-                agent_runs.c.status == AgentRunStatus.FAILED,
-            )
-        )
-        .scalars()
-        .all()
+    _move_runs_txn(
+        tx,
+        workflow_id,
+        AgentRunStatus.FAILED,
+        AgentRunStatus.SKIPPED,
+        step_name=step_name,
+        iteration=iteration,
     )
-    for run_id in failed:
-        transition_txn(
-            tx,
-            Entity.AGENT_RUN,
-            run_id,
-            workflow_id=workflow_id,
-            old=AgentRunStatus.FAILED,
-            new=AgentRunStatus.SKIPPED,
-        )

@@ -40,6 +40,7 @@ from orchestra.engine.advance import (
     apply_next_txn,
     check_lease_txn,
     context_of,
+    end_running_runs_txn,
     fail_txn,
     load_workflow_txn,
     new_id,
@@ -370,26 +371,7 @@ class Worker:
     def _release_txn(self, tx: Tx, lease: Lease) -> None:
         """Give a workflow back without finishing its step (shutdown)."""
         lease.check_txn(tx)
-        rows = (
-            tx.conn.execute(
-                select(agent_runs.c.id).where(
-                    agent_runs.c.workflow_id == lease.workflow_id,
-                    agent_runs.c.status == AgentRunStatus.RUNNING,
-                )
-            )
-            .scalars()
-            .all()
-        )
-        for run_id in rows:
-            transition_txn(
-                tx,
-                Entity.AGENT_RUN,
-                run_id,
-                workflow_id=lease.workflow_id,
-                old=AgentRunStatus.RUNNING,
-                new=AgentRunStatus.INTERRUPTED,
-                values={"finished_at": tx.now, "error": "worker shut down"},
-            )
+        end_running_runs_txn(tx, lease.workflow_id, AgentRunStatus.INTERRUPTED, "worker shut down")
         tx.conn.execute(
             workflows.update()
             .where(workflows.c.id == lease.workflow_id, workflows.c.lease_token == lease.token)

@@ -139,6 +139,20 @@ def _created_cursor(table: Any, cursor: str | None, newest_first: bool) -> Any:
     )
 
 
+def _page(
+    conn: Connection, q: Any, table: Any, cursor: str | None, limit: int, *, newest_first: bool
+) -> tuple[list[RowMap], str | None]:
+    """One page of rows ordered by (created_at, id), and the cursor of the next."""
+    after = _created_cursor(table, cursor, newest_first=newest_first)
+    if after is not None:
+        q = q.where(after)
+    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last["created_at"], last["id"])
+
+
 def list_workflows(
     conn: Connection,
     *,
@@ -149,17 +163,8 @@ def list_workflows(
     q = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.id.desc())
     if statuses:
         q = q.where(workflows.c.status.in_([s.value for s in statuses]))
-    after = _created_cursor(workflows, cursor, newest_first=True)
-    if after is not None:
-        q = q.where(after)
-    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
-    items = [to_workflow(r) for r in rows[:limit]]
-    nxt = (
-        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-        if len(rows) > limit
-        else None
-    )
-    return Page[Workflow](items=items, next_cursor=nxt)
+    items, nxt = _page(conn, q, workflows, cursor, limit, newest_first=True)
+    return Page[Workflow](items=[to_workflow(r) for r in items], next_cursor=nxt)
 
 
 # -- checkpoints -----------------------------------------------------------
@@ -186,17 +191,8 @@ def list_checkpoints(
         q = q.where(checkpoints.c.status == status)
     if workflow_id is not None:
         q = q.where(checkpoints.c.workflow_id == workflow_id)
-    after = _created_cursor(checkpoints, cursor, newest_first=False)
-    if after is not None:
-        q = q.where(after)
-    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
-    items = [to_checkpoint(r) for r in rows[:limit]]
-    nxt = (
-        encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"])
-        if len(rows) > limit
-        else None
-    )
-    return Page[Checkpoint](items=items, next_cursor=nxt)
+    items, nxt = _page(conn, q, checkpoints, cursor, limit, newest_first=False)
+    return Page[Checkpoint](items=[to_checkpoint(r) for r in items], next_cursor=nxt)
 
 
 def checkpoints_of(conn: Connection, workflow_id: str) -> list[Checkpoint]:
