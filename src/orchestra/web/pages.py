@@ -1,0 +1,534 @@
+"""The dashboard's pages: server-rendered from the service layer, refreshed in place.
+
+Every page is one Jinja template whose live parts are blocks marked with
+``data-region``. Asked with ``?partial=1`` (by ``static/app.js``, when an event
+arrives on the stream), a page answers those blocks as JSON instead of the
+whole document, so the script patches the DOM without a reload and without
+knowing how anything is rendered. Errors render as a page (or, for the
+script, as the API's JSON error shape); nothing answers with a blank page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2.runtime import Macro
+from sqlalchemy import Connection, func, select
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, Principal
+from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
+from orchestra.domain.errors import InvalidInput, OrchestraError
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint, Workflow
+from orchestra.domain.roles import Permission
+from orchestra.domain.statuses import (
+    ActionStyle,
+    AgentRunStatus,
+    CheckpointStatus,
+    WorkflowStatus,
+)
+from orchestra.runtime import Runtime
+from orchestra.service import MAX_ITERATIONS_LIMIT
+from orchestra.store.schema import events
+from orchestra.store.tokens import authenticate_token
+from orchestra.web import session
+from orchestra.web.diff import line_diff
+from orchestra.web.markdown import render_markdown
+from orchestra.web.session import BadForm, PageDenied, first
+from orchestra.web.view import humanize, tone, workflow_view
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+LIST_PAGE = 25
+INBOX_PAGE = 100
+#: Pending checkpoints counted for the navigation badge and the list's "waiting" column.
+PENDING_SCAN = 500
+MAX_REVIEWER_SLOTS = 8
+#: The new-workflow form's fields, in page order.
+FORM_FIELDS = ("name", "prompt", "workspace_path", "planner", "reviewers", "max_iterations")
+#: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
+REGION = "region_"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+#: What the script may compare against: the vocabulary, never spelled out in JS.
+VOCABULARY = {
+    "events": {e.name: e.value for e in EventType},
+    "workflowStatus": {s.name: s.value for s in WorkflowStatus},
+    "checkpointStatus": {s.name: s.value for s in CheckpointStatus},
+    "agentRunStatus": {s.name: s.value for s in AgentRunStatus},
+    "actionStyle": {s.name: s.value for s in ActionStyle},
+}
+
+
+def _static_versions() -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:10]
+        for p in STATIC.iterdir()
+        if p.is_file()
+    }
+
+
+def build_environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    versions = _static_versions()
+    env.globals["static_url"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
+    env.globals["line_diff"] = line_diff
+    env.filters["markdown"] = render_markdown
+    env.filters["humanize"] = humanize
+    env.filters["tone"] = tone
+    env.filters["duration"] = format_duration
+    env.globals["WS"] = WorkflowStatus
+    env.globals["styles"] = ActionStyle
+    # The shared macros are globals, so a block rendered alone (?partial=1) has them too.
+    macros = env.get_template("macros.html").module
+    env.globals.update({k: v for k, v in vars(macros).items() if isinstance(v, Macro)})
+    return env
+
+
+def format_duration(ms: int | float | None) -> str:
+    if ms is None:
+        return ""
+    seconds = ms / 1000
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 90:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _max_event_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+class Web:
+    """The pages of one app, around one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.service = runtime.service
+        self.env = build_environment()
+
+    # -- rendering -------------------------------------------------------------
+
+    def _context(
+        self, request: Request, who: Principal | None, page: str, extra: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        no_auth = self.runtime.settings.no_auth
+        client = {
+            "page": page,
+            "csrfCookie": CSRF_COOKIE,
+            "csrfHeader": CSRF_HEADER,
+            "vocabulary": VOCABULARY,
+            **extra.get("client", {}),
+        }
+        return {
+            "request": request,
+            "page": page,
+            "who": who,
+            "no_auth": no_auth,
+            "can": {p.value: bool(who and who.may(p)) for p in Permission},
+            "csrf": session.csrf_value(request),
+            "csrf_field": session.CSRF_FIELD,
+            "statuses": {
+                "workflow": list(WorkflowStatus),
+                "checkpoint": list(CheckpointStatus),
+                "agent_run": list(AgentRunStatus),
+            },
+            "inbox_count": extra.get("inbox_count"),
+            **extra,
+            "client": client,
+        }
+
+    def page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        who: Principal | None,
+        page: str,
+        status: int = 200,
+        **extra: Any,
+    ) -> Response:
+        ctx = self._context(request, who, page, extra)
+        tmpl = self.env.get_template(template)
+        if request.query_params.get("partial"):
+            context = tmpl.new_context(ctx)
+            regions = {
+                name.removeprefix(REGION): "".join(block(context))
+                for name, block in tmpl.blocks.items()
+                if name.startswith(REGION)
+            }
+            body = {"regions": regions, "last_event_id": extra.get("client", {}).get("after")}
+            return session.finish(request, JSONResponse(body, status_code=status))
+        response = HTMLResponse(tmpl.render(ctx), status_code=status, headers=SECURITY_HEADERS)
+        return session.finish(request, response)
+
+    def error_page(self, request: Request, status: int, message: str) -> Response:
+        if _wants_json(request) or request.url.path.startswith("/api/"):
+            return error_response(status, CODE_BY_STATUS.get(status, f"http_{status}"), message)
+        try:
+            html = self.env.get_template("error.html").render(
+                self._context(request, None, "error", {"status": status, "message": message})
+            )
+        except Exception:  # the error page itself must not fail into a blank page
+            log.exception("rendering the error page failed")
+            return HTMLResponse(f"<h1>Error {status}</h1>", status_code=status)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    # -- shared reads ------------------------------------------------------------
+
+    async def _pending(self) -> tuple[list[Checkpoint], bool]:
+        page = await self.service.list_checkpoints(limit=PENDING_SCAN)
+        return page.items, page.next_cursor is not None
+
+    async def _last_event_id(self) -> int:
+        return await self.runtime.db.read(_max_event_id)
+
+    # -- workflows list ------------------------------------------------------------
+
+    async def workflows(
+        self,
+        request: Request,
+        status: Annotated[list[str] | None, Query()] = None,
+        cursor: str | None = None,
+    ) -> Response:
+        who = await session.principal(request)
+        after = await self._last_event_id()  # before the reads: replays, never misses
+        chosen: list[WorkflowStatus] = []
+        for raw in status or []:
+            try:
+                chosen.append(WorkflowStatus(raw))
+            except ValueError:
+                raise InvalidInput(f"unknown status {raw!r}", details={"field": "status"}) from None
+        listing = await self.service.list_workflows(
+            statuses=chosen or None, limit=LIST_PAGE, cursor=cursor
+        )
+        pending, more = await self._pending()
+        waiting = Counter(cp.workflow_id for cp in pending)
+        return self.page(
+            request,
+            "workflows.html",
+            who=who,
+            page="workflows",
+            workflows=listing.items,
+            next_cursor=listing.next_cursor,
+            cursor=cursor,
+            chosen=chosen,
+            waiting=waiting,
+            inbox_count=_count(pending, more),
+            client={"stream": "/api/events/stream", "after": after},
+        )
+
+    # -- new workflow ----------------------------------------------------------------
+
+    def _form(
+        self,
+        request: Request,
+        who: Principal,
+        values: Mapping[str, Any] | None = None,
+        errors: Mapping[str, str] | None = None,
+    ) -> Response:
+        """The new-workflow form: the configured defaults, or what was posted and why not."""
+        config = self.service.agents
+        defaults = {
+            "name": "",
+            "prompt": "",
+            "workspace_path": "",
+            "planner": config.planner,
+            "reviewers": list(config.reviewers),
+            "max_iterations": "3",
+        }
+        return self.page(
+            request,
+            "new.html",
+            who=who,
+            page="new",
+            status=422 if errors else 200,
+            values=values or defaults,
+            errors=errors or {},
+            # The first field with a problem (or the first field) takes the focus.
+            focus=next((f for f in FORM_FIELDS if f in (errors or {})), FORM_FIELDS[0]),
+            agent_names=sorted(config.agents),
+            reviewer_slots=min(MAX_REVIEWER_SLOTS, max(len(config.reviewers), 3) + 1),
+            max_iterations_limit=MAX_ITERATIONS_LIMIT,
+        )
+
+    async def new_workflow_form(self, request: Request) -> Response:
+        return self._form(request, await session.principal(request, Permission.CREATE))
+
+    async def create_workflow(self, request: Request) -> Response:
+        who = await session.principal(request, Permission.CREATE)
+        fields = await session.read_form(request)
+        name, prompt = first(fields, "name"), first(fields, "prompt")
+        workspace = first(fields, "workspace_path").strip()
+        planner = first(fields, "planner")
+        reviewers = [r for r in fields.get("reviewers", []) if r]
+        raw_iterations = first(fields, "max_iterations").strip()
+        errors: dict[str, str] = {}
+        try:
+            max_iterations = int(raw_iterations)
+        except ValueError:
+            errors["max_iterations"] = "a whole number, please"
+            max_iterations = 0
+        if not reviewers:
+            errors["reviewers"] = "choose at least one reviewer"
+        if not errors:
+            try:
+                wf = await self.service.create_workflow(
+                    name=name,
+                    prompt=prompt,
+                    workspace_path=workspace or None,
+                    agents={"planner": planner, "reviewers": reviewers},
+                    max_iterations=max_iterations,
+                    created_by=who.name,
+                )
+            except InvalidInput as exc:
+                errors[_form_field(exc.details.get("field"))] = exc.message
+            else:
+                return session.finish(
+                    request, RedirectResponse(f"/workflows/{wf.id}", status_code=303)
+                )
+        values = {
+            "name": name,
+            "prompt": prompt,
+            "workspace_path": workspace,
+            "planner": planner,
+            "reviewers": reviewers,
+            "max_iterations": raw_iterations,
+        }
+        return self._form(request, who, values, errors)
+
+    # -- one workflow ------------------------------------------------------------------
+
+    async def workflow(
+        self,
+        request: Request,
+        workflow_id: str,
+        doc: str | None = None,
+        old: int | None = None,
+        new: int | None = None,
+    ) -> Response:
+        who = await session.principal(request)
+        view = workflow_view(await self.service.history(workflow_id))
+        choice = view.diff(doc, old, new)
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
+        partial = f"{request.url.path}?{urlencode(query)}"
+        return self.page(
+            request,
+            "workflow.html",
+            who=who,
+            page="workflow",
+            wf=view.workflow,
+            view=view,
+            diff=choice,
+            client={
+                "stream": f"/api/workflows/{workflow_id}/events/stream",
+                "after": view.last_event_id,
+                "refresh": partial,
+                "workflowId": workflow_id,
+            },
+        )
+
+    async def checkpoint_panel(self, request: Request, checkpoint_id: str) -> Response:
+        """One checkpoint's panel (the inbox opens them in place)."""
+        who = await session.principal(request)
+        cp = await self.service.get_checkpoint(checkpoint_id)
+        ctx = self._context(request, who, "panel", {})
+        html = self.env.get_template("panel.html").render({**ctx, "cp": cp})
+        return session.finish(request, HTMLResponse(html, headers=SECURITY_HEADERS))
+
+    # -- inbox --------------------------------------------------------------------------
+
+    async def inbox(self, request: Request, cursor: str | None = None) -> Response:
+        who = await session.principal(request)
+        after = await self._last_event_id()
+        listing = await self.service.list_checkpoints(limit=INBOX_PAGE, cursor=cursor)
+        workflows = await self._workflows_of(listing.items)
+        return self.page(
+            request,
+            "inbox.html",
+            who=who,
+            page="inbox",
+            checkpoints=listing.items,
+            workflows=workflows,
+            next_cursor=listing.next_cursor,
+            cursor=cursor,
+            inbox_count=_count(listing.items, listing.next_cursor is not None),
+            client={"stream": "/api/events/stream", "after": after},
+        )
+
+    async def _workflows_of(self, checkpoints: list[Checkpoint]) -> dict[str, Workflow]:
+        waiting = await self.service.list_workflows(
+            statuses=[WorkflowStatus.AWAITING_CHECKPOINT], limit=PENDING_SCAN
+        )
+        found = {wf.id: wf for wf in waiting.items}
+        for cp in checkpoints:
+            if cp.workflow_id not in found:
+                found[cp.workflow_id] = await self.service.get_workflow(cp.workflow_id)
+        return found
+
+    # -- markdown preview ------------------------------------------------------------------
+
+    async def preview(self, request: Request) -> Response:
+        """The editor's preview and changes tabs (server-side: one markdown renderer)."""
+        await session.principal(request)
+        session.check_csrf_header(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadForm(400, "send JSON: {text, original}") from None
+        text, original = body.get("text"), body.get("original")
+        if not isinstance(text, str) or not isinstance(original, str | None):
+            raise BadForm(400, "text (and original) must be strings")
+        diff = self.env.get_template("diff.html").render(diff=line_diff(original or "", text))
+        return JSONResponse({"html": str(render_markdown(text)), "diff_html": diff})
+
+    # -- login --------------------------------------------------------------------------
+
+    async def login_form(self, request: Request, next: str | None = None) -> Response:
+        if self.runtime.settings.no_auth:
+            return RedirectResponse(session.safe_next(next), status_code=303)
+        return self.page(
+            request, "login.html", who=None, page="login", next=session.safe_next(next), error=""
+        )
+
+    async def login(self, request: Request) -> Response:
+        fields = await session.read_form(request)
+        target = session.safe_next(first(fields, "next"))
+        if self.runtime.settings.no_auth:
+            return RedirectResponse(target, status_code=303)
+        token = first(fields, "token").strip()
+        info = await authenticate_token(self.runtime.db, token) if token else None
+        if info is None:
+            return self.page(
+                request,
+                "login.html",
+                who=None,
+                page="login",
+                status=401,
+                next=target,
+                error="That token is unknown or revoked. Check it and try again.",
+            )
+        response = RedirectResponse(target, status_code=303)
+        session.start_session(request, response, token)
+        log.info("web login by %s (%s)", info.name, info.role.value)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        await session.read_form(request)
+        response = RedirectResponse("/login", status_code=303)
+        session.end_session(response)
+        return response
+
+
+def _count(items: list[Checkpoint], more: bool) -> str:
+    return f"{len(items)}+" if more else str(len(items))
+
+
+def _form_field(field: Any) -> str:
+    """The form field an :class:`InvalidInput` from the service is about."""
+    name = str(field or "")
+    if name.startswith("agents.planner"):
+        return "planner"
+    if name.startswith("agents"):
+        return "reviewers"
+    if name in FORM_FIELDS:
+        return name
+    return "form"
+
+
+def _page_route(web: Web) -> type[APIRoute]:
+    """A route class that turns every failure of a page into a readable answer."""
+
+    class PageRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except PageDenied as exc:
+                    if exc.status == 401 and not _wants_json(request):
+                        return RedirectResponse(session.login_url(request), status_code=303)
+                    return web.error_page(request, exc.status, exc.message)
+                except BadForm as exc:
+                    return web.error_page(request, exc.status, exc.message)
+                except OrchestraError as exc:
+                    return web.error_page(request, status_of(exc), exc.message)
+                except RequestValidationError as exc:
+                    problems = "; ".join(str(e.get("msg", "")) for e in exc.errors()[:3])
+                    return web.error_page(request, 400, f"bad request: {problems}")
+                except Exception:
+                    log.exception("page %s failed", request.url.path)
+                    return web.error_page(
+                        request, 500, "Something went wrong on the server (it has been logged)."
+                    )
+
+            return guarded
+
+    return PageRoute
+
+
+def build_router(web: Web) -> APIRouter:
+    router = APIRouter(route_class=_page_route(web), include_in_schema=False)
+    routes: list[tuple[str, str, Callable[..., Awaitable[Response]]]] = [
+        ("GET", "/", web.workflows),
+        ("GET", "/workflows/new", web.new_workflow_form),  # before /workflows/{id}
+        ("POST", "/workflows/new", web.create_workflow),
+        ("GET", "/workflows/{workflow_id}", web.workflow),
+        ("GET", "/checkpoints/{checkpoint_id}/panel", web.checkpoint_panel),
+        ("GET", "/inbox", web.inbox),
+        ("POST", "/preview", web.preview),
+        ("GET", "/login", web.login_form),
+        ("POST", "/login", web.login),
+        ("POST", "/logout", web.logout),
+    ]
+    for method, path, endpoint in routes:
+        router.add_api_route(path, endpoint, methods=[method], response_class=HTMLResponse)
+    return router
+
+
+def mount(app: FastAPI, runtime: Runtime) -> None:
+    web = Web(runtime)
+    app.state.web = web
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(build_router(web))
