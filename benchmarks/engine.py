@@ -88,6 +88,7 @@ async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
     upgrade(db.write_engine)
     service = Orchestra(db)
     worker = Worker(db, WorkerSettings(concurrency=max(32, concurrency * 2)))
+    service.worker = worker  # as `orchestra serve` does: hand-offs skip the claim commit
     stop = asyncio.Event()
     worker_task = asyncio.create_task(worker.run(stop))
     tail = Tail(db)

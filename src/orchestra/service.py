@@ -27,7 +27,7 @@ from orchestra.domain.statuses import (
 from orchestra.engine.advance import NO_LEASE, cancel_txn, load_workflow_txn, new_id
 from orchestra.engine.checkpoints import resolve_txn
 from orchestra.engine.definition import get_definition
-from orchestra.engine.runner import RETRY_KEY, after_commit
+from orchestra.engine.runner import RETRY_KEY, Handoff, Worker, after_commit
 from orchestra.engine.transition import transition_txn
 from orchestra.store import queries
 from orchestra.store.db import Database, Tx
@@ -53,6 +53,9 @@ class Orchestra:
         self.db = db
         self.agents = agents or default_agents_config()
         self.allowed_roots = [p.resolve() for p in allowed_roots]
+        #: The worker running in this process, if any: workflows this process makes
+        #: runnable are handed to it in the same commit (no separate claim).
+        self.worker: Worker | None = None
         #: Workflows known to have no workspace (it never changes, so this cache may be
         #: dropped at any time): their resolutions skip the after-commit read.
         self._without_workspace: set[str] = set()
@@ -110,7 +113,7 @@ class Orchestra:
             "finished_at": None,
         }
 
-        def txn(tx: Tx) -> dict[str, Any]:
+        def txn(tx: Tx) -> tuple[dict[str, Any], Handoff | None]:
             values = {**row, "created_at": tx.now, "updated_at": tx.now}
             tx.conn.execute(insert(workflows).values(values))
             tx.emit(
@@ -119,12 +122,24 @@ class Orchestra:
                 {"id": workflow_id, "name": name, "type": type, "created_by": created_by},
             )
             tx.wake_workers()
-            return values
+            handoff = self._adopt_txn(tx, workflow_id)
+            if handoff is not None and handoff[1] is not None:
+                values = dict(handoff[1].row)
+            return values, handoff
 
-        created = queries.to_workflow(await self.db.write(txn))
+        values, handoff = await self.db.write(txn)
+        self._start(handoff)
+        created = queries.to_workflow(values)
         if workspace is None:
             self._remember_without_workspace(workflow_id)
         return created
+
+    def _adopt_txn(self, tx: Tx, workflow_id: str) -> Handoff | None:
+        return self.worker.adopt_txn(tx, workflow_id) if self.worker is not None else None
+
+    def _start(self, handoff: Handoff | None) -> None:
+        if self.worker is not None:
+            self.worker.start(handoff)
 
     def _check_workspace(self, raw: str) -> str:
         path = Path(raw).expanduser()
@@ -262,8 +277,9 @@ class Orchestra:
             raise InvalidInput(
                 "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
             )
-        checkpoint = await self.db.write(
-            lambda tx: resolve_txn(
+
+        def txn(tx: Tx) -> tuple[Checkpoint, Handoff | None]:
+            checkpoint = resolve_txn(
                 tx,
                 checkpoint_id,
                 action=action,
@@ -272,7 +288,10 @@ class Orchestra:
                 actor=actor,
                 idempotency_key=idempotency_key,
             )
-        )
+            return checkpoint, self._adopt_txn(tx, checkpoint.workflow_id)
+
+        checkpoint, handoff = await self.db.write(txn)
+        self._start(handoff)
         if checkpoint.workflow_id not in self._without_workspace:
             await self._after_resolution(checkpoint.workflow_id)
         return checkpoint

@@ -145,6 +145,10 @@ class Prepared:
     to_run: list[AgentRun] = field(default_factory=list)
 
 
+#: A workflow leased to this worker inside another transaction, ready to drive.
+Handoff = tuple[Lease, Prepared | None]
+
+
 @dataclass
 class WorkerSettings:
     concurrency: int = 32
@@ -167,6 +171,7 @@ class Worker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._saturated = False
+        self._accepting = False
 
     # -- main loop ---------------------------------------------------------
 
@@ -176,6 +181,7 @@ class Worker:
         self.db.start_listening(loop)
         bell = self.db.work_bell
         stopper = asyncio.create_task(self._ring_on(stop))
+        self._accepting = True
         log.info(
             "worker %s started (concurrency %d)", self.settings.name, self.settings.concurrency
         )
@@ -197,6 +203,7 @@ class Worker:
                         continue
                 await bell.wait(self.settings.poll_s, since=seen)
         finally:
+            self._accepting = False
             stopper.cancel()
             await self._shutdown()
 
@@ -242,35 +249,56 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------
 
-    def _claim_txn(self, tx: Tx, limit: int) -> list[tuple[Lease, Prepared | None]]:
+    def adopt_txn(self, tx: Tx, workflow_id: str) -> Handoff | None:
+        """Lease a workflow that the caller's transaction (a resolution, a creation)
+        just made runnable to this worker and prepare its step, in that same
+        transaction: the workflow moves on without a separate claim commit.
+
+        None when this worker is not running, has no free slot, or the workflow
+        is not runnable. Call :meth:`start` with the result after the commit.
+        """
+        if not self._accepting or len(self._active) >= self.settings.concurrency:
+            return None
+        row = load_workflow_txn(tx, workflow_id)
+        leased = row["lease_expires_at"] is not None and row["lease_expires_at"] > time.time()
+        if leased or not WorkflowStatus(row["status"]).is_runnable:
+            return None
+        return self._lease_and_enter_txn(tx, workflow_id)
+
+    def start(self, handoff: Handoff | None) -> None:
+        """Drive a workflow adopted in a transaction that has now committed."""
+        if handoff is not None and self._accepting:
+            self._spawn(*handoff)
+
+    def _lease_and_enter_txn(self, tx: Tx, workflow_id: str) -> Handoff:
+        lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
+        execute_dml(
+            tx.conn,
+            _SET_LEASE,
+            {
+                "b_id": workflow_id,
+                "b_owner": self.settings.name,
+                "b_token": lease.token,
+                "b_expires": lease.expires(),
+            },
+        )
+        savepoint = tx.conn.begin_nested()
+        try:
+            prepared: Prepared | None = self._enter_txn(tx, lease)
+            savepoint.commit()
+        except Exception:  # noqa: BLE001 - the drive task enters again and records it
+            savepoint.rollback()
+            prepared = None
+        return lease, prepared
+
+    def _claim_txn(self, tx: Tx, limit: int) -> list[Handoff]:
         """Lease up to ``limit`` runnable workflows and enter their current step, so a
         claimed workflow's agents can start without another commit."""
         q = _CLAIMABLE_PG if tx.dialect == "postgresql" else _CLAIMABLE
         if self.settings.only is not None:
             q = q.where(workflows.c.id.in_(sorted(self.settings.only)))
         ids = tx.conn.execute(q, {"now": time.time(), "limit": limit}).scalars().all()
-        claimed: list[tuple[Lease, Prepared | None]] = []
-        for workflow_id in ids:
-            lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
-            execute_dml(
-                tx.conn,
-                _SET_LEASE,
-                {
-                    "b_id": workflow_id,
-                    "b_owner": self.settings.name,
-                    "b_token": lease.token,
-                    "b_expires": lease.expires(),
-                },
-            )
-            savepoint = tx.conn.begin_nested()
-            try:
-                prepared: Prepared | None = self._enter_txn(tx, lease)
-                savepoint.commit()
-            except Exception:  # noqa: BLE001 - the drive task enters again and records it
-                savepoint.rollback()
-                prepared = None
-            claimed.append((lease, prepared))
-        return claimed
+        return [self._lease_and_enter_txn(tx, workflow_id) for workflow_id in ids]
 
     # -- driving one workflow ------------------------------------------------
 
