@@ -23,8 +23,11 @@ from orchestra.store.db import Database
 from orchestra.store.migrate import upgrade
 
 PG_URL = os.environ.get("ORCHESTRA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = [b.strip() for b in os.environ.get(
-    "ORCHESTRA_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
+BACKENDS = [
+    b.strip()
+    for b in os.environ.get("ORCHESTRA_TEST_DATABASES", "sqlite,postgresql").split(",")
+    if b.strip()
+]
 TEMPLATE = f"orchestra_tpl_{os.getpid()}"
 
 
@@ -90,5 +93,6 @@ def service(db: Database) -> Orchestra:
 
 @pytest.fixture
 def worker(db: Database) -> Worker:
-    return Worker(db, WorkerSettings(heartbeat_s=0.2, lease_ttl_s=5, poll_s=0.1,
-                                     progress_interval_s=0.05))
+    return Worker(
+        db, WorkerSettings(heartbeat_s=0.2, lease_ttl_s=5, poll_s=0.1, progress_interval_s=0.05)
+    )

@@ -1,0 +1,73 @@
+"""The application factory: one FastAPI app around one :class:`Runtime`.
+
+Its lifespan binds the database doorbell to the server's loop, starts the
+event hub and (unless told not to) the embedded worker; on shutdown it ends
+the live streams, stops the worker gracefully (in-flight steps finish within
+the grace period or are left for recovery) and closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import orchestra
+from orchestra import web
+from orchestra.api import ops, routes, streams
+from orchestra.api.errors import BodyLimitMiddleware, install_error_handlers, log_task_failure
+from orchestra.api.hub import EventHub
+from orchestra.api.ops import Metrics
+from orchestra.api.streams import StreamSettings
+from orchestra.runtime import Runtime
+
+
+def create_app(
+    runtime: Runtime, *, run_worker: bool = True, stream_settings: StreamSettings | None = None
+) -> FastAPI:
+    settings = stream_settings or StreamSettings()
+    hub = EventHub(runtime.db, poll_s=settings.poll_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.db.start_listening(asyncio.get_running_loop())
+        await hub.start()
+        stop = asyncio.Event()
+        worker: asyncio.Task[None] | None = None
+        if run_worker:
+            embedded = runtime.worker()
+            # Workflows this process makes runnable go straight to its own worker.
+            runtime.service.worker = embedded
+            worker = asyncio.create_task(embedded.run(stop), name="embedded-worker")
+            worker.add_done_callback(log_task_failure("the embedded worker stopped with an error"))
+        try:
+            yield
+        finally:
+            hub.close_streams()
+            stop.set()
+            if worker is not None:
+                await asyncio.wait([worker])
+            await hub.stop()
+            runtime.close()
+
+    app = FastAPI(
+        title="Orchestra",
+        version=orchestra.__version__,
+        description="Durable workflows for AI coding agents, with human checkpoints.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.hub = hub
+    app.state.metrics = Metrics(hub)
+    app.state.stream_settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(streams.router)
+    app.include_router(ops.router)
+    mount_web = getattr(web, "mount_web", None)
+    if mount_web is not None:
+        mount_web(app, runtime)
+    return app

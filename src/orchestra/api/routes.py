@@ -1,0 +1,255 @@
+"""The REST API under ``/api``: thin handlers over the service layer.
+
+Response models are the domain models (one contract). Each handler checks the
+caller's permission, passes the caller's name as the actor, and lets domain
+errors reach the one error mapping (:mod:`orchestra.api.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from orchestra.api.auth import Principal, require, runtime_of
+from orchestra.api.errors import error_responses
+from orchestra.api.streams import After
+from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.roles import Permission, Role
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
+from orchestra.store import tokens
+from orchestra.store.tokens import TokenInfo
+
+router = APIRouter(prefix="/api", responses=error_responses(401, 422, 503))
+
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+Creator = Annotated[Principal, Depends(require(Permission.CREATE))]
+Resolver = Annotated[Principal, Depends(require(Permission.RESOLVE))]
+Canceller = Annotated[Principal, Depends(require(Permission.CANCEL))]
+Retrier = Annotated[Principal, Depends(require(Permission.RETRY))]
+Admin = Annotated[Principal, Depends(require(Permission.MANAGE_TOKENS))]
+
+Limit = Annotated[int, Query(description="page size")]
+Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+#: Text from a client: any string without NUL (which no database column accepts).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSpec(Body):
+    adapter: Text = Field(description="an adapter name, e.g. demo, claude, codex")
+    options: dict[str, Any] = Field(default_factory=dict)
+    name: Text | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+AgentEntry = Text | AgentSpec
+
+
+class AgentsChoice(Body):
+    planner: AgentEntry | None = None
+    reviewers: list[AgentEntry] | None = None
+
+
+class CreateWorkflow(Body):
+    name: Annotated[Text, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+    type: Text = "plan_review"
+    prompt: Annotated[Text, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    workspace_path: Text | None = None
+    agents: AgentsChoice | None = None
+    max_iterations: Annotated[int, Field(ge=1, le=MAX_ITERATIONS_LIMIT)] = 3
+
+
+class Resolve(Body):
+    action: Text
+    edited_content: Text | None = None
+    notes: Text | None = None
+
+
+class CreateToken(Body):
+    name: Text
+    role: Role
+
+
+class CreatedToken(BaseModel):
+    token: str = Field(description="shown once; store it now")
+    info: TokenInfo
+
+
+def _service(request: Request) -> Orchestra:
+    return runtime_of(request).service
+
+
+# -- workflows ---------------------------------------------------------------
+
+
+@router.post(
+    "/workflows",
+    status_code=201,
+    tags=["workflows"],
+    responses=error_responses(400, 401, 403, 413, 422, 503),
+)
+async def create_workflow(request: Request, body: CreateWorkflow, who: Creator) -> Workflow:
+    agents = body.agents.model_dump(exclude_none=True) if body.agents else None
+    return await _service(request).create_workflow(
+        name=body.name,
+        prompt=body.prompt,
+        type=body.type,
+        workspace_path=body.workspace_path,
+        agents=agents,
+        max_iterations=body.max_iterations,
+        created_by=who.name,
+    )
+
+
+@router.get("/workflows", tags=["workflows"], responses=error_responses(401, 403, 422))
+async def list_workflows(
+    request: Request,
+    _: Reader,
+    status: Annotated[list[WorkflowStatus] | None, Query()] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[Workflow]:
+    """Newest first."""
+    return await _service(request).list_workflows(statuses=status, limit=limit, cursor=cursor)
+
+
+@router.get("/workflows/{workflow_id}", tags=["workflows"], responses=error_responses(401, 404))
+async def get_workflow(request: Request, workflow_id: str, _: Reader) -> Workflow:
+    return await _service(request).get_workflow(workflow_id)
+
+
+@router.post(
+    "/workflows/{workflow_id}/cancel",
+    tags=["workflows"],
+    responses=error_responses(401, 403, 404, 409),
+)
+async def cancel_workflow(request: Request, workflow_id: str, who: Canceller) -> Workflow:
+    return await _service(request).cancel(workflow_id, actor=who.name)
+
+
+@router.post(
+    "/workflows/{workflow_id}/retry",
+    tags=["workflows"],
+    responses=error_responses(401, 403, 404, 409),
+)
+async def retry_workflow(request: Request, workflow_id: str, who: Retrier) -> Workflow:
+    return await _service(request).retry(workflow_id, actor=who.name)
+
+
+@router.get(
+    "/workflows/{workflow_id}/history", tags=["workflows"], responses=error_responses(401, 404)
+)
+async def workflow_history(request: Request, workflow_id: str, _: Reader) -> History:
+    """Checkpoints with their resolutions, agent runs and events, in order."""
+    return await _service(request).history(workflow_id)
+
+
+@router.get(
+    "/workflows/{workflow_id}/events", tags=["events"], responses=error_responses(401, 404, 422)
+)
+async def workflow_events(
+    request: Request,
+    workflow_id: str,
+    _: Reader,
+    after: After = 0,
+    limit: Limit = 500,
+) -> Page[Event]:
+    """Events after ``after``; ``next_cursor`` is set when the page is full."""
+    service = _service(request)
+    await service.get_workflow(workflow_id)
+    items = await service.events_after(workflow_id=workflow_id, after=after, limit=limit)
+    nxt = str(items[-1].id) if items and len(items) == limit else None
+    return Page[Event](items=items, next_cursor=nxt)
+
+
+# -- checkpoints -------------------------------------------------------------
+
+
+@router.get("/checkpoints", tags=["checkpoints"], responses=error_responses(401, 403, 422))
+async def list_checkpoints(
+    request: Request,
+    _: Reader,
+    status: Annotated[
+        CheckpointStatus | Literal["any"], Query(description="a status, or any")
+    ] = CheckpointStatus.PENDING,
+    workflow_id: str | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[Checkpoint]:
+    """The inbox across workflows: oldest first."""
+    return await _service(request).list_checkpoints(
+        status=None if status == "any" else CheckpointStatus(status),
+        workflow_id=workflow_id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get(
+    "/checkpoints/{checkpoint_id}", tags=["checkpoints"], responses=error_responses(401, 404)
+)
+async def get_checkpoint(request: Request, checkpoint_id: str, _: Reader) -> Checkpoint:
+    return await _service(request).get_checkpoint(checkpoint_id)
+
+
+@router.post(
+    "/checkpoints/{checkpoint_id}/resolve",
+    tags=["checkpoints"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+)
+async def resolve_checkpoint(
+    request: Request,
+    checkpoint_id: str,
+    body: Resolve,
+    who: Resolver,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Checkpoint:
+    """Resolve with one of the checkpoint's actions. 409 (with the existing resolution)
+    when it was already resolved; a replay with the winner's ``Idempotency-Key`` gets
+    the original answer."""
+    return await _service(request).resolve(
+        checkpoint_id,
+        action=body.action,
+        edited_content=body.edited_content,
+        notes=body.notes,
+        actor=who.name,
+        idempotency_key=idempotency_key,
+    )
+
+
+# -- tokens (admin) ----------------------------------------------------------
+
+
+@router.get("/tokens", tags=["tokens"], responses=error_responses(401, 403))
+async def list_api_tokens(request: Request, _: Admin) -> list[TokenInfo]:
+    return await tokens.list_tokens(runtime_of(request).db)
+
+
+@router.post("/tokens", status_code=201, tags=["tokens"], responses=error_responses(401, 403, 422))
+async def create_api_token(request: Request, body: CreateToken, _: Admin) -> CreatedToken:
+    db = runtime_of(request).db
+    token = await tokens.create_token(db, name=body.name, role=body.role)
+    info = next(t for t in await tokens.list_tokens(db) if t.name == body.name)
+    return CreatedToken(token=token, info=info)
+
+
+@router.delete(
+    "/tokens/{name}", status_code=204, tags=["tokens"], responses=error_responses(401, 403, 404)
+)
+async def revoke_api_token(request: Request, name: str, _: Admin) -> Response:
+    await tokens.revoke_token(runtime_of(request).db, name)
+    return Response(status_code=204)

@@ -1,0 +1,157 @@
+"""Running Orchestra as a process: the HTTP server (with its embedded worker) or a
+worker alone.
+
+``orchestra serve`` and ``orchestra worker`` call :func:`run_server` and
+:func:`run_worker`; ``python -m orchestra.api.server`` does the same without the
+CLI (tests and benchmarks start servers this way). Serving without tokens is
+allowed only on loopback, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from orchestra.api.app import create_app
+from orchestra.api.hub import EventHub
+from orchestra.api.streams import StreamSettings
+from orchestra.config import Settings, load_settings
+from orchestra.domain.errors import InvalidInput, OrchestraError
+from orchestra.runtime import Runtime, open_runtime
+from orchestra.store.tokens import list_tokens
+
+log = logging.getLogger(__name__)
+
+#: Seconds open requests get to finish once shutdown starts (live streams end at once).
+HTTP_GRACE_S = 10
+HOW_TO_CREATE_A_TOKEN = "orchestra token create --name NAME --role admin"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(settings: Settings) -> None:
+    """Refuse to serve without authentication anywhere but loopback."""
+    if settings.no_auth and not is_loopback(settings.host):
+        raise InvalidInput(
+            f"refusing to serve without authentication on {settings.host}: anyone who can "
+            f"reach it could run agents in your workspaces. Create a token with "
+            f"`{HOW_TO_CREATE_A_TOKEN}` and start without --no-auth, or bind to 127.0.0.1.",
+            details={"field": "no_auth"},
+        )
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn, ending the live streams first so a graceful shutdown is not held up by
+    clients that would otherwise stay connected for ever."""
+
+    def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
+        super().__init__(config)
+        self._hub = hub
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self._hub.close_streams()
+        await super().shutdown(sockets)  # type: ignore[arg-type]
+
+
+def run_server(settings: Settings, *, stream_settings: StreamSettings | None = None) -> None:
+    """Serve the API, the streams, the web UI and (unless ``settings.worker`` is off)
+    the embedded worker until SIGINT/SIGTERM, then shut down gracefully."""
+    check_binding(settings)
+    runtime = open_runtime(settings)
+    try:
+        app = create_app(runtime, run_worker=settings.worker, stream_settings=stream_settings)
+        if not settings.no_auth and not asyncio.run(list_tokens(runtime.db)):
+            log.warning(
+                "no API tokens exist yet, so every request will be refused; create one with: %s",
+                HOW_TO_CREATE_A_TOKEN,
+            )
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=HTTP_GRACE_S,
+            lifespan="on",
+        )
+        _Server(config, app.state.hub).run()
+    finally:
+        runtime.close()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the engine alone (no HTTP) until SIGINT/SIGTERM, then stop gracefully."""
+    runtime = open_runtime(settings)
+    try:
+        asyncio.run(_work(runtime))
+    finally:
+        runtime.close()
+
+
+async def _work(runtime: Runtime) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.worker().run(stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orchestra.api.server [serve|worker] [--host …] …`` (no CLI needed)."""
+    parser = argparse.ArgumentParser(prog="python -m orchestra.api.server")
+    parser.add_argument("command", nargs="?", choices=["serve", "worker"], default="serve")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--database-url")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--no-auth", action="store_true", default=None)
+    parser.add_argument("--no-worker", action="store_true")
+    parser.add_argument("--log-level")
+    parser.add_argument("--sse-keepalive", type=float, default=StreamSettings.keepalive_s)
+    parser.add_argument("--sse-poll", type=float, default=StreamSettings.poll_s)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            host=args.host,
+            port=args.port,
+            database_url=args.database_url,
+            data_dir=args.data_dir,
+            no_auth=args.no_auth,
+            worker=False if args.no_worker else None,
+            log_level=args.log_level,
+        )
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "worker":
+            run_worker(settings)
+        else:
+            streams = StreamSettings(keepalive_s=args.sse_keepalive, poll_s=args.sse_poll)
+            run_server(settings, stream_settings=streams)
+    except OrchestraError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

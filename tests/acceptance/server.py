@@ -1,0 +1,329 @@
+"""A real Orchestra server in a subprocess, for acceptance tests and benchmarks.
+
+:func:`running_server` starts ``python -m orchestra.api.server`` on a free
+loopback port with its own data directory, waits for ``/health``, yields a
+:class:`ServerProcess`, and always stops it (SIGTERM, then SIGKILL). Helpers
+below read Server-Sent Events and wait for conditions with bounded loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from orchestra.domain.roles import Role
+from orchestra.store.db import Database
+from orchestra.store.migrate import upgrade
+from orchestra.store.tokens import create_token, revoke_token
+from tests.conftest import BACKENDS, _pg_admin, _pg_url
+
+T = TypeVar("T")
+
+#: Fast engine settings for tests: short leases, so a killed server's work is
+#: taken over quickly by the next one.
+TEST_ENV = {"ORCHESTRA_LEASE_TTL_S": "3", "ORCHESTRA_LOG_LEVEL": "WARNING"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    database_url: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM (graceful), then SIGKILL if it does not end in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _clean_env(extra: dict[str, str], data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+    env.update(TEST_ENV)
+    env["ORCHESTRA_CONFIG"] = str(data_dir / "orchestra.toml")
+    env.update(extra)
+    return env
+
+
+def start_server(
+    database_url: str,
+    data_dir: Path,
+    *,
+    no_auth: bool = False,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    timeout_s: float = 30.0,
+) -> ServerProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestra.api.server",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database-url",
+        database_url,
+        "--data-dir",
+        str(data_dir),
+        "--sse-keepalive",
+        "0.5",
+        "--sse-poll",
+        "0.5",
+        *(["--no-auth"] if no_auth else []),
+        *args,
+    ]
+    log_path = data_dir / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(env or {}, data_dir)
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, database_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
+                return server
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"server did not answer /health within {timeout_s}s:\n{server.output()}")
+
+
+@contextlib.contextmanager
+def running_server(database_url: str, data_dir: Path, **kwargs: Any) -> Iterator[ServerProcess]:
+    server = start_server(database_url, data_dir, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- databases and tokens ------------------------------------------------------
+
+
+def module_database(request: pytest.FixtureRequest, tmp_dir: Path) -> Iterator[str]:
+    """A fresh migrated database for a module-scoped server, on the backend in
+    ``request.param`` (tests/conftest.py's ``db_url`` is per test)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_dir / 'orchestra.db'}"
+        db = Database(url)
+        upgrade(db.write_engine)
+        db.close()
+        yield url
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"orchestra_m_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    with _pg_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_tokens(database_url: str, roles: dict[str, Role]) -> dict[str, str]:
+    """Create tokens directly in the database: name → plaintext."""
+
+    async def create() -> dict[str, str]:
+        db = Database(database_url)
+        try:
+            return {n: await create_token(db, name=n, role=r) for n, r in roles.items()}
+        finally:
+            db.close()
+
+    return asyncio.run(create())
+
+
+async def revoke(database_url: str, name: str) -> None:
+    db = Database(database_url)
+    try:
+        await revoke_token(db, name)
+    finally:
+        db.close()
+
+
+# -- HTTP helpers --------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    """A small client: JSON in, JSON out, with a bearer token."""
+
+    base_url: str
+    token: str | None = None
+    client: httpx.AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.client.aclose()
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        r = await self.client.get(path, **kw)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    async def post(self, path: str, body: Any = None, status: int = 200, **kw: Any) -> Any:
+        r = await self.client.post(path, json=body, **kw)
+        assert r.status_code == status, (path, r.status_code, r.text)
+        return r.json()
+
+    async def create_workflow(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("name", "test")
+        body.setdefault("prompt", "Add a --json flag to the list command")
+        result: dict[str, Any] = await self.post("/api/workflows", body, status=201)
+        return result
+
+    async def wait_for_checkpoint(
+        self, workflow_id: str, step: str, timeout_s: float = 30
+    ) -> dict[str, Any]:
+        async def pending() -> dict[str, Any] | None:
+            wf = await self.get(f"/api/workflows/{workflow_id}")
+            cp = wf["pending_checkpoint"]
+            return cp if cp is not None and cp["step_name"] == step else None
+
+        return await wait_for(pending, timeout_s, f"checkpoint {step} of {workflow_id}")
+
+    async def wait_for_status(
+        self, workflow_id: str, status: str, timeout_s: float = 30
+    ) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            wf: dict[str, Any] = await self.get(f"/api/workflows/{workflow_id}")
+            return wf if wf["status"] == status else None
+
+        return await wait_for(reached, timeout_s, f"{workflow_id} to be {status}")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, every_s: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+@dataclass
+class SseFrame:
+    id: int | None
+    event: str | None
+    data: dict[str, Any] | None
+    comment: str | None = None
+
+
+async def sse_frames(response: httpx.Response) -> AsyncIterator[SseFrame]:
+    """Parse a text/event-stream body into frames (comments become frames too)."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if fields:
+                yield SseFrame(
+                    int(fields["id"]) if "id" in fields else None,
+                    fields.get("event"),
+                    json.loads(fields["data"]) if "data" in fields else None,
+                )
+            fields = {}
+        elif line.startswith(":"):
+            yield SseFrame(None, None, None, comment=line[1:].strip())
+        else:
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+
+
+async def collect_sse(
+    response: httpx.Response,
+    until: Callable[[list[SseFrame]], bool],
+    timeout_s: float = 30,
+) -> list[SseFrame]:
+    """Frames (events and comments) until ``until(frames)`` holds (bounded)."""
+    frames: list[SseFrame] = []
+    async with asyncio.timeout(timeout_s):
+        async for frame in sse_frames(response):
+            frames.append(frame)
+            if until(frames):
+                break
+    return frames
+
+
+def events_of(frames: list[SseFrame]) -> list[SseFrame]:
+    return [f for f in frames if f.comment is None]
+
+
+# -- module servers ------------------------------------------------------------
+
+#: Token holders of the module servers: name → role.
+ROLES = {"ana": Role.REVIEWER, "vic": Role.VIEWER, "root": Role.ADMIN}
+
+
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **kwargs: Any
+) -> Iterator[ServerProcess]:
+    """For a module-scoped fixture parametrized over ``BACKENDS``: a fresh database,
+    tokens for :data:`ROLES` (``server.tokens``) and a server with auth on."""
+    for url in module_database(request, tmp_path_factory.mktemp("db")):
+        tokens = make_tokens(url, ROLES)
+        with running_server(url, tmp_path_factory.mktemp("srv"), **kwargs) as proc:
+            proc.tokens = tokens
+            yield proc
+
+
+def module_server_fixture(**kwargs: Any) -> Any:
+    """``server = module_server_fixture()`` in a test module: its module server."""
+
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def server(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[ServerProcess]:
+        yield from module_server(request, tmp_path_factory, **kwargs)
+
+    return server

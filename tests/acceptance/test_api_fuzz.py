@@ -1,0 +1,96 @@
+"""A schema-driven fuzz of the API: requests generated from ``/openapi.json`` (valid
+and invalid ones) against a real server on both databases never get a 5xx, and
+every error answer has the one error shape."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from tests.acceptance.server import ServerProcess, module_server_fixture
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES_PER_OPERATION = 30
+
+
+server = module_server_fixture()
+
+
+def _operations(server: ServerProcess) -> list[Any]:
+    schema = schemathesis.openapi.from_url(server.base_url + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    # Live streams never end by themselves; test_api_flow covers them.
+    return [op for op in operations if not op.path.endswith("/stream")]
+
+
+def _known_ids(server: ServerProcess) -> dict[str, str]:
+    """Real ids, so that generated requests also reach past the 404s: a workflow
+    waiting at its plan checkpoint, and that checkpoint."""
+    headers = {"Authorization": f"Bearer {server.tokens['root']}"}
+    body = {"name": "fuzz target", "prompt": "p"}
+    wf = requests.post(f"{server.base_url}/api/workflows", json=body, headers=headers, timeout=30)
+    wid = wf.json()["id"]
+    for _ in range(300):
+        cp = requests.get(f"{server.base_url}/api/workflows/{wid}", headers=headers, timeout=30)
+        if cp.json()["pending_checkpoint"] is not None:
+            return {"workflow_id": wid, "checkpoint_id": cp.json()["pending_checkpoint"]["id"]}
+        time.sleep(0.05)
+    raise AssertionError("the fuzz target never reached its checkpoint")
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_no_request_gets_a_server_error(server: ServerProcess, mode: GenerationMode) -> None:
+    operations = _operations(server)
+    assert {op.path for op in operations} >= {
+        "/api/workflows",
+        "/api/checkpoints/{checkpoint_id}/resolve",
+        "/health",
+    }
+    known = _known_ids(server)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {server.tokens['root']}"
+    seen: dict[int, int] = {}
+    unsatisfiable: list[str] = []
+    runs = [(op, None) for op in operations]
+    if mode is GenerationMode.POSITIVE:  # and again with real ids in the path
+        runs += [
+            (op, {k: v for k, v in known.items() if "{" + k + "}" in op.path})
+            for op in operations
+            if any("{" + k + "}" in op.path for k in known)
+        ]
+    for operation, path_parameters in runs:
+
+        @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Any) -> None:
+            response = case.call(base_url=server.base_url, session=session, timeout=30)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (case.as_curl_command(), response.text)
+            if response.status_code >= 400 and response.content:
+                error = response.json()["error"]
+                assert {"code", "message", "details"} == set(error), response.text
+
+        try:
+            check()
+        except Unsatisfiable:
+            # No invalid input exists for an operation without parameters (GET /health).
+            assert mode is GenerationMode.NEGATIVE, operation.path
+            unsatisfiable.append(operation.path)
+    assert len(unsatisfiable) < len(operations) / 2, unsatisfiable
+    assert sum(seen.values()) > len(operations)  # it really ran
+    if mode is GenerationMode.POSITIVE:
+        assert seen.get(200, 0) > 0 and seen.get(409, 0) > 0, seen  # got past the 404s
