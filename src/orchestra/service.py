@@ -36,6 +36,8 @@ from orchestra.store.schema import workflows
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
+#: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
+MAX_EVENT_ID = 2**63 - 1
 #: Bound of the cache of workflows known to have no workspace.
 MAX_REMEMBERED = 10_000
 
@@ -371,8 +373,10 @@ class Orchestra:
         self, *, workflow_id: str | None = None, after: int = 0, limit: int = 500
     ) -> list[Event]:
         _check_limit(limit, 5000)
-        if after < 0:
-            raise InvalidInput("after must be ≥ 0", details={"field": "after"})
+        if not 0 <= after <= MAX_EVENT_ID:
+            raise InvalidInput(
+                f"after must be between 0 and {MAX_EVENT_ID}", details={"field": "after"}
+            )
         return await self.db.read(
             lambda c: queries.events_after(c, workflow_id=workflow_id, after=after, limit=limit)
         )
