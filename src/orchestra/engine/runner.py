@@ -263,14 +263,14 @@ class Worker:
         leased = row["lease_expires_at"] is not None and row["lease_expires_at"] > time.time()
         if leased or not WorkflowStatus(row["status"]).is_runnable:
             return None
-        return self._lease_and_enter_txn(tx, workflow_id)
+        return self._lease_and_enter_txn(tx, workflow_id, row)
 
     def start(self, handoff: Handoff | None) -> None:
         """Drive a workflow adopted in a transaction that has now committed."""
         if handoff is not None and self._accepting:
             self._spawn(*handoff)
 
-    def _lease_and_enter_txn(self, tx: Tx, workflow_id: str) -> Handoff:
+    def _lease_and_enter_txn(self, tx: Tx, workflow_id: str, row: RowMap | None = None) -> Handoff:
         lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
         execute_dml(
             tx.conn,
@@ -284,7 +284,9 @@ class Worker:
         )
         savepoint = tx.conn.begin_nested()
         try:
-            prepared: Prepared | None = self._enter_txn(tx, lease)
+            if row is None:
+                row = load_workflow_txn(tx, workflow_id)
+            prepared: Prepared | None = self._enter_txn(tx, lease, row)
             savepoint.commit()
         except Exception:  # noqa: BLE001 - the drive task enters again and records it
             savepoint.rollback()
@@ -356,10 +358,13 @@ class Worker:
             except OrchestraError:
                 log.warning("heartbeat for %s failed; will retry", lease.workflow_id, exc_info=True)
 
-    def _enter_txn(self, tx: Tx, lease: Lease) -> Prepared:
-        """Take over a claimed workflow: start it if new, or resume its step."""
-        lease.check_txn(tx)
-        row = load_workflow_txn(tx, lease.workflow_id)
+    def _enter_txn(self, tx: Tx, lease: Lease, row: RowMap | None = None) -> Prepared:
+        """Take over a claimed workflow: start it if new, or resume its step.
+
+        ``row`` is the workflow as this transaction just leased it, when known."""
+        if row is None:
+            lease.check_txn(tx)
+            row = load_workflow_txn(tx, lease.workflow_id)
         guard = {"lease_token": lease.token}
         if row["status"] == WorkflowStatus.PENDING:
             transition_txn(
