@@ -206,6 +206,10 @@ async def test_mixed_workflow_completes_with_structured_reviews_usage_and_plan_f
         "reviewer-3": (42, 7, pytest.approx((42 * 2.0 + 7 * 8.0) / 1e6)),
     }
     assert all(r.status is AgentRunStatus.COMPLETED for r in reviewer_runs)
+    # what else claude reported is kept on its run: session id and turns
+    (planner1,) = await runs(service, wf_id, role="planner", iteration=1)
+    assert planner1.meta is not None
+    assert planner1.meta["session_id"] and planner1.meta["num_turns"] == 2
 
     # second iteration: the consolidated feedback reaches the planner; plan v2 on disk
     wf = await decide(service, worker, review_cp, "revise", notes="Keep it small.")

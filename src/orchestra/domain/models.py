@@ -154,6 +154,8 @@ class AgentRun(Model):
     started_at: datetime
     finished_at: datetime | None = None
     duration_ms: int | None = None
+    #: What else the agent reported (session id, turns, model, stop reason…).
+    meta: JSON | None = None
 
 
 class Event(Model):

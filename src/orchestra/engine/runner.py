@@ -593,6 +593,7 @@ class Worker:
                 "tokens_out": outcome.tokens_out,
                 "cost_usd": outcome.cost_usd,
                 "duration_ms": outcome.duration_ms or duration,
+                "meta": _meta(outcome.session_id, outcome.meta),
             }
             data: dict[str, Any] = {"agent": run.agent}
         else:
@@ -600,6 +601,7 @@ class Worker:
             values = {
                 "error": f"{outcome.reason}: {outcome.message}",
                 "stderr_tail": outcome.stderr_tail or None,
+                "meta": _meta(None, outcome.meta),
                 "duration_ms": duration,
             }
             data = {"agent": run.agent, "reason": outcome.reason, "error": outcome.message}
@@ -641,6 +643,14 @@ class Worker:
         )
         row = apply_next_txn(tx, p.row, nxt, guard={"lease_token": lease.token})
         return self._prepare_txn(tx, row, lease)
+
+
+def _meta(session_id: str | None, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """An agent's extra facts as stored on its run (``None`` when it said nothing)."""
+    found = {k: v for k, v in meta.items() if v is not None}
+    if session_id:
+        found["session_id"] = session_id
+    return found or None
 
 
 #: Progress lines of one run waiting to be written, and how many were dropped.

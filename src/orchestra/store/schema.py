@@ -166,6 +166,8 @@ agent_runs = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     Column("duration_ms", Integer),
+    #: What else the agent reported: session id, turns, model, stop reason…
+    Column("meta", Json),
     one_of("status", AgentRunStatus),
     UniqueConstraint("workflow_id", "step_index", "agent", "attempt"),
 )
