@@ -124,6 +124,7 @@ class Orchestra:
                 {"id": workflow_id, "name": name, "type": type, "created_by": created_by},
             )
             tx.wake_workers()
+            tx.workflow_rows[workflow_id] = values
             handoff = self._adopt_txn(tx, workflow_id)
             if handoff is not None and handoff[1] is not None:
                 values = dict(handoff[1].row)

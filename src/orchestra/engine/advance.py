@@ -96,7 +96,17 @@ def apply_next_txn(
 
     Entering a checkpoint step creates its checkpoint in the same transaction
     and releases the lease: the workflow waits for a person, not for a worker.
+    The new row is remembered on the transaction (``tx.workflow_rows``).
     """
+    new_row = _apply_next_txn(tx, row, nxt, guard=guard)
+    tx.workflow_rows[new_row["id"]] = dict(new_row)
+    return new_row
+
+
+def _apply_next_txn(
+    tx: Tx, row: RowMap, nxt: Next, *, guard: dict[str, Any] | None = None
+) -> RowMap:
+    """:func:`apply_next_txn` without remembering the row."""
     old = row["status"]
     state = merge_state(row["state"], nxt.state)
     if nxt.skip_failed is not None:

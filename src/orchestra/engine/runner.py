@@ -259,7 +259,7 @@ class Worker:
         """
         if not self._accepting or len(self._active) >= self.settings.concurrency:
             return None
-        row = load_workflow_txn(tx, workflow_id)
+        row = tx.workflow_rows.get(workflow_id) or load_workflow_txn(tx, workflow_id)
         leased = row["lease_expires_at"] is not None and row["lease_expires_at"] > time.time()
         if leased or not WorkflowStatus(row["status"]).is_runnable:
             return None

@@ -61,6 +61,8 @@ class Tx:
     now: datetime = field(default_factory=utcnow)
     _events: list[dict[str, Any]] = field(default_factory=list)
     wakes_workers: bool = False
+    #: Workflow rows as this transaction last wrote them (so it need not read them back).
+    workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def emit(self, workflow_id: str | None, type: EventType, data: dict[str, Any]) -> None:
         """Append an event; it is written at the end of this transaction."""
