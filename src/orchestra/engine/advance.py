@@ -24,7 +24,7 @@ from orchestra.domain.statuses import (
 from orchestra.engine.definition import CheckpointStep, Next, StepContext, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
-from orchestra.store.fast import execute_dml
+from orchestra.store.fast import execute_dml, fetch_all
 from orchestra.store.queries import RowMap
 from orchestra.store.schema import agent_runs, checkpoints, workflows
 
@@ -50,10 +50,10 @@ _CHECK_LEASE = (
 def load_workflow_txn(tx: Tx, workflow_id: str) -> RowMap:
     """The workflow row, locked for this transaction on Postgres."""
     q = _SELECT_WORKFLOW_FOR_UPDATE if tx.dialect == "postgresql" else _SELECT_WORKFLOW
-    row = tx.conn.execute(q, {"id": workflow_id}).first()
-    if row is None:
+    rows = fetch_all(tx.conn, q, {"id": workflow_id})
+    if not rows:
         raise NotFound(f"no workflow with id {workflow_id!r}")
-    return dict(row._mapping)
+    return rows[0]
 
 
 def check_lease_txn(tx: Tx, workflow_id: str, token: str, expires_at: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
 
-from orchestra.domain.errors import Conflict, InvalidInput
+from orchestra.domain.errors import Conflict, InvalidInput, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
@@ -27,7 +27,7 @@ from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_t
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
-from orchestra.store.fast import execute_dml
+from orchestra.store.fast import execute_dml, fetch_all
 from orchestra.store.queries import RowMap, to_checkpoint
 from orchestra.store.schema import checkpoints
 
@@ -37,6 +37,7 @@ _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).wher
     checkpoints.c.workflow_id == bindparam("wid")
 )
 _INSERT_CHECKPOINT = insert(checkpoints)
+_SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
 
 
 class ResolutionConflict(Conflict):
@@ -73,7 +74,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoi
         "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
         "context": view.context,
     }
-    number = tx.conn.execute(_NEXT_NUMBER, {"wid": row["id"]}).scalar_one()
+    number = next(iter(fetch_all(tx.conn, _NEXT_NUMBER, {"wid": row["id"]})[0].values()))
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],
@@ -116,18 +117,17 @@ def resolve_txn(
     idempotency_key: str | None = None,
 ) -> Checkpoint:
     """Resolve a pending checkpoint and move its workflow on, atomically."""
-    workflow_id = tx.conn.execute(
-        select(checkpoints.c.workflow_id).where(checkpoints.c.id == checkpoint_id)
-    ).scalar()
-    if workflow_id is None:
-        from orchestra.domain.errors import NotFound
-
+    found = fetch_all(tx.conn, _SELECT_CHECKPOINT, {"id": checkpoint_id})
+    if not found:
         raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
+    workflow_id = found[0]["workflow_id"]
     wf = load_workflow_txn(tx, workflow_id)  # locks the workflow row on Postgres
-    cp_row = tx.conn.execute(select(checkpoints).where(checkpoints.c.id == checkpoint_id)).one()
-    cp = to_checkpoint(dict(cp_row._mapping))
+    if tx.dialect == "postgresql":  # read again under the lock: a rival may have won
+        found = fetch_all(tx.conn, _SELECT_CHECKPOINT, {"id": checkpoint_id})
+    cp_row = found[0]
+    cp = to_checkpoint(cp_row)
     if cp.status is not CheckpointStatus.PENDING:
-        if idempotency_key is not None and cp_row.idempotency_key == idempotency_key:
+        if idempotency_key is not None and cp_row["idempotency_key"] == idempotency_key:
             return cp  # a replay of the request that won
         who = cp.resolution.resolved_by if cp.resolution else "someone"
         verb = f"resolved by {who} with {cp.resolution.action!r}" if cp.resolution else cp.status
@@ -184,4 +184,4 @@ def resolve_txn(
     ):
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
     apply_next_txn(tx, wf, nxt)
-    return to_checkpoint({**cp_row._mapping, **values, "status": status.value})
+    return to_checkpoint({**cp_row, **values, "status": status.value})

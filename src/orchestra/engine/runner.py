@@ -55,7 +55,7 @@ from orchestra.engine.definition import (
 )
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Database, Tx
-from orchestra.store.fast import execute_dml
+from orchestra.store.fast import execute_dml, fetch_all
 from orchestra.store.queries import RowMap, to_agent_run
 from orchestra.store.schema import agent_runs, workflows
 
@@ -473,10 +473,9 @@ class Worker:
     ) -> tuple[dict[str, AgentRun], list[AgentRun]]:
         retry: dict[str, Any] = row["state"].get(RETRY_KEY) or {}
         latest: dict[str, RowMap] = {}
-        for r in tx.conn.execute(
-            _LATEST_RUNS, {"wid": row["id"], "step": step.name, "iteration": row["iteration"]}
-        ):
-            latest[r.agent] = dict(r._mapping)
+        params = {"wid": row["id"], "step": step.name, "iteration": row["iteration"]}
+        for r in fetch_all(tx.conn, _LATEST_RUNS, params):
+            latest[r["agent"]] = r  # ordered by attempt: the last one wins
         kept: dict[str, AgentRun] = {}
         to_run: list[AgentRun] = []
         for task in tasks:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import Select
 
 Params = Mapping[str, Any]
 
@@ -72,3 +73,59 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
         return int(cursor.rowcount)
     finally:
         cursor.close()
+
+
+_Fetch = tuple[
+    str,
+    list[str],
+    dict[str, Callable[[Any], Any]],
+    dict[str, Any],
+    list[str],
+    list[Callable[[Any], Any] | None],
+]
+_fetch_cache: dict[int, _Fetch] = {}
+
+
+def _compile_select(conn: Connection, stmt: Select[Any]) -> _Fetch:
+    found = _fetch_cache.get(id(stmt))
+    if found is not None:
+        return found
+    dialect = conn.dialect
+    compiled = stmt.compile(dialect=dialect)
+    if compiled.post_compile_params:  # expanding IN lists: not for this path
+        raise ValueError("fetch_all takes statements without expanding parameters")
+    processors: dict[str, Callable[[Any], Any]] = {
+        k: p for k, p in compiled._bind_processors.items() if callable(p)
+    }
+    columns = list(stmt.selected_columns)
+    made: _Fetch = (
+        compiled.string,
+        list(compiled.positiontup or []),
+        processors,
+        dict(compiled.construct_params(_check=False)),
+        [c.key or "" for c in columns],
+        [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns],
+    )
+    _fetch_cache[id(stmt)] = made
+    return made
+
+
+def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
+    """Run a prebuilt SELECT and return its rows as dicts, with SQLAlchemy's own
+    result conversions (JSON, timestamps). ``stmt`` must be a module-level constant."""
+    if conn.dialect.name != "sqlite":
+        return [dict(r._mapping) for r in conn.execute(stmt, dict(params))]
+    sql, names, processors, defaults, keys, results = _compile_select(conn, stmt)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, _row(names, processors, defaults, params))
+        raw_rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [
+        {
+            key: (proc(value) if proc is not None and value is not None else value)
+            for key, proc, value in zip(keys, results, raw, strict=True)
+        }
+        for raw in raw_rows
+    ]
