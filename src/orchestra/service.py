@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.agents.registry import adapter_factories
@@ -38,8 +38,6 @@ MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
-#: Bound of the cache of workflows known to have no workspace.
-MAX_REMEMBERED = 10_000
 
 
 class Orchestra:
@@ -58,9 +56,6 @@ class Orchestra:
         #: The worker running in this process, if any: workflows this process makes
         #: runnable are handed to it in the same commit (no separate claim).
         self.worker: Worker | None = None
-        #: Workflows known to have no workspace (it never changes, so this cache may be
-        #: dropped at any time): their resolutions skip the after-commit read.
-        self._without_workspace: set[str] = set()
 
     # -- workflows -----------------------------------------------------------
 
@@ -132,10 +127,7 @@ class Orchestra:
 
         values, handoff = await self.db.write(txn)
         self._start(handoff)
-        created = queries.to_workflow(values)
-        if workspace is None:
-            self._remember_without_workspace(workflow_id)
-        return created
+        return queries.to_workflow(values)
 
     def _adopt_txn(self, tx: Tx, workflow_id: str) -> Handoff | None:
         return self.worker.adopt_txn(tx, workflow_id) if self.worker is not None else None
@@ -281,7 +273,7 @@ class Orchestra:
                 "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
             )
 
-        def txn(tx: Tx) -> tuple[Checkpoint, Handoff | None]:
+        def txn(tx: Tx) -> tuple[Checkpoint, dict[str, Any] | None, Handoff | None]:
             checkpoint = resolve_txn(
                 tx,
                 checkpoint_id,
@@ -291,28 +283,15 @@ class Orchestra:
                 actor=actor,
                 idempotency_key=idempotency_key,
             )
-            return checkpoint, self._adopt_txn(tx, checkpoint.workflow_id)
+            # The workflow as the resolution left it (absent on an idempotent replay).
+            row = tx.workflow_rows.get(checkpoint.workflow_id)
+            return checkpoint, row, self._adopt_txn(tx, checkpoint.workflow_id)
 
-        checkpoint, handoff = await self.db.write(txn)
+        checkpoint, row, handoff = await self.db.write(txn)
         self._start(handoff)
-        if checkpoint.workflow_id not in self._without_workspace:
-            await self._after_resolution(checkpoint.workflow_id)
+        if row is not None and row["workspace_path"]:
+            await after_commit(row)  # e.g. plans written into the workspace
         return checkpoint
-
-    async def _after_resolution(self, workflow_id: str) -> None:
-        """Run the definition's after-commit hook (e.g. plans written into the
-        workspace) on the workflow as the resolution left it."""
-        query = select(workflows).where(workflows.c.id == workflow_id)
-        row = await self.db.read(lambda c: dict(c.execute(query).one()._mapping))
-        if row["workspace_path"]:
-            await after_commit(row)
-        else:
-            self._remember_without_workspace(workflow_id)
-
-    def _remember_without_workspace(self, workflow_id: str) -> None:
-        if len(self._without_workspace) >= MAX_REMEMBERED:
-            self._without_workspace.clear()
-        self._without_workspace.add(workflow_id)
 
     # -- cancel and retry ----------------------------------------------------
 
