@@ -122,17 +122,14 @@ def _apply_next_txn(
             "current_step": None,
             **NO_LEASE,
         }
-        if not transition_txn(
+        _move_workflow_txn(
             tx,
-            Entity.WORKFLOW,
-            row["id"],
-            workflow_id=row["id"],
+            row,
             old=old,
             new=WorkflowStatus.COMPLETED,
             values=values,
             guard=guard,
-        ):
-            raise Conflict(f"workflow {row['id']} changed concurrently")
+        )
         return {**row, **values, "status": WorkflowStatus.COMPLETED.value}
 
     definition = get_definition(row["type"])
@@ -152,19 +149,16 @@ def _apply_next_txn(
         new = WorkflowStatus.RUNNING
     data = {"step": step.name, "step_index": values["step_index"], "iteration": iteration}
     event = EventType.STEP_STARTED if old == new else None
-    if not transition_txn(
+    _move_workflow_txn(
         tx,
-        Entity.WORKFLOW,
-        row["id"],
-        workflow_id=row["id"],
+        row,
         old=old,
         new=new,
         values=values,
         guard=guard,
         event=event,
         data=data,
-    ):
-        raise Conflict(f"workflow {row['id']} changed concurrently")
+    )
     if event is None:
         tx.emit(row["id"], EventType.STEP_STARTED, data)
     if isinstance(step, CheckpointStep):
@@ -174,6 +168,13 @@ def _apply_next_txn(
     else:
         tx.wake_workers()
     return {**moved, "status": new.value}
+
+
+def _move_workflow_txn(tx: Tx, row: RowMap, **change: Any) -> None:
+    """A workflow status change that must happen: this transaction holds the row
+    (locked on Postgres, the single writer on SQLite), so a miss is a conflict."""
+    if not transition_txn(tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], **change):
+        raise Conflict(f"workflow {row['id']} changed concurrently")
 
 
 def cancel_txn(
@@ -190,18 +191,15 @@ def cancel_txn(
     values: dict[str, Any] = {"finished_at": tx.now, "error": None, **NO_LEASE}
     if state is not None:
         values["state"] = state
-    if not transition_txn(
+    _move_workflow_txn(
         tx,
-        Entity.WORKFLOW,
-        row["id"],
-        workflow_id=row["id"],
+        row,
         old=old,
         new=WorkflowStatus.CANCELLED,
         values=values,
         guard=guard,
         data={"reason": reason},
-    ):
-        raise Conflict(f"workflow {row['id']} changed concurrently")
+    )
     pending = (
         tx.conn.execute(
             select(checkpoints.c.id).where(
