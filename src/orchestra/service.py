@@ -31,6 +31,7 @@ from orchestra.engine.runner import RETRY_KEY, Handoff, Worker, after_commit
 from orchestra.engine.transition import transition_txn
 from orchestra.store import queries
 from orchestra.store.db import Database, Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.schema import workflows
 
 MAX_NAME_CHARS = 200
@@ -38,6 +39,8 @@ MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
+
+_INSERT_WORKFLOW = insert(workflows)
 
 
 class Orchestra:
@@ -112,13 +115,13 @@ class Orchestra:
 
         def txn(tx: Tx) -> tuple[dict[str, Any], Handoff | None]:
             values = {**row, "created_at": tx.now, "updated_at": tx.now}
-            tx.conn.execute(insert(workflows).values(values))
+            execute_dml(tx.conn, _INSERT_WORKFLOW, values)
             tx.emit(
                 workflow_id,
                 EventType.WORKFLOW_CREATED,
                 {"id": workflow_id, "name": name, "type": type, "created_by": created_by},
             )
-            tx.wake_workers()
+            tx.wake_workers(workflow_id)
             tx.workflow_rows[workflow_id] = values
             handoff = self._adopt_txn(tx, workflow_id)
             if handoff is not None and handoff[1] is not None:
@@ -331,7 +334,7 @@ class Orchestra:
                 data={"retried_by": actor},
             ):
                 raise AssertionError("workflow row locked but changed")
-            tx.wake_workers()
+            tx.wake_workers(workflow_id)
 
         await self.db.write(txn)
         return await self.get_workflow(workflow_id)

@@ -166,7 +166,7 @@ def _apply_next_txn(
 
         create_checkpoint_txn(tx, moved, step)
     else:
-        tx.wake_workers()
+        tx.wake_workers(row["id"])
     return {**moved, "status": new.value}
 
 

@@ -282,15 +282,15 @@ class Worker:
                 "b_expires": lease.expires(),
             },
         )
-        savepoint = tx.conn.begin_nested()
+        prepared: Prepared | None = None
         try:
-            if row is None:
-                row = load_workflow_txn(tx, workflow_id)
-            prepared: Prepared | None = self._enter_txn(tx, lease, row)
-            savepoint.commit()
+            with tx.savepoint():
+                if row is None:
+                    row = load_workflow_txn(tx, workflow_id)
+                prepared = self._enter_txn(tx, lease, row)
         except Exception:  # noqa: BLE001 - the drive task enters again and records it
-            savepoint.rollback()
             prepared = None
+        tx.held(workflow_id)
         return lease, prepared
 
     def _claim_txn(self, tx: Tx, limit: int) -> list[Handoff]:
@@ -388,6 +388,7 @@ class Worker:
                     Next(step=step.name),
                     guard=guard,
                 )
+        tx.held(row["id"])
         return self._prepare_txn(tx, row, lease)
 
     def _prepare_txn(self, tx: Tx, row: RowMap, lease: Lease) -> Prepared:
@@ -410,7 +411,7 @@ class Worker:
             .where(workflows.c.id == lease.workflow_id, workflows.c.lease_token == lease.token)
             .values(**NO_LEASE)
         )
-        tx.wake_workers()
+        tx.wake_workers(lease.workflow_id)
 
     # -- agent steps ---------------------------------------------------------
 
@@ -641,6 +642,7 @@ class Worker:
             skip_failed=nxt.skip_failed,
         )
         row = apply_next_txn(tx, p.row, nxt, guard={"lease_token": lease.token})
+        tx.held(row["id"])  # this worker drives its next agent step itself
         return self._prepare_txn(tx, row, lease)
 
 

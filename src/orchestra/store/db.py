@@ -20,11 +20,12 @@ other processes): it only says "look again"; the rows are the message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,7 +61,8 @@ class Tx:
     dialect: str
     now: datetime = field(default_factory=utcnow)
     _events: list[dict[str, Any]] = field(default_factory=list)
-    wakes_workers: bool = False
+    #: Workflows this transaction made runnable that no worker holds yet.
+    _unheld: set[str] = field(default_factory=set)
     #: Workflow rows as this transaction last wrote them (so it need not read them back).
     workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,9 +72,42 @@ class Tx:
             {"workflow_id": workflow_id, "type": type.value, "data": data, "created_at": self.now}
         )
 
-    def wake_workers(self) -> None:
-        """Say that this transaction made work claimable (rings the workers' bell)."""
-        self.wakes_workers = True
+    def wake_workers(self, workflow_id: str) -> None:
+        """Say that this transaction made a workflow claimable (rings the workers' bell)."""
+        self._unheld.add(workflow_id)
+
+    def held(self, workflow_id: str) -> None:
+        """Say that a worker leased the workflow in this transaction: no bell for it."""
+        self._unheld.discard(workflow_id)
+
+    @property
+    def wakes_workers(self) -> bool:
+        return bool(self._unheld)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Run a block that can fail alone: on an exception its writes, the events it
+        emitted and the rows it remembered are dropped, and the exception propagates."""
+        events, rows = len(self._events), dict(self.workflow_rows)
+        try:
+            if self.dialect != "sqlite":
+                with self.conn.begin_nested():
+                    yield
+                return
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("SAVEPOINT orchestra_block")
+            try:
+                yield
+            except BaseException:
+                raw.execute("ROLLBACK TO orchestra_block")
+                raw.execute("RELEASE orchestra_block")
+                raise
+            raw.execute("RELEASE orchestra_block")
+        except BaseException:
+            del self._events[events:]
+            self.workflow_rows = rows
+            raise
 
     def flush_events(self) -> None:
         if not self._events:

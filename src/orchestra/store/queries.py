@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, or_, select
 
 from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.models import (
@@ -23,6 +23,7 @@ from orchestra.domain.models import (
     Workflow,
 )
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.store.fast import fetch_all
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
 RowMap = Mapping[str, Any]
@@ -211,12 +212,29 @@ def agent_runs_of(conn: Connection, workflow_id: str) -> list[AgentRun]:
     return [to_agent_run(_m(r)) for r in conn.execute(q)]
 
 
+_EVENTS_AFTER = (
+    select(events)
+    .where(events.c.id > bindparam("after"))
+    .order_by(events.c.id)
+    .limit(bindparam("limit"))
+)
+_WORKFLOW_EVENTS_AFTER = (
+    select(events)
+    .where(events.c.workflow_id == bindparam("wid"), events.c.id > bindparam("after"))
+    .order_by(events.c.id)
+    .limit(bindparam("limit"))
+)
+
+
 def events_after(
     conn: Connection, *, workflow_id: str | None = None, after: int = 0, limit: int = 500
 ) -> list[Event]:
-    """Events with id > ``after`` (ids are commit-ordered, so nothing is skipped)."""
-    q = select(events).where(events.c.id > after)
-    if workflow_id is not None:
-        q = q.where(events.c.workflow_id == workflow_id)
-    q = q.order_by(events.c.id).limit(limit)
-    return [to_event(_m(r)) for r in conn.execute(q)]
+    """Events with id > ``after`` (ids are commit-ordered, so nothing is skipped).
+
+    Every live stream tails the log through this, so it runs prebuilt statements."""
+    if workflow_id is None:
+        rows = fetch_all(conn, _EVENTS_AFTER, {"after": after, "limit": limit})
+    else:
+        params = {"wid": workflow_id, "after": after, "limit": limit}
+        rows = fetch_all(conn, _WORKFLOW_EVENTS_AFTER, params)
+    return [Event.model_validate(r) for r in rows]

@@ -33,12 +33,16 @@ def revision_prompt(
     return text
 
 
+_REVIEWER_PREAMBLE = (
+    "You are a reviewer. Review the implementation plan below for the task it "
+    "addresses: is it correct, complete, safe and testable? Answer with one JSON "
+    "object only, matching this schema:\n\n"
+    f"```json\n{json.dumps(REVIEW_SCHEMA, indent=2)}\n```\n\n"
+)
+
+
 def reviewer_prompt(task: str, plan: str, version: int) -> str:
     return (
-        "You are a reviewer. Review the implementation plan below for the task it "
-        "addresses: is it correct, complete, safe and testable? Answer with one JSON "
-        "object only, matching this schema:\n\n"
-        f"```json\n{json.dumps(REVIEW_SCHEMA, indent=2)}\n```\n\n"
-        f"## Task\n\n{task.strip()}\n\n"
+        _REVIEWER_PREAMBLE + f"## Task\n\n{task.strip()}\n\n"
         f"## Plan (v{version})\n\n{plan.strip()}\n"
     )
