@@ -16,7 +16,8 @@ from orchestra.domain.events import EventType
 from orchestra.domain.models import Event
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
-from orchestra.store.db import Database
+from orchestra.store.db import _INSERT_EVENT, Database, Tx
+from orchestra.store.fast import execute_dml
 from orchestra.store.schema import events
 from tests.support.engine import agents, assert_events_ordered, demo, eventually
 
@@ -77,3 +78,36 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
     assert [e.id for e in seen] == all_ids
     created = [e for e in seen if e.type is EventType.CHECKPOINT_CREATED]
     assert len(created) == 2 * WORKFLOWS
+
+
+async def test_a_failed_savepoint_block_leaves_no_rows_and_no_events(db: Database) -> None:
+    """A block that fails inside a transaction (entering a step during a claim) is
+    undone alone: its writes and the events it emitted go; the rest commits."""
+
+    class Boom(Exception):
+        pass
+
+    def txn(tx: Tx) -> None:
+        tx.emit(None, EventType.WORKFLOW_CREATED, {"kept": True})
+        try:
+            with tx.savepoint():
+                tx.emit(None, EventType.WORKFLOW_CREATED, {"kept": False})
+                execute_dml(tx.conn, _INSERT_EVENT, [_event(tx, "written then undone")])
+                raise Boom
+        except Boom:
+            pass
+        with tx.savepoint():
+            tx.emit(None, EventType.WORKFLOW_CREATED, {"kept": True})
+
+    await db.write(txn)
+    rows = await db.read(lambda c: c.execute(select(events.c.data)).scalars().all())
+    assert rows == [{"kept": True}, {"kept": True}]
+
+
+def _event(tx: Tx, note: str) -> dict[str, object]:
+    return {
+        "workflow_id": None,
+        "type": EventType.WORKFLOW_CREATED.value,
+        "data": {"note": note},
+        "created_at": tx.now,
+    }

@@ -21,36 +21,43 @@ from sqlalchemy.sql.selectable import Select
 
 Params = Mapping[str, Any]
 
-_Compiled = tuple[str, list[str], dict[str, Callable[[Any], Any]], dict[str, Any]]
-_cache: dict[tuple[int, tuple[str, ...]], _Compiled] = {}
+#: Per bound name, in statement order: (name, its default, its type conversion or None).
+_Binds = list[tuple[str, Any, Callable[[Any], Any] | None]]
+_cache: dict[tuple[int, tuple[str, ...]], tuple[str, _Binds]] = {}
 
 
-def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> _Compiled:
-    found = _cache.get((id(stmt), keys))
-    if found is not None:
-        return found
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
-    names = list(compiled.positiontup or [])
-    processors: dict[str, Callable[[Any], Any]] = {
-        k: p for k, p in compiled._bind_processors.items() if callable(p)
-    }
+def _binds(compiled: Any) -> _Binds:
     defaults = dict(compiled.construct_params(_check=False))
-    made: _Compiled = (compiled.string, names, processors, defaults)
-    _cache[(id(stmt), keys)] = made
-    return made
+    processors = compiled._bind_processors
+    return [
+        (name, defaults.get(name), p if callable(p := processors.get(name)) else None)
+        for name in compiled.positiontup or []
+    ]
 
 
-def _row(
-    names: list[str],
-    processors: dict[str, Callable[[Any], Any]],
-    defaults: dict[str, Any],
-    params: Params,
-) -> tuple[Any, ...]:
+def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> tuple[str, _Binds]:
+    found = _cache.get((id(stmt), keys))
+    if found is None:
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
+        found = _cache[(id(stmt), keys)] = (compiled.string, _binds(compiled))
+    return found
+
+
+def _row(binds: _Binds, params: Params, memo: dict[str, tuple[Any, Any]]) -> tuple[Any, ...]:
+    """One row of driver values. ``memo`` keeps the last conversion per name, so a
+    value shared by many rows (a transaction's timestamp) is converted once."""
     values = []
-    for name in names:
-        value = params[name] if name in params else defaults[name]
-        proc = processors.get(name)
-        values.append(proc(value) if proc is not None and value is not None else value)
+    for name, default, proc in binds:
+        value = params.get(name, default)
+        if proc is not None and value is not None:
+            last = memo.get(name)
+            if last is not None and last[0] is value:
+                value = last[1]
+            else:
+                converted = proc(value)
+                memo[name] = (value, converted)
+                value = converted
+        values.append(value)
     return tuple(values)
 
 
@@ -63,26 +70,20 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
         return int(conn.execute(stmt, list(rows) if many else rows[0]).rowcount)
     if not rows:
         return 0
-    sql, names, processors, defaults = _compile(conn, stmt, tuple(sorted(rows[0])))
+    sql, binds = _compile(conn, stmt, tuple(sorted(rows[0])))
+    memo: dict[str, tuple[Any, Any]] = {}
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
-            cursor.executemany(sql, [_row(names, processors, defaults, r) for r in rows])
+            cursor.executemany(sql, [_row(binds, r, memo) for r in rows])
         else:
-            cursor.execute(sql, _row(names, processors, defaults, rows[0]))
+            cursor.execute(sql, _row(binds, rows[0], memo))
         return int(cursor.rowcount)
     finally:
         cursor.close()
 
 
-_Fetch = tuple[
-    str,
-    list[str],
-    dict[str, Callable[[Any], Any]],
-    dict[str, Any],
-    list[str],
-    list[Callable[[Any], Any] | None],
-]
+_Fetch = tuple[str, _Binds, list[str], list[Callable[[Any], Any] | None]]
 _fetch_cache: dict[int, _Fetch] = {}
 
 
@@ -94,15 +95,10 @@ def _compile_select(conn: Connection, stmt: Select[Any]) -> _Fetch:
     compiled = stmt.compile(dialect=dialect)
     if compiled.post_compile_params:  # expanding IN lists: not for this path
         raise ValueError("fetch_all takes statements without expanding parameters")
-    processors: dict[str, Callable[[Any], Any]] = {
-        k: p for k, p in compiled._bind_processors.items() if callable(p)
-    }
     columns = list(stmt.selected_columns)
     made: _Fetch = (
         compiled.string,
-        list(compiled.positiontup or []),
-        processors,
-        dict(compiled.construct_params(_check=False)),
+        _binds(compiled),
         [c.key or "" for c in columns],
         [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns],
     )
@@ -115,10 +111,10 @@ def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[
     result conversions (JSON, timestamps). ``stmt`` must be a module-level constant."""
     if conn.dialect.name != "sqlite":
         return [dict(r._mapping) for r in conn.execute(stmt, dict(params))]
-    sql, names, processors, defaults, keys, results = _compile_select(conn, stmt)
+    sql, binds, keys, results = _compile_select(conn, stmt)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, _row(names, processors, defaults, params))
+        cursor.execute(sql, _row(binds, params, {}))
         raw_rows = cursor.fetchall()
     finally:
         cursor.close()
