@@ -60,8 +60,8 @@ class ResolutionConflict(Conflict):
         self.checkpoint = checkpoint
 
 
-def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoint:
-    """Insert the checkpoint for the workflow's current step visit."""
+def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
+    """Insert the checkpoint for the workflow's current step visit; return its id."""
     view = step.view(context_of(row))
     actions = [a for a in step.actions if a.name not in view.hide_actions]
     body: dict[str, Any] = {
@@ -103,7 +103,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> Checkpoi
             "iteration": row["iteration"],
         },
     )
-    return to_checkpoint(cp_row)
+    return str(cp_row["id"])
 
 
 def resolve_txn(
