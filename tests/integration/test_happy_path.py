@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from orchestra.domain.events import EventType
+from orchestra.domain.models import CheckpointAction
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.engine.definition import (
+    CheckpointStep,
+    CheckpointView,
+    Next,
+    WorkflowDefinition,
+    definitions,
+)
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 
@@ -35,3 +44,54 @@ async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker
     assert wf.result is not None and "5. Also document the flag." in wf.result["plan"]
     ids = [e.id for e in (await service.history(wf.id)).events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_starting_records_pending_to_running_and_the_first_step(
+    service: Orchestra, worker: Worker
+) -> None:
+    """A worker starts a workflow in one transition: pending → running into the
+    first agent step, recorded as a status change and a step_started event."""
+    wf = await service.create_workflow(name="flag", prompt="Add a --json flag to list")
+    await worker.run_until_idle()
+    found = (await service.history(wf.id)).events
+    moves = [e.data for e in found if e.type is EventType.WORKFLOW_STATUS_CHANGED]
+    assert (moves[0]["from"], moves[0]["to"], moves[0]["step"]) == ("pending", "running", "plan")
+    steps = [e.data["step"] for e in found if e.type is EventType.STEP_STARTED]
+    assert steps[:2] == ["plan", "plan_ready_for_review"]
+
+
+async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker: Worker) -> None:
+    """pending → awaiting_checkpoint is not a transition: such a workflow passes
+    through running, and each change is recorded."""
+    ask = CheckpointStep(
+        name="ask",
+        title="Go ahead?",
+        actions=[CheckpointAction(name="approve", label="Go")],
+        view=lambda ctx: CheckpointView(instructions="Decide."),
+        on_resolve=lambda ctx, decision: Next(step=None, result={"ok": True}),
+    )
+    definition = WorkflowDefinition(
+        type="ask_first", title="Ask first", first_step="ask", steps={"ask": ask}
+    )
+    definitions()["ask_first"] = definition
+    try:
+        wf = await service.create_workflow(name="a", prompt="p", type="ask_first")
+        await worker.run_until_idle()
+        cp = (await service.get_workflow(wf.id)).pending_checkpoint
+        assert cp is not None and cp.step_name == "ask"
+        await service.resolve(cp.id, action="approve", actor="ana")
+        done = await service.get_workflow(wf.id)
+        assert done.status is WorkflowStatus.COMPLETED and done.result == {"ok": True}
+        found = (await service.history(wf.id)).events
+        moves = [
+            (e.data["from"], e.data["to"])
+            for e in found
+            if e.type is EventType.WORKFLOW_STATUS_CHANGED
+        ]
+        assert moves == [
+            ("pending", "running"),
+            ("running", "awaiting_checkpoint"),
+            ("awaiting_checkpoint", "completed"),
+        ]
+    finally:
+        del definitions()["ask_first"]

@@ -367,17 +367,21 @@ class Worker:
             row = load_workflow_txn(tx, lease.workflow_id)
         guard = {"lease_token": lease.token}
         if row["status"] == WorkflowStatus.PENDING:
-            transition_txn(
-                tx,
-                Entity.WORKFLOW,
-                row["id"],
-                workflow_id=row["id"],
-                old=WorkflowStatus.PENDING,
-                new=WorkflowStatus.RUNNING,
-                guard=guard,
-            )
-            row = {**row, "status": WorkflowStatus.RUNNING.value}
-            first = get_definition(row["type"]).first_step
+            definition = get_definition(row["type"])
+            first = definition.first_step
+            if isinstance(definition.step(first), CheckpointStep):
+                # A person first: pending → running, then running → awaiting_checkpoint.
+                transition_txn(
+                    tx,
+                    Entity.WORKFLOW,
+                    row["id"],
+                    workflow_id=row["id"],
+                    old=WorkflowStatus.PENDING,
+                    new=WorkflowStatus.RUNNING,
+                    guard=guard,
+                )
+                row = {**row, "status": WorkflowStatus.RUNNING.value}
+            # Otherwise pending → running into the first agent step: one UPDATE.
             row = apply_next_txn(tx, row, Next(step=first), guard=guard)
         else:
             step = get_definition(row["type"]).step(row["current_step"])
