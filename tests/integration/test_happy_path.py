@@ -6,9 +6,12 @@ from orchestra.domain.events import EventType
 from orchestra.domain.models import CheckpointAction
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.definition import (
+    AgentStep,
+    AgentTask,
     CheckpointStep,
     CheckpointView,
     Next,
+    StepContext,
     WorkflowDefinition,
     definitions,
 )
@@ -95,3 +98,47 @@ async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker
         ]
     finally:
         del definitions()["ask_first"]
+
+
+async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
+    service: Orchestra, worker: Worker
+) -> None:
+    """Entering the first step raised: the workflow is recorded as failed with the
+    error (not left pending for workers to trip over again), and a retry starts it."""
+    broken = {"yes": True}
+
+    def tasks(ctx: StepContext) -> list[AgentTask]:
+        if broken["yes"]:
+            raise RuntimeError("no agents today")
+        return [
+            AgentTask(key="a", role="planner", adapter="demo", options={}, prompt="p", timeout_s=5)
+        ]
+
+    work = AgentStep(name="work", tasks=tasks, on_done=lambda ctx, runs: Next(step=None))
+    definitions()["starts_badly"] = WorkflowDefinition(
+        type="starts_badly", title="Starts badly", first_step="work", steps={"work": work}
+    )
+    try:
+        wf = await service.create_workflow(name="b", prompt="p", type="starts_badly")
+        await worker.run_until_idle()
+        failed = await service.get_workflow(wf.id)
+        assert failed.status is WorkflowStatus.FAILED
+        assert failed.error is not None and "no agents today" in failed.error
+        broken["yes"] = False
+        await service.retry(wf.id, actor="ana")
+        await worker.run_until_idle()
+        done = await service.get_workflow(wf.id)
+        assert done.status is WorkflowStatus.COMPLETED, done.error
+        found = (await service.history(wf.id)).events
+        moves = [
+            (e.data["from"], e.data["to"])
+            for e in found
+            if e.type is EventType.WORKFLOW_STATUS_CHANGED
+        ]
+        assert moves == [
+            ("pending", "failed"),
+            ("failed", "running"),
+            ("running", "completed"),
+        ]
+    finally:
+        del definitions()["starts_badly"]

@@ -37,7 +37,7 @@ from orchestra.store import schema
 W, C, A = WorkflowStatus, CheckpointStatus, AgentRunStatus
 
 EXPECTED_WORKFLOW = {
-    W.PENDING: {W.RUNNING, W.CANCELLED},
+    W.PENDING: {W.RUNNING, W.FAILED, W.CANCELLED},
     W.RUNNING: {W.RUNNING, W.AWAITING_CHECKPOINT, W.COMPLETED, W.FAILED, W.CANCELLED},
     # resolved into another checkpoint (edit_reviewer_prompt, agent_problem → manual_input…)
     W.AWAITING_CHECKPOINT: {W.RUNNING, W.AWAITING_CHECKPOINT, W.COMPLETED, W.FAILED, W.CANCELLED},

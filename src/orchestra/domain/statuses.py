@@ -33,7 +33,8 @@ class WorkflowStatus(StrEnum):
 W = WorkflowStatus
 WORKFLOW_TRANSITIONS: dict[WorkflowStatus, frozenset[WorkflowStatus]] = {
     # pending → running: a worker claimed it; → cancelled: cancelled before start
-    W.PENDING: frozenset({W.RUNNING, W.CANCELLED}),
+    # pending → failed: starting it raised (a retry then starts it again)
+    W.PENDING: frozenset({W.RUNNING, W.FAILED, W.CANCELLED}),
     # running → awaiting_checkpoint: a checkpoint step was reached
     # running → running: the next step (a recorded step change, same status)
     # running → completed | failed | cancelled

@@ -366,10 +366,11 @@ class Worker:
             lease.check_txn(tx)
             row = load_workflow_txn(tx, lease.workflow_id)
         guard = {"lease_token": lease.token}
-        if row["status"] == WorkflowStatus.PENDING:
+        if row["current_step"] is None:  # new, or retried after failing to start
             definition = get_definition(row["type"])
             first = definition.first_step
-            if isinstance(definition.step(first), CheckpointStep):
+            pending = row["status"] == WorkflowStatus.PENDING
+            if pending and isinstance(definition.step(first), CheckpointStep):
                 # A person first: pending → running, then running → awaiting_checkpoint.
                 transition_txn(
                     tx,
