@@ -85,13 +85,7 @@ async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker
         await service.resolve(cp.id, action="approve", actor="ana")
         done = await service.get_workflow(wf.id)
         assert done.status is WorkflowStatus.COMPLETED and done.result == {"ok": True}
-        found = (await service.history(wf.id)).events
-        moves = [
-            (e.data["from"], e.data["to"])
-            for e in found
-            if e.type is EventType.WORKFLOW_STATUS_CHANGED
-        ]
-        assert moves == [
+        assert await _moves(service, wf.id) == [
             ("pending", "running"),
             ("running", "awaiting_checkpoint"),
             ("awaiting_checkpoint", "completed"),
@@ -129,16 +123,18 @@ async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
         await worker.run_until_idle()
         done = await service.get_workflow(wf.id)
         assert done.status is WorkflowStatus.COMPLETED, done.error
-        found = (await service.history(wf.id)).events
-        moves = [
-            (e.data["from"], e.data["to"])
-            for e in found
-            if e.type is EventType.WORKFLOW_STATUS_CHANGED
-        ]
-        assert moves == [
+        assert await _moves(service, wf.id) == [
             ("pending", "failed"),
             ("failed", "running"),
             ("running", "completed"),
         ]
     finally:
         del definitions()["starts_badly"]
+
+
+async def _moves(service: Orchestra, workflow_id: str) -> list[tuple[str, str]]:
+    """The workflow's recorded status changes, as (from, to)."""
+    found = (await service.history(workflow_id)).events
+    return [
+        (e.data["from"], e.data["to"]) for e in found if e.type is EventType.WORKFLOW_STATUS_CHANGED
+    ]
