@@ -55,6 +55,8 @@ async def test_stopped_and_killed_servers_leave_work_that_the_next_one_completes
         first.proc.wait(timeout=30)
     finally:
         first.kill()
+    # A graceful stop is a clean exit, after the runtime closed.
+    assert first.proc.returncode == 0, first.output()
 
     # SIGKILL while the planner runs: nothing of the process's shutdown code runs.
     second = start_server(db_url, tmp_path, no_auth=True)

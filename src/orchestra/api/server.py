@@ -56,7 +56,12 @@ def check_binding(settings: Settings) -> None:
 
 class _Server(uvicorn.Server):
     """Uvicorn, ending the live streams first so a graceful shutdown is not held up by
-    clients that would otherwise stay connected for ever."""
+    clients that would otherwise stay connected for ever.
+
+    Uvicorn re-raises a captured SIGTERM after its own shutdown, which would kill the
+    process before the runtime closes (exit -15). SIGTERM is the normal way to stop a
+    service, so once shut down gracefully the process closes the runtime and exits 0.
+    """
 
     def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
         super().__init__(config)
@@ -65,6 +70,7 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._hub.close_streams()
         await super().shutdown(sockets)  # type: ignore[arg-type]
+        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def run_server(settings: Settings, *, stream_settings: StreamSettings | None = None) -> None:
