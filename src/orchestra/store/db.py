@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -143,7 +144,11 @@ class Database:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="orchestra-read")
         else:
             self.write_engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                **JSON_CODEC,
             )
             self.read_engine = self.write_engine
             self._writer = None
@@ -230,12 +235,23 @@ def _unavailable(exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable("the database is unavailable; nothing was changed")
 
 
+def dumps_json(value: Any) -> str:
+    """JSON columns' encoding: orjson (several times faster than the standard library
+    on the large texts workflows carry); non-string keys become strings as with ``json``."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+#: Keyword arguments every engine gets (the JSON columns' encoding and decoding).
+JSON_CODEC: dict[str, Any] = {"json_serializer": dumps_json, "json_deserializer": orjson.loads}
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(
         url,
         pool_size=1 if immediate else 4,
         max_overflow=0 if immediate else 4,
         connect_args={"check_same_thread": False, "timeout": 30},
+        **JSON_CODEC,
     )
 
     @event.listens_for(engine, "connect")
