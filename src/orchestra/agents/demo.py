@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from orchestra.agents.base import AgentCheck, AgentFailure, AgentRequest, AgentResult, ProgressSink
 
@@ -60,7 +61,7 @@ class DemoAdapter:
         if request.output_schema is not None:
             review = self._review(request.prompt)
             return AgentResult(
-                content=json.dumps(review, indent=2),
+                content=orjson.dumps(review, option=orjson.OPT_INDENT_2).decode(),
                 structured=review,
                 tokens_in=len(request.prompt.split()),
                 tokens_out=60,

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, func, insert, select
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint
+from orchestra.domain.models import Checkpoint, Resolution
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
 from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn, new_id
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
@@ -184,4 +184,11 @@ def resolve_txn(
     ):
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
     apply_next_txn(tx, wf, nxt)
-    return to_checkpoint({**cp_row, **values, "status": status.value})
+    resolution = Resolution(
+        action=action,
+        edited_content=edited_content,
+        notes=notes,
+        resolved_by=actor,
+        resolved_at=tx.now,
+    )
+    return cp.model_copy(update={"status": status, "resolution": resolution})
