@@ -341,6 +341,11 @@ class Orchestra:
 
     # -- history and events --------------------------------------------------
 
+    async def last_event_id(self) -> int:
+        """The newest event's id: read it before a page's data, then follow the
+        events after it, and nothing is missed."""
+        return await self.db.read(queries.last_event_id)
+
     async def history(self, workflow_id: str) -> History:
         def read(c: Any) -> History:
             return History(

@@ -21,15 +21,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import Connection, func, select
-
 from orchestra.api.errors import log_task_failure
 from orchestra.domain.errors import OrchestraError
 from orchestra.domain.models import Event
 from orchestra.service import Orchestra
 from orchestra.store import queries
 from orchestra.store.db import Database
-from orchestra.store.schema import events
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +48,6 @@ class Entry:
         body = event.model_dump_json()
         frame = f"id: {event.id}\nevent: {event.type.value}\ndata: {body}\n\n".encode()
         return cls(event.id, event.workflow_id, body, frame)
-
-
-def _max_event_id(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
 
 
 class EventHub:
@@ -84,7 +77,7 @@ class EventHub:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        self.base = self.cursor = await self.db.read(_max_event_id)
+        self.base = self.cursor = await self.db.read(queries.last_event_id)
         self._task = asyncio.create_task(self._tail(), name="event-hub")
         self._task.add_done_callback(
             log_task_failure("the event hub stopped; live streams get no new events")

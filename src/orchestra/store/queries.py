@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
 from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.models import (
@@ -210,6 +210,11 @@ def agent_runs_of(conn: Connection, workflow_id: str) -> list[AgentRun]:
         agent_runs.c.started_at, agent_runs.c.step_index, agent_runs.c.agent, agent_runs.c.attempt
     )
     return [to_agent_run(_m(r)) for r in conn.execute(q)]
+
+
+def last_event_id(conn: Connection) -> int:
+    """The newest event's id (0 when there is none): where a live view starts."""
+    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
 
 
 _EVENTS_AFTER = (

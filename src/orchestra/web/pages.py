@@ -24,7 +24,6 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.runtime import Macro
-from sqlalchemy import Connection, func, select
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, Principal
@@ -41,7 +40,6 @@ from orchestra.domain.statuses import (
 )
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
-from orchestra.store.schema import events
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
 from orchestra.web.diff import line_diff
@@ -131,10 +129,6 @@ def format_duration(ms: int | float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _max_event_id(conn: Connection) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
-
-
 def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
@@ -221,7 +215,7 @@ class Web:
         return page.items, page.next_cursor is not None
 
     async def _last_event_id(self) -> int:
-        return await self.runtime.db.read(_max_event_id)
+        return await self.service.last_event_id()
 
     # -- workflows list ------------------------------------------------------------
 
