@@ -60,23 +60,29 @@ def pg_template() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database URL on each backend."""
+def fresh_database(request: pytest.FixtureRequest, directory: Path, prefix: str) -> Iterator[str]:
+    """A fresh, migrated database URL on the backend in ``request.param``, dropped
+    afterwards (Postgres: cloned from the migrated template, named ``prefix…``)."""
     if request.param == "sqlite":
-        path = tmp_path / "orchestra.db"
+        path = directory / "orchestra.db"
         db = Database(f"sqlite:///{path}")
         upgrade(db.write_engine)
         db.close()
         yield f"sqlite:///{path}"
         return
     template = request.getfixturevalue("pg_template")
-    name = f"orchestra_t_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
     with _pg_admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield _pg_url(name)
     with _pg_admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database URL on each backend."""
+    yield from fresh_database(request, tmp_path, "orchestra_t_")
 
 
 @pytest.fixture

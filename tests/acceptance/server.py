@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,8 @@ import pytest
 
 from orchestra.domain.roles import Role
 from orchestra.store.db import Database
-from orchestra.store.migrate import upgrade
 from orchestra.store.tokens import create_token, revoke_token
-from tests.conftest import BACKENDS, _pg_admin, _pg_url
+from tests.conftest import BACKENDS, fresh_database
 
 T = TypeVar("T")
 
@@ -145,20 +143,7 @@ def running_server(database_url: str, data_dir: Path, **kwargs: Any) -> Iterator
 def module_database(request: pytest.FixtureRequest, tmp_dir: Path) -> Iterator[str]:
     """A fresh migrated database for a module-scoped server, on the backend in
     ``request.param`` (tests/conftest.py's ``db_url`` is per test)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_dir / 'orchestra.db'}"
-        db = Database(url)
-        upgrade(db.write_engine)
-        db.close()
-        yield url
-        return
-    template = request.getfixturevalue("pg_template")
-    name = f"orchestra_m_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield _pg_url(name)
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database(request, tmp_dir, "orchestra_m_")
 
 
 def make_tokens(database_url: str, roles: dict[str, Role]) -> dict[str, str]:
