@@ -1,7 +1,8 @@
 """Browser fixtures: a real server process and Debian's Chromium driven by Playwright.
 
-The server is ``python -m orchestra.api.server`` on a free port with its own
-SQLite file (``tests/acceptance/server.py`` starts and always stops it); its
+The server is ``python -m orchestra.api.server`` on a free port with a fresh
+database of its own, on each backend (``tests/acceptance/server.py`` starts and
+always stops it); its
 agents are the offline demo agent in a few configurations (one slow enough to
 watch it work, one that asks for changes). Playwright never downloads a
 browser here: it drives ``/usr/bin/chromium``.
@@ -21,10 +22,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from tests.acceptance.server import ServerProcess, _clean_env, make_tokens, start_server
+from tests.conftest import BACKENDS, fresh_database
 
 from orchestra.domain.roles import Role
-from orchestra.store.db import Database
-from orchestra.store.migrate import upgrade
 
 T = TypeVar("T")
 
@@ -76,24 +76,29 @@ def off_loop(fn: Callable[..., T], *args: Any) -> T:
         return pool.submit(fn, *args).result(timeout=60)
 
 
-def prepare_data_dir(data_dir: Path) -> str:
-    """A data directory with the test agents and a migrated SQLite file; its URL."""
+def prepare_data_dir(data_dir: Path) -> None:
+    """A data directory with the test agents' configuration."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "orchestra.toml").write_text(AGENTS_TOML)
-    url = f"sqlite:///{data_dir / 'orchestra.db'}"
-    db = Database(url)
-    upgrade(db.write_engine)
-    db.close()
-    return url
 
 
 @contextlib.contextmanager
-def web_server(data_dir: Path, *, no_auth: bool = True) -> Iterator[ServerProcess]:
-    server = start_server(prepare_data_dir(data_dir), data_dir, no_auth=no_auth)
-    try:
-        yield server
-    finally:
-        server.stop()
+def database(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[str]:
+    """A fresh migrated database on the backend in ``request.param``, dropped after."""
+    prepare_data_dir(data_dir)
+    yield from fresh_database(request, data_dir, "orchestra_w_")
+
+
+@contextlib.contextmanager
+def web_server(
+    request: pytest.FixtureRequest, data_dir: Path, *, no_auth: bool = True
+) -> Iterator[ServerProcess]:
+    with database(request, data_dir) as url:
+        server = start_server(url, data_dir, no_auth=no_auth)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def restart(server: ServerProcess, data_dir: Path, timeout_s: float = 30) -> None:
@@ -114,33 +119,38 @@ def restart(server: ServerProcess, data_dir: Path, timeout_s: float = 30) -> Non
     raise RuntimeError(f"restarted server did not answer:\n{server.output()}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server without tokens (loopback, ``--no-auth``), shared by a module."""
-    with web_server(tmp_path_factory.mktemp("web")) as proc:
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server without tokens (loopback, ``--no-auth``), shared by a module, on
+    each backend."""
+    with web_server(request, tmp_path_factory.mktemp("web")) as proc:
         yield proc
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+@pytest.fixture(params=BACKENDS)
+def own_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[ServerProcess, Path]]:
     """A server of the test's own (for tests that stop and restart it)."""
     data_dir = tmp_path / "data"
-    with web_server(data_dir) as proc:
+    with web_server(request, data_dir) as proc:
         yield proc, data_dir
 
 
-@pytest.fixture
-def auth_server(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(params=BACKENDS)
+def auth_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
     """A server with authentication on, and tokens for a reviewer and a viewer."""
     data_dir = tmp_path / "data"
-    url = prepare_data_dir(data_dir)
-    tokens = off_loop(make_tokens, url, {"rita": Role.REVIEWER, "vera": Role.VIEWER})
-    server = start_server(url, data_dir, no_auth=False)
-    server.tokens = tokens
-    try:
-        yield server
-    finally:
-        server.stop()
+    with database(request, data_dir) as url:
+        tokens = off_loop(make_tokens, url, {"rita": Role.REVIEWER, "vera": Role.VIEWER})
+        server = start_server(url, data_dir, no_auth=False)
+        server.tokens = tokens
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 # -- the browser -------------------------------------------------------------------

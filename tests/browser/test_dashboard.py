@@ -218,9 +218,10 @@ def test_html_in_agent_output_does_not_run(server: ServerProcess, new_page: Page
     assert page.locator("script:not([src]):not([type])").count() == 0
 
 
-def resolve_offline(data_dir: Path, checkpoint_id: str) -> None:
+def resolve_offline(server: ServerProcess, data_dir: Path, checkpoint_id: str) -> None:
     """Resolve through the service on the server's database (the server is down)."""
-    runtime = open_runtime(load_settings(data_dir=str(data_dir), no_auth=True))
+    settings = load_settings(data_dir=str(data_dir), database_url=server.database_url)
+    runtime = open_runtime(settings)
     try:
         asyncio.run(runtime.service.resolve(checkpoint_id, action="approve", actor="offline-ana"))
     finally:
@@ -241,7 +242,7 @@ def test_the_page_reconnects_and_catches_up(
     server.stop()
     expect(page.locator("#connection")).to_contain_text("reconnecting")
     # Decided elsewhere while this page could not hear anything.
-    off_loop(resolve_offline, data_dir, cp["id"])
+    off_loop(resolve_offline, server, data_dir, cp["id"])
     restart(server, data_dir)
 
     expect(page.locator("#connection")).to_be_hidden(timeout=40_000)
