@@ -13,6 +13,7 @@ path (its writes run in parallel threads; the per-call overhead matters less).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -43,20 +44,34 @@ def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> tuple
     return found
 
 
+#: The last timestamp converted by each conversion: a transaction binds its one
+#: ``now`` many times. Only immutable values are remembered (by identity).
+_last_timestamp: dict[Callable[[Any], Any], tuple[datetime, Any]] = {}
+
+
 def _row(binds: _Binds, params: Params, memo: dict[str, tuple[Any, Any]]) -> tuple[Any, ...]:
     """One row of driver values. ``memo`` keeps the last conversion per name, so a
-    value shared by many rows (a transaction's timestamp) is converted once."""
+    value shared by many rows of one statement is converted once."""
     values = []
     for name, default, proc in binds:
         value = params.get(name, default)
         if proc is not None and value is not None:
-            last = memo.get(name)
-            if last is not None and last[0] is value:
-                value = last[1]
+            if type(value) is datetime:
+                seen = _last_timestamp.get(proc)
+                if seen is not None and seen[0] is value:
+                    value = seen[1]
+                else:
+                    converted = proc(value)
+                    _last_timestamp[proc] = (value, converted)
+                    value = converted
             else:
-                converted = proc(value)
-                memo[name] = (value, converted)
-                value = converted
+                last = memo.get(name)
+                if last is not None and last[0] is value:
+                    value = last[1]
+                else:
+                    converted = proc(value)
+                    memo[name] = (value, converted)
+                    value = converted
         values.append(value)
     return tuple(values)
 

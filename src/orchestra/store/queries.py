@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
 from orchestra.domain.errors import InvalidInput, NotFound
+from orchestra.domain.events import EventType
 from orchestra.domain.models import (
     AgentRun,
     Checkpoint,
@@ -242,4 +243,14 @@ def events_after(
     else:
         params = {"wid": workflow_id, "after": after, "limit": limit}
         rows = fetch_all(conn, _WORKFLOW_EVENTS_AFTER, params)
-    return [Event.model_validate(r) for r in rows]
+    # Rows the database typed already (SQLAlchemy's conversions): no validation pass.
+    return [
+        Event.model_construct(
+            id=r["id"],
+            workflow_id=r["workflow_id"],
+            type=EventType(r["type"]),
+            data=r["data"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
