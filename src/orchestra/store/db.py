@@ -83,6 +83,8 @@ class Tx:
 
     @property
     def wakes_workers(self) -> bool:
+        """Whether the commit must ring the workers' bell (here and, on Postgres, in
+        other processes): some workflow became runnable and nobody holds it."""
         return bool(self._unheld)
 
     @contextlib.contextmanager
