@@ -1,4 +1,5 @@
-"""Moving a workflow on: to its next step, to completion, to cancellation, to failure.
+"""Moving a workflow on: to its next step (creating the checkpoint when that step is
+one), to completion, to cancellation, to failure.
 
 All functions take a :class:`Tx` (the caller's transaction) and change statuses
 only through :func:`transition_txn`.
@@ -11,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, insert, select
 
 from orchestra.domain.errors import Conflict, LeaseLost, NotFound
 from orchestra.domain.events import EventType
@@ -38,6 +39,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+_NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
+    checkpoints.c.workflow_id == bindparam("wid")
+)
+_INSERT_CHECKPOINT = insert(checkpoints)
 _SELECT_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("id"))
 _SELECT_WORKFLOW_FOR_UPDATE = _SELECT_WORKFLOW.with_for_update()
 _CHECK_LEASE = (
@@ -162,12 +167,60 @@ def _apply_next_txn(
     if event is None:
         tx.emit(row["id"], EventType.STEP_STARTED, data)
     if isinstance(step, CheckpointStep):
-        from orchestra.engine.checkpoints import create_checkpoint_txn
-
         create_checkpoint_txn(tx, moved, step)
     else:
         tx.wake_workers(row["id"])
     return {**moved, "status": new.value}
+
+
+def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
+    """Insert the checkpoint for the workflow's current step visit; return its id.
+
+    The contract (:class:`orchestra.domain.models.Checkpoint`) is built from the
+    declarative :class:`CheckpointStep` and the workflow state; the database refuses
+    a second checkpoint for the same step visit and a second pending one per workflow."""
+    view = step.view(context_of(row))
+    actions = [a for a in step.actions if a.name not in view.hide_actions]
+    body: dict[str, Any] = {
+        "title": step.title,
+        "instructions": view.instructions,
+        "agent_outputs": [o.model_dump(mode="json") for o in view.agent_outputs],
+        "editable_content": view.editable_content,
+        "editable_label": step.editable_label,
+        "actions": [a.model_dump(mode="json") for a in actions],
+        "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
+        "context": view.context,
+    }
+    number = next(iter(fetch_all(tx.conn, _NEXT_NUMBER, {"wid": row["id"]})[0].values()))
+    cp_row = {
+        "id": new_id(),
+        "workflow_id": row["id"],
+        "number": number,
+        "step_index": row["step_index"],
+        "iteration": row["iteration"],
+        "step_name": step.name,
+        "body": body,
+        "status": CheckpointStatus.PENDING.value,
+        "action": None,
+        "edited_content": None,
+        "notes": None,
+        "resolved_by": None,
+        "resolved_at": None,
+        "idempotency_key": None,
+        "created_at": tx.now,
+    }
+    execute_dml(tx.conn, _INSERT_CHECKPOINT, cp_row)
+    tx.emit(
+        row["id"],
+        EventType.CHECKPOINT_CREATED,
+        {
+            "checkpoint_id": cp_row["id"],
+            "step": step.name,
+            "number": number,
+            "iteration": row["iteration"],
+        },
+    )
+    return str(cp_row["id"])
 
 
 def _move_workflow_txn(tx: Tx, row: RowMap, **change: Any) -> None:

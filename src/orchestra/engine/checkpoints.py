@@ -1,11 +1,7 @@
-"""The checkpoint manager: builds checkpoints from declarative specs and resolves them.
+"""Resolving checkpoints (they are created where a workflow enters a checkpoint
+step: :func:`orchestra.engine.advance.create_checkpoint_txn`).
 
-Creation: the contract (:class:`orchestra.domain.models.Checkpoint`) is built
-from a :class:`CheckpointStep` and the workflow state; the database refuses a
-second checkpoint for the same step visit and a second pending checkpoint per
-workflow.
-
-Resolution: the action is validated against the checkpoint's own actions, then
+The action is validated against the checkpoint's own actions, then
 the guarded ``pending → approved|edited|rejected`` change, the recorded
 resolution and the workflow's next state commit in one transaction. Of two
 concurrent resolutions exactly one wins; the other gets :class:`ResolutionConflict`
@@ -15,28 +11,21 @@ gets the original answer.
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, select
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
-from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Resolution
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
-from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn, new_id
+from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
-from orchestra.store.fast import execute_dml, fetch_all
-from orchestra.store.queries import RowMap, to_checkpoint
+from orchestra.store.fast import fetch_all
+from orchestra.store.queries import to_checkpoint
 from orchestra.store.schema import checkpoints
 
 MAX_CONTENT_CHARS = 1_000_000
 
-_NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
-    checkpoints.c.workflow_id == bindparam("wid")
-)
-_INSERT_CHECKPOINT = insert(checkpoints)
 _SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
 
 
@@ -58,52 +47,6 @@ class ResolutionConflict(Conflict):
             },
         )
         self.checkpoint = checkpoint
-
-
-def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
-    """Insert the checkpoint for the workflow's current step visit; return its id."""
-    view = step.view(context_of(row))
-    actions = [a for a in step.actions if a.name not in view.hide_actions]
-    body: dict[str, Any] = {
-        "title": step.title,
-        "instructions": view.instructions,
-        "agent_outputs": [o.model_dump(mode="json") for o in view.agent_outputs],
-        "editable_content": view.editable_content,
-        "editable_label": step.editable_label,
-        "actions": [a.model_dump(mode="json") for a in actions],
-        "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
-        "context": view.context,
-    }
-    number = next(iter(fetch_all(tx.conn, _NEXT_NUMBER, {"wid": row["id"]})[0].values()))
-    cp_row = {
-        "id": new_id(),
-        "workflow_id": row["id"],
-        "number": number,
-        "step_index": row["step_index"],
-        "iteration": row["iteration"],
-        "step_name": step.name,
-        "body": body,
-        "status": CheckpointStatus.PENDING.value,
-        "action": None,
-        "edited_content": None,
-        "notes": None,
-        "resolved_by": None,
-        "resolved_at": None,
-        "idempotency_key": None,
-        "created_at": tx.now,
-    }
-    execute_dml(tx.conn, _INSERT_CHECKPOINT, cp_row)
-    tx.emit(
-        row["id"],
-        EventType.CHECKPOINT_CREATED,
-        {
-            "checkpoint_id": cp_row["id"],
-            "step": step.name,
-            "number": number,
-            "iteration": row["iteration"],
-        },
-    )
-    return str(cp_row["id"])
 
 
 def resolve_txn(
