@@ -1,6 +1,6 @@
 """A real Orchestra server in a subprocess, for acceptance tests and benchmarks.
 
-:func:`running_server` starts ``python -m orchestra.api.server`` on a free
+:func:`running_server` starts ``python -m orchestra.server`` on a free
 loopback port with its own data directory, waits for ``/health``, yields a
 :class:`ServerProcess`, and always stops it (SIGTERM, then SIGKILL). Helpers
 below read Server-Sent Events and wait for conditions with bounded loops.
@@ -93,7 +93,7 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "orchestra.api.server",
+        "orchestra.server",
         "serve",
         "--host",
         host,

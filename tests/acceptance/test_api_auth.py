@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, TOKEN_COOKIE
-from orchestra.api.server import check_binding, is_loopback
 from orchestra.config import Settings
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.statuses import CheckpointStatus
+from orchestra.server import check_binding, is_loopback
 from orchestra.store.db import Database
 from orchestra.store.tokens import authenticate_token, list_tokens
 from tests.acceptance.server import Api, ServerProcess, module_server_fixture, revoke
@@ -153,7 +153,7 @@ def test_no_auth_is_refused_beyond_loopback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "orchestra.api.server",
+            "orchestra.server",
             "--host",
             "0.0.0.0",
             "--no-auth",

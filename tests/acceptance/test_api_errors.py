@@ -241,7 +241,7 @@ async def test_unexpected_errors_are_a_generic_500_and_logged(
     details, and the traceback goes to the log; driver errors map to 503/422."""
     from sqlalchemy.exc import DataError, OperationalError
 
-    from orchestra.api.app import create_app
+    from orchestra.app import create_app
     from orchestra.config import Settings
     from orchestra.runtime import open_runtime
 

@@ -1,6 +1,6 @@
 """Browser fixtures: a real server process and Debian's Chromium driven by Playwright.
 
-The server is ``python -m orchestra.api.server`` on a free port with a fresh
+The server is ``python -m orchestra.server`` on a free port with a fresh
 database of its own, on each backend (``tests/acceptance/server.py`` starts and
 always stops it); its
 agents are the offline demo agent in a few configurations (one slow enough to

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra.api.app import create_app
+from orchestra.app import create_app
 from orchestra.config import Settings
 from orchestra.domain.roles import Role
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus

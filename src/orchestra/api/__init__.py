@@ -1,7 +1,6 @@
 """The HTTP face of Orchestra: REST API, live event streams, health and metrics.
 
-Entry points: :func:`orchestra.api.app.create_app` (the ASGI app around a
-runtime), :func:`orchestra.api.server.run_server` and
-:func:`orchestra.api.server.run_worker`; authentication helpers the web pages
+Its routers are assembled with the web pages by :func:`orchestra.app.create_app`
+and served by :mod:`orchestra.server`; authentication helpers the web pages
 share live in :mod:`orchestra.api.auth`.
 """

@@ -81,7 +81,7 @@ def serve(
         config_file=config_file or g.config_file,
         data_dir=data_dir or g.data_dir,
     )
-    from orchestra.api.server import run_server
+    from orchestra.server import run_server
 
     run_server(settings)
 
@@ -104,7 +104,7 @@ def worker(
 ) -> None:
     """Run a worker without HTTP (several may share one PostgreSQL database)."""
     settings = settings_for(ctx, database_url, worker_concurrency=concurrency)
-    from orchestra.api.server import run_worker
+    from orchestra.server import run_worker
 
     run_worker(settings)
 

@@ -1,6 +1,6 @@
 """The web dashboard: server-rendered pages with a small script for live updates.
 
-:func:`mount_web` is called by :func:`orchestra.api.app.create_app`; the pages
+:func:`mount_web` is called by :func:`orchestra.app.create_app`; the pages
 read through the service layer like every other interface.
 """
 

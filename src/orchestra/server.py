@@ -2,7 +2,7 @@
 worker alone.
 
 ``orchestra serve`` and ``orchestra worker`` call :func:`run_server` and
-:func:`run_worker`; ``python -m orchestra.api.server`` does the same without the
+:func:`run_worker`; ``python -m orchestra.server`` does the same without the
 CLI (tests and benchmarks start servers this way). Serving without tokens is
 allowed only on loopback, and only when asked for.
 """
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from orchestra.api.app import create_app
 from orchestra.api.hub import EventHub
 from orchestra.api.streams import StreamSettings
+from orchestra.app import create_app
 from orchestra.config import Settings, load_settings
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.runtime import Runtime, open_runtime
@@ -121,8 +121,8 @@ async def _work(runtime: Runtime) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestra.api.server [serve|worker] [--host …] …`` (no CLI needed)."""
-    parser = argparse.ArgumentParser(prog="python -m orchestra.api.server")
+    """``python -m orchestra.server [serve|worker] [--host …] …`` (no CLI needed)."""
+    parser = argparse.ArgumentParser(prog="python -m orchestra.server")
     parser.add_argument("command", nargs="?", choices=["serve", "worker"], default="serve")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)

@@ -1,4 +1,5 @@
-"""The application factory: one FastAPI app around one :class:`Runtime`.
+"""The application factory: one FastAPI app around one :class:`Runtime` — the HTTP
+API (:mod:`orchestra.api`) and the web pages (:mod:`orchestra.web`) together.
 
 Its lifespan binds the database doorbell to the server's loop, starts the
 event hub and (unless told not to) the embedded worker; on shutdown it ends
@@ -67,7 +68,5 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(streams.router)
     app.include_router(ops.router)
-    mount_web = getattr(web, "mount_web", None)
-    if mount_web is not None:
-        mount_web(app, runtime)
+    web.mount_web(app, runtime)
     return app
