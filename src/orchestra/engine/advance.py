@@ -168,7 +168,9 @@ def _apply_next_txn(
         tx.emit(row["id"], EventType.STEP_STARTED, data)
     if isinstance(step, CheckpointStep):
         create_checkpoint_txn(tx, moved, step)
-    else:
+    elif not guard or "lease_token" not in guard:
+        # Moved by no worker (a resolution): ring for one. A move under a worker's
+        # lease stays with that worker, which runs the step itself.
         tx.wake_workers(row["id"])
     return {**moved, "status": new.value}
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
-from orchestra.domain.models import Checkpoint, Resolution
+from orchestra.domain.models import Checkpoint
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
 from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
 from orchestra.store.fast import fetch_all
-from orchestra.store.queries import to_checkpoint
+from orchestra.store.queries import to_checkpoint, to_resolution
 from orchestra.store.schema import checkpoints
 
 MAX_CONTENT_CHARS = 1_000_000
@@ -127,11 +127,4 @@ def resolve_txn(
     ):
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
     apply_next_txn(tx, wf, nxt)
-    resolution = Resolution(
-        action=action,
-        edited_content=edited_content,
-        notes=notes,
-        resolved_by=actor,
-        resolved_at=tx.now,
-    )
-    return cp.model_copy(update={"status": status, "resolution": resolution})
+    return cp.model_copy(update={"status": status, "resolution": to_resolution(values)})

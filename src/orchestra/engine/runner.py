@@ -393,7 +393,6 @@ class Worker:
                     Next(step=step.name),
                     guard=guard,
                 )
-        tx.held(row["id"])
         return self._prepare_txn(tx, row, lease)
 
     def _prepare_txn(self, tx: Tx, row: RowMap, lease: Lease) -> Prepared:
@@ -647,7 +646,6 @@ class Worker:
             skip_failed=nxt.skip_failed,
         )
         row = apply_next_txn(tx, p.row, nxt, guard={"lease_token": lease.token})
-        tx.held(row["id"])  # this worker drives its next agent step itself
         return self._prepare_txn(tx, row, lease)
 
 

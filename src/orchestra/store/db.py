@@ -90,8 +90,9 @@ class Tx:
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """Run a block that can fail alone: on an exception its writes, the events it
-        emitted and the rows it remembered are dropped, and the exception propagates."""
-        events, rows = len(self._events), dict(self.workflow_rows)
+        emitted, the rows it remembered and the bells it asked for are dropped, and
+        the exception propagates."""
+        events, rows, unheld = len(self._events), dict(self.workflow_rows), set(self._unheld)
         try:
             if self.dialect != "sqlite":
                 with self.conn.begin_nested():
@@ -109,7 +110,7 @@ class Tx:
             raw.execute("RELEASE orchestra_block")
         except BaseException:
             del self._events[events:]
-            self.workflow_rows = rows
+            self.workflow_rows, self._unheld = rows, unheld
             raise
 
     def flush_events(self) -> None:

@@ -45,34 +45,27 @@ def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> tuple
 
 
 #: The last timestamp converted by each conversion: a transaction binds its one
-#: ``now`` many times. Only immutable values are remembered (by identity).
+#: ``now`` many times. Timestamps are immutable, so identity is a safe key.
 _last_timestamp: dict[Callable[[Any], Any], tuple[datetime, Any]] = {}
 
 
-def _row(binds: _Binds, params: Params, memo: dict[str, tuple[Any, Any]]) -> tuple[Any, ...]:
-    """One row of driver values. ``memo`` keeps the last conversion per name, so a
-    value shared by many rows of one statement is converted once."""
+def _convert(proc: Callable[[Any], Any], value: Any) -> Any:
+    if type(value) is not datetime:
+        return proc(value)
+    seen = _last_timestamp.get(proc)
+    if seen is not None and seen[0] is value:
+        return seen[1]
+    converted = proc(value)
+    _last_timestamp[proc] = (value, converted)
+    return converted
+
+
+def _row(binds: _Binds, params: Params) -> tuple[Any, ...]:
+    """One row of driver values, with SQLAlchemy's conversions."""
     values = []
     for name, default, proc in binds:
         value = params.get(name, default)
-        if proc is not None and value is not None:
-            if type(value) is datetime:
-                seen = _last_timestamp.get(proc)
-                if seen is not None and seen[0] is value:
-                    value = seen[1]
-                else:
-                    converted = proc(value)
-                    _last_timestamp[proc] = (value, converted)
-                    value = converted
-            else:
-                last = memo.get(name)
-                if last is not None and last[0] is value:
-                    value = last[1]
-                else:
-                    converted = proc(value)
-                    memo[name] = (value, converted)
-                    value = converted
-        values.append(value)
+        values.append(_convert(proc, value) if proc is not None and value is not None else value)
     return tuple(values)
 
 
@@ -86,13 +79,12 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
     if not rows:
         return 0
     sql, binds = _compile(conn, stmt, tuple(sorted(rows[0])))
-    memo: dict[str, tuple[Any, Any]] = {}
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
-            cursor.executemany(sql, [_row(binds, r, memo) for r in rows])
+            cursor.executemany(sql, [_row(binds, r) for r in rows])
         else:
-            cursor.execute(sql, _row(binds, rows[0], memo))
+            cursor.execute(sql, _row(binds, rows[0]))
         return int(cursor.rowcount)
     finally:
         cursor.close()
@@ -129,7 +121,7 @@ def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[
     sql, binds, keys, results = _compile_select(conn, stmt)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, _row(binds, params, {}))
+        cursor.execute(sql, _row(binds, params))
         raw_rows = cursor.fetchall()
     finally:
         cursor.close()

@@ -30,16 +30,13 @@ from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 RowMap = Mapping[str, Any]
 
 
+def to_resolution(row: RowMap) -> Resolution:
+    """The resolution columns of a checkpoint row (or the values a resolution writes)."""
+    return Resolution(**{name: row[name] for name in Resolution.model_fields})
+
+
 def to_checkpoint(row: RowMap) -> Checkpoint:
-    resolution = None
-    if row["resolved_at"] is not None:
-        resolution = Resolution(
-            action=row["action"],
-            edited_content=row["edited_content"],
-            notes=row["notes"],
-            resolved_by=row["resolved_by"],
-            resolved_at=row["resolved_at"],
-        )
+    resolution = to_resolution(row) if row["resolved_at"] is not None else None
     return Checkpoint(
         id=row["id"],
         workflow_id=row["workflow_id"],
@@ -80,7 +77,15 @@ def to_agent_run(row: RowMap) -> AgentRun:
 
 
 def to_event(row: RowMap) -> Event:
-    return Event.model_validate(dict(row))
+    # Rows the database typed already (SQLAlchemy's conversions): no validation pass;
+    # every live stream reads the log through this.
+    return Event.model_construct(
+        id=row["id"],
+        workflow_id=row["workflow_id"],
+        type=EventType(row["type"]),
+        data=row["data"],
+        created_at=row["created_at"],
+    )
 
 
 def _m(row: Row[Any]) -> RowMap:
@@ -243,14 +248,4 @@ def events_after(
     else:
         params = {"wid": workflow_id, "after": after, "limit": limit}
         rows = fetch_all(conn, _WORKFLOW_EVENTS_AFTER, params)
-    # Rows the database typed already (SQLAlchemy's conversions): no validation pass.
-    return [
-        Event.model_construct(
-            id=r["id"],
-            workflow_id=r["workflow_id"],
-            type=EventType(r["type"]),
-            data=r["data"],
-            created_at=r["created_at"],
-        )
-        for r in rows
-    ]
+    return [to_event(r) for r in rows]
