@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from orchestra.domain.events import EventType
 from orchestra.domain.models import CheckpointAction
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
@@ -17,6 +20,8 @@ from orchestra.engine.definition import (
 )
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
+from orchestra.store.db import Database
+from tests.support.engine import eventually
 
 
 async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker: Worker) -> None:
@@ -138,3 +143,38 @@ async def _moves(service: Orchestra, workflow_id: str) -> list[tuple[str, str]]:
     return [
         (e.data["from"], e.data["to"]) for e in found if e.type is EventType.WORKFLOW_STATUS_CHANGED
     ]
+
+
+async def test_work_a_worker_keeps_rings_no_bell(
+    service: Orchestra, worker: Worker, db: Database
+) -> None:
+    """Handed to the local worker in the creating and resolving commits, and driven
+    by it from step to step, a workflow never calls the other workers (no empty
+    claim commits); a resolution nobody adopts does."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(0)  # the worker starts accepting hand-offs
+    service.worker = worker
+    try:
+        rung = db.work_bell.generation
+        wf = await service.create_workflow(name="flag", prompt="Add a --json flag to list")
+        cp = await eventually(lambda: _pending(service, wf.id), what="the plan checkpoint")
+        await service.resolve(cp.id, action="approve", actor="ana")
+        await eventually(
+            lambda: _pending(service, wf.id, "reviews_ready_for_consolidation"),
+            what="the reviews checkpoint",
+        )
+        assert db.work_bell.generation == rung
+
+        service.worker = None  # now nobody adopts the next one: the bell must ring
+        other = await service.create_workflow(name="other", prompt="p")
+        assert db.work_bell.generation > rung
+        await eventually(lambda: _pending(service, other.id), what="the other plan")
+    finally:
+        stop.set()
+        await running
+
+
+async def _pending(service: Orchestra, workflow_id: str, step: str | None = None) -> Any:
+    cp = (await service.get_workflow(workflow_id)).pending_checkpoint
+    return cp if cp is not None and (step is None or cp.step_name == step) else None
