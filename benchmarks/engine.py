@@ -6,8 +6,8 @@ parallel → reviews checkpoint (approve) → completed. Every transition is dur
 checkpoint is audited with its resolution. The same shape runs in LangGraph with
 ``AsyncSqliteSaver`` (``benchmarks/langgraph_peer.py``) in the same process run.
 
-Clients wait for checkpoints the way the HTTP API's event streams do: one tail of
-the event log, woken by the doorbell, dispatching to the waiting clients.
+Clients wait for checkpoints the way the HTTP API's event streams do: one follower
+of the event log (``orchestra.store.follow``), dispatching to the waiting clients.
 
     python benchmarks/engine.py [--n 500] [--pg postgresql://…/test]
 
@@ -37,8 +37,8 @@ import psycopg
 from orchestra.domain.events import EventType
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
-from orchestra.store import queries
 from orchestra.store.db import Database
+from orchestra.store.follow import LogFollower
 from orchestra.store.migrate import upgrade
 
 
@@ -64,20 +64,12 @@ class Tail:
     waiting: dict[str, asyncio.Future[str]] = field(default_factory=dict)
 
     async def run(self) -> None:
-        bell = self.db.doorbell
-        while True:
-            seen = bell.generation
-            events = await self.db.read(
-                lambda c: queries.events_after(c, after=self.cursor, limit=5000)
-            )
+        async for events in LogFollower(self.db, self.cursor).batches():
             for event in events:
-                self.cursor = event.id
                 if event.type is EventType.CHECKPOINT_CREATED and event.workflow_id:
                     fut = self.waiting.pop(event.workflow_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(event.data["checkpoint_id"])
-            if len(events) < 5000:
-                await bell.wait(1.0, since=seen)
 
     def expect(self, workflow_id: str) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -1,8 +1,8 @@
 """One reader of the event log per process, shared by every live stream.
 
-The hub tails the ``events`` table (woken by the database doorbell, and by a
-slow poll, since another process may write the same SQLite file), keeps the
-recent rows in memory, each encoded to JSON once, and wakes the streams. A
+The hub follows the ``events`` table (:class:`~orchestra.store.follow.LogFollower`:
+the events this process commits come with the doorbell; others are read), keeps
+the recent rows in memory, each encoded to JSON once, and wakes the streams. A
 stream whose cursor is older than the hub's memory reads its backlog from the
 database first. So a thousand subscribers cost one query per commit, not a
 thousand, and every client still gets exactly the rows after its own cursor:
@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from functools import partial
 
 from orchestra.api.errors import log_task_failure
 from orchestra.domain.errors import OrchestraError
@@ -27,6 +26,7 @@ from orchestra.domain.models import Event
 from orchestra.service import Orchestra
 from orchestra.store import queries
 from orchestra.store.db import Database
+from orchestra.store.follow import LogFollower
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +103,14 @@ class EventHub:
     # -- tailing ---------------------------------------------------------------
 
     async def _tail(self) -> None:
-        bell = self.db.doorbell
         while True:
-            seen = bell.generation
+            follower = LogFollower(self.db, self.cursor, poll_s=self.poll_s, page=self.page)
             try:
-                batch = await self.db.read(
-                    partial(queries.events_after, after=self.cursor, limit=self.page)
-                )
+                async for batch in follower.batches():
+                    self._append(batch)
             except OrchestraError as exc:
                 log.warning("event hub: reading the log failed (%s); retrying", exc.message)
                 await asyncio.sleep(self.poll_s)
-                continue
-            if batch:
-                self._append(batch)
-                if len(batch) == self.page:
-                    continue
-            await bell.wait(self.poll_s, since=seen)
 
     def _append(self, batch: list[Event]) -> None:
         for event in batch:

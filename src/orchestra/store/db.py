@@ -14,7 +14,9 @@ are named ``…_txn`` so it is visible that they must run inside one.
   event that commits later with a smaller id.
 
 After a commit the in-process doorbell rings (and Postgres ``NOTIFY`` rings it in
-other processes): it only says "look again"; the rows are the message.
+other processes). The SQLite writer's rings carry the events the commit appended,
+so this process's followers of the log need not read them back; any other ring
+only says "look again": the rows are the message.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +39,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
+from orchestra.domain.models import Event
 from orchestra.store import schema
 from orchestra.store.fast import execute_dml
 from orchestra.store.notify import Doorbell
+from orchestra.store.queries import to_event
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,12 @@ class Tx:
     _unheld: set[str] = field(default_factory=set)
     #: Workflow rows as this transaction last wrote them (so it need not read them back).
     workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The events written, with their ids (SQLite only: what the doorbell carries).
+    appended: list[Event] = field(default_factory=list)
 
     def emit(self, workflow_id: str | None, type: EventType, data: dict[str, Any]) -> None:
-        """Append an event; it is written at the end of this transaction."""
+        """Append an event; it is written at the end of this transaction. The event
+        owns ``data`` from here on: the caller must not change it afterwards."""
         self._events.append(
             {"workflow_id": workflow_id, "type": type.value, "data": data, "created_at": self.now}
         )
@@ -121,6 +128,15 @@ class Tx:
             payload = "w" if self.wakes_workers else "e"
             self.conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
         execute_dml(self.conn, _INSERT_EVENT, self._events)
+        if self.dialect == "sqlite":
+            # One writer holds the database: this statement's rows took consecutive ids.
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
+            first = last - len(self._events) + 1
+            self.appended += [
+                to_event({**row, "id": first + i}) for i, row in enumerate(self._events)
+            ]
         self._events = []
 
 
@@ -221,7 +237,7 @@ class Database:
             raise _unavailable(exc) from exc
 
     def _rang(self, wakes_workers: bool) -> None:
-        self.doorbell.ring_threadsafe()
+        self.doorbell.ring_threadsafe()  # carries nothing: listeners read the log
         if wakes_workers:
             self.work_bell.ring_threadsafe()
 
@@ -339,6 +355,7 @@ class _SqliteWriter:
     def _commit_batch(self, conn: Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         wakes = False
+        appended: list[Event] = []
         if len(batch) == 1:  # alone: no savepoint needed, a failure rolls back the tx
             tx = Tx(conn, "sqlite")
             try:
@@ -352,7 +369,8 @@ class _SqliteWriter:
             else:
                 outcomes.append((True, result))
                 wakes = tx.wakes_workers
-            self._hand_back(batch, outcomes, wakes)
+                appended = tx.appended
+            self._hand_back(batch, outcomes, wakes, appended)
             return
         with conn.begin():
             # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
@@ -374,25 +392,44 @@ class _SqliteWriter:
                     outcomes.append((False, exc))
                     continue
                 wakes = wakes or tx.wakes_workers
+                appended += tx.appended
                 outcomes.append((True, result))
-        self._hand_back(batch, outcomes, wakes)
+        self._hand_back(batch, outcomes, wakes, appended)
 
-    def _hand_back(self, batch: list[_Job], outcomes: list[tuple[bool, Any]], wakes: bool) -> None:
-        """One wake-up per event loop delivers every result and rings the bells."""
+    def _hand_back(
+        self,
+        batch: list[_Job],
+        outcomes: list[tuple[bool, Any]],
+        wakes: bool,
+        appended: Sequence[Event],
+    ) -> None:
+        """One wake-up per event loop delivers every result; the bells ring once, on
+        the loop they are bound to (usually one of those)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (ok, value), (_fn, fut, loop) in zip(outcomes, batch, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
+        bell_loop = self._db.doorbell.loop
         for loop, deliveries in by_loop.items():
-            loop.call_soon_threadsafe(self._deliver, deliveries, wakes)
+            ring = loop is bell_loop
+            loop.call_soon_threadsafe(self._deliver, deliveries, ring, wakes, appended)
+        if bell_loop not in by_loop:
+            self._db.doorbell.ring_threadsafe(appended)
+            if wakes:
+                self._db.work_bell.ring_threadsafe()
 
     def _deliver(
-        self, deliveries: list[tuple[asyncio.Future[Any], bool, Any]], wakes: bool
+        self,
+        deliveries: list[tuple[asyncio.Future[Any], bool, Any]],
+        ring: bool,
+        wakes: bool,
+        appended: Sequence[Event],
     ) -> None:
         for fut, ok, value in deliveries:
             (_set_result if ok else _set_exception)(fut, value)
-        self._db.doorbell.ring()
-        if wakes:
-            self._db.work_bell.ring()
+        if ring:
+            self._db.doorbell.ring(appended)
+            if wakes:
+                self._db.work_bell.ring()
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

@@ -1,21 +1,36 @@
 """The doorbell: an in-process "look again" signal, rung after commits.
 
-It carries no data. Listeners re-read the event rows after their own cursor,
-so a missed ring costs latency, never an event.
+A ring may carry the events its commit appended, when the committer knows them
+exactly (SQLite's single writer: ids and all). A follower of the log whose
+cursor sits right before them takes them without reading; any other ring means
+"something committed, read the log after your cursor", so a missed or empty-handed
+ring costs latency, never an event. See :mod:`orchestra.store.follow`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Sequence
+
+from orchestra.domain.models import Event
+
+#: Called on the loop with each ring's events (``None``: unknown, read the log).
+Listener = Callable[[Sequence[Event] | None], None]
 
 
 class Doorbell:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
+        self._listeners: list[Listener] = []
         #: Bumped by every ring, so a waiter can tell it missed one.
         self.generation = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this bell rings on (None until bound)."""
+        return self._loop
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the event loop that waits on this bell (the first one wins
@@ -24,14 +39,23 @@ class Doorbell:
             self._loop = loop
             self._event = asyncio.Event()
 
-    def ring_threadsafe(self) -> None:
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Hear every ring with what it carries; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def ring_threadsafe(self, events: Sequence[Event] | None = None) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed between check and call
-                loop.call_soon_threadsafe(self.ring)
+                loop.call_soon_threadsafe(self.ring, events)
 
-    def ring(self) -> None:
+    def ring(self, events: Sequence[Event] | None = None) -> None:
+        """Say that something committed; ``events``, when given, are exactly the rows
+        that commit appended, in id order (an empty list: it appended none)."""
         self.generation += 1
+        for listener in self._listeners:
+            listener(events)
         if self._event is not None:
             self._event.set()
             self._event = asyncio.Event()

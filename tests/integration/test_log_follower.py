@@ -1,0 +1,166 @@
+"""Following the event log: what the doorbell carries, and what the follower must read.
+
+The follower takes the events the SQLite writer's rings carry without reading them
+back; it must still end up with exactly the rows in the database — same ids,
+same content, in order, none skipped — when another process writes the same file,
+when a transaction in a group commit fails, and on PostgreSQL (whose rings carry
+nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Event
+from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.service import Orchestra
+from orchestra.store import follow, queries
+from orchestra.store.db import Database, Tx
+from orchestra.store.follow import LogFollower
+from tests.support.engine import eventually
+
+
+class Boom(Exception):
+    pass
+
+
+def _emit(*notes: str) -> Callable[[Tx], None]:
+    def txn(tx: Tx) -> None:
+        for note in notes:
+            tx.emit(None, EventType.WORKFLOW_CREATED, {"note": note, "n": [1, 2]})
+
+    return txn
+
+
+def _fail_after_emitting(tx: Tx) -> None:
+    tx.emit(None, EventType.WORKFLOW_CREATED, {"note": "undone"})
+    raise Boom
+
+
+class Collector:
+    """Runs a follower in the background and keeps what it yields."""
+
+    def __init__(self, db: Database, after: int = 0) -> None:
+        self.follower = LogFollower(db, after, poll_s=30)  # only rings, never the poll
+        self.seen: list[Event] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for batch in self.follower.batches():
+            self.seen.extend(batch)
+
+    async def until(self, count: int) -> list[Event]:
+        async def enough() -> bool:
+            return len(self.seen) >= count
+
+        await eventually(enough, what=f"{count} events followed")
+        return self.seen
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+async def _log(db: Database) -> list[Event]:
+    return await db.read(lambda c: queries.events_after(c, after=0, limit=10_000))
+
+
+def _same(followed: list[Event], logged: list[Event]) -> None:
+    assert [e.model_dump(mode="json") for e in followed] == [
+        e.model_dump(mode="json") for e in logged
+    ]
+
+
+async def test_followed_events_equal_the_log_through_a_failed_transaction(db: Database) -> None:
+    collector = Collector(db)
+    await collector.until(0)
+    await asyncio.sleep(0.05)  # the first read is done: what follows comes by rings
+    results = await asyncio.gather(
+        db.write(_emit("a", "b")),
+        db.write(_fail_after_emitting),
+        db.write(_emit("c")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Boom)
+    followed = await collector.until(3)
+    await collector.stop()
+    logged = await _log(db)
+    assert [e.data["note"] for e in logged] == ["a", "b", "c"]
+    _same(followed, logged)
+    if db.kind == "sqlite":  # the rings carried them: one read, at the start
+        assert collector.follower.reads == 1
+    else:  # Postgres rings carry nothing: every commit is read
+        assert collector.follower.reads > 1
+
+
+async def test_another_process_commit_in_between_is_read_not_skipped(
+    db: Database, db_url: str
+) -> None:
+    """Another writer's rows carry no ring here; the next carried batch starts after
+    a gap, so the follower reads the log rather than jump over them."""
+    other = Database(db_url)
+    try:
+        collector = Collector(db)
+        await collector.until(0)
+        await asyncio.sleep(0.05)
+        await db.write(_emit("mine 1"))
+        await collector.until(1)
+        await other.write(_emit("theirs 1", "theirs 2"))
+        await db.write(_emit("mine 2"))
+        followed = await collector.until(4)
+        await collector.stop()
+    finally:
+        other.close()
+    logged = await _log(db)
+    assert [e.data["note"] for e in followed] == ["mine 1", "theirs 1", "theirs 2", "mine 2"]
+    _same(followed, logged)
+
+
+async def test_a_workflow_followed_by_rings_alone_matches_its_history(
+    service: Orchestra, db: Database
+) -> None:
+    """A whole Plan & Review run seen through the follower equals the stored log."""
+    collector = Collector(db)
+    await collector.until(0)
+    worker = Worker(db, WorkerSettings(poll_s=0.05))
+    service.worker = worker
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        wf = await service.create_workflow(name="f", prompt="Add a flag")
+
+        async def at_checkpoint() -> bool:
+            return (await service.get_workflow(wf.id)).pending_checkpoint is not None
+
+        await eventually(at_checkpoint, what="the plan checkpoint")
+        cp = (await service.get_workflow(wf.id)).pending_checkpoint
+        assert cp is not None
+        await service.resolve(cp.id, action="cancel", actor="ana")
+        logged = await _log(db)
+        followed = await collector.until(len(logged))
+    finally:
+        stop.set()
+        await running
+        await collector.stop()
+    _same(followed, logged)
+    if db.kind == "sqlite":
+        assert collector.follower.reads == 1
+
+
+def test_a_full_queue_of_rings_falls_back_to_reading(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        follower = LogFollower(db, 0)
+        for _ in range(follow._MAX_QUEUED):
+            follower._heard([])
+        follower._heard([])
+        taken, must_read = follower._take_rung()
+        assert taken == [] and must_read
+    finally:
+        db.close()
