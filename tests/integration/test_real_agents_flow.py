@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -236,10 +237,16 @@ async def test_mixed_workflow_completes_with_structured_reviews_usage_and_plan_f
 async def test_a_plan_file_that_cannot_be_written_is_logged_and_the_workflow_goes_on(
     service: Orchestra, worker: Worker, setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="orchestra.engine.runner")
     (setup.workspace / ".orchestra").write_text("a file where the plans folder should go")
     plan_cp = await _create(service, worker, setup, setup.cli("claude").entry())
     assert plan_cp.editable_content == CLAUDE_PLAN
-    assert f"workflow {plan_cp.workflow_id}: after-commit hook failed" in caplog.text
+    expected = f"workflow {plan_cp.workflow_id}: after-commit hook failed"
+
+    async def logged() -> bool:
+        return any(expected in r.getMessage() for r in caplog.records)
+
+    await eventually(logged, what=f"the log line {expected!r}")
     wf = await decide(service, worker, plan_cp, "approve")
     await pending(service, wf.id, REVIEWS_READY)
 
