@@ -91,7 +91,8 @@ async def test_followed_events_equal_the_log_through_a_failed_transaction(db: Da
     followed = await collector.until(3)
     await collector.stop()
     logged = await _log(db)
-    assert [e.data["note"] for e in logged] == ["a", "b", "c"]
+    # Postgres runs the three writes in parallel: any commit order, the same in both
+    assert sorted(e.data["note"] for e in logged) == ["a", "b", "c"]
     _same(followed, logged)
     if db.kind == "sqlite":  # the rings carried them: one read, at the start
         assert collector.follower.reads == 1

@@ -52,6 +52,9 @@ T = TypeVar("T")
 NOTIFY_CHANNEL = "orchestra_events"
 _INSERT_EVENT = insert(schema.events)
 _EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
+#: Postgres, before inserting events: take the event lock (ids in commit order) and
+#: queue the doorbell for the other processes (sent at commit), in one round trip.
+_LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock(:k), pg_notify('{NOTIFY_CHANNEL}', :p)")
 
 
 def utcnow() -> datetime:
@@ -124,9 +127,8 @@ class Tx:
         if not self._events:
             return
         if self.dialect == "postgresql":
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_LOCK_KEY})
             payload = "w" if self.wakes_workers else "e"
-            self.conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+            self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": payload})
         execute_dml(self.conn, _INSERT_EVENT, self._events)
         if self.dialect == "sqlite":
             # One writer holds the database: this statement's rows took consecutive ids.
