@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import uvicorn
 
@@ -58,19 +61,39 @@ class _Server(uvicorn.Server):
     """Uvicorn, ending the live streams first so a graceful shutdown is not held up by
     clients that would otherwise stay connected for ever.
 
-    Uvicorn re-raises a captured SIGTERM after its own shutdown, which would kill the
-    process before the runtime closes (exit -15). SIGTERM is the normal way to stop a
-    service, so once shut down gracefully the process closes the runtime and exits 0.
+    Uvicorn re-raises the signal that stopped it once it has shut down, which for
+    SIGTERM kills the process before the runtime closes (exit -15). SIGTERM is the
+    normal way to stop a service: once shut down gracefully, the process closes the
+    runtime and exits 0. Ctrl-C (SIGINT) still ends as an interrupt (exit 130).
     """
 
     def __init__(self, config: uvicorn.Config, hub: EventHub) -> None:
         super().__init__(config)
         self._hub = hub
+        self._interrupted = False
 
     async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._hub.close_streams()
         await super().shutdown(sockets)  # type: ignore[arg-type]
-        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._interrupted = self._interrupted or sig == signal.SIGINT
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only (tests run servers in threads)
+            return
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stopping}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self._interrupted:
+            signal.raise_signal(signal.SIGINT)
 
 
 def run_server(settings: Settings, *, stream_settings: StreamSettings | None = None) -> None:
