@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import statistics
@@ -60,16 +61,16 @@ class Tail:
     """One reader of the event log that wakes the clients waiting for a checkpoint."""
 
     db: Database
-    cursor: int = 0
     waiting: dict[str, asyncio.Future[str]] = field(default_factory=dict)
 
     async def run(self) -> None:
-        async for events in LogFollower(self.db, self.cursor).batches():
-            for event in events:
-                if event.type is EventType.CHECKPOINT_CREATED and event.workflow_id:
-                    fut = self.waiting.pop(event.workflow_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(event.data["checkpoint_id"])
+        async with contextlib.aclosing(LogFollower(self.db, 0).batches()) as batches:
+            async for events in batches:
+                for event in events:
+                    if event.type is EventType.CHECKPOINT_CREATED and event.workflow_id:
+                        fut = self.waiting.pop(event.workflow_id, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(event.data["checkpoint_id"])
 
     def expect(self, workflow_id: str) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -106,8 +106,9 @@ class EventHub:
         while True:
             follower = LogFollower(self.db, self.cursor, poll_s=self.poll_s, page=self.page)
             try:
-                async for batch in follower.batches():
-                    self._append(batch)
+                async with contextlib.aclosing(follower.batches()) as batches:
+                    async for batch in batches:
+                        self._append(batch)
             except OrchestraError as exc:
                 log.warning("event hub: reading the log failed (%s); retrying", exc.message)
                 await asyncio.sleep(self.poll_s)

@@ -136,8 +136,11 @@ class Tx:
             assert raw is not None
             last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
             first = last - len(self._events) + 1
+            # ``data`` through the JSON codec: exactly what a reader of the row gets
+            # (plain strings for enums, lists for tuples), whichever way it arrives.
             self.appended += [
-                to_event({**row, "id": first + i}) for i, row in enumerate(self._events)
+                to_event({**row, "id": first + i, "data": orjson.loads(dumps_json(row["data"]))})
+                for i, row in enumerate(self._events)
             ]
         self._events = []
 
@@ -405,19 +408,19 @@ class _SqliteWriter:
         wakes: bool,
         appended: Sequence[Event],
     ) -> None:
-        """One wake-up per event loop delivers every result; the bells ring once, on
-        the loop they are bound to (usually one of those)."""
+        """One wake-up per event loop delivers every result; each bell rings once, on
+        the loop it is bound to (usually one of those)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (ok, value), (_fn, fut, loop) in zip(outcomes, batch, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
-        bell_loop = self._db.doorbell.loop
+        doorbell, work_bell = self._db.doorbell, self._db.work_bell
         for loop, deliveries in by_loop.items():
-            ring = loop is bell_loop
-            loop.call_soon_threadsafe(self._deliver, deliveries, ring, wakes, appended)
-        if bell_loop not in by_loop:
-            self._db.doorbell.ring_threadsafe(appended)
-            if wakes:
-                self._db.work_bell.ring_threadsafe()
+            ring, wake = loop is doorbell.loop, wakes and loop is work_bell.loop
+            loop.call_soon_threadsafe(self._deliver, deliveries, ring, wake, appended)
+        if doorbell.loop not in by_loop:
+            doorbell.ring_threadsafe(appended)
+        if wakes and work_bell.loop not in by_loop:
+            work_bell.ring_threadsafe()
 
     def _deliver(
         self,
@@ -430,8 +433,8 @@ class _SqliteWriter:
             (_set_result if ok else _set_exception)(fut, value)
         if ring:
             self._db.doorbell.ring(appended)
-            if wakes:
-                self._db.work_bell.ring()
+        if wakes:
+            self._db.work_bell.ring()
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

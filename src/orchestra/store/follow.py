@@ -3,10 +3,12 @@
 The log is the truth; this is only the cheapest way to keep up with it. The
 SQLite writer rings the doorbell with the events each commit appended: when
 they start right after the follower's cursor they are taken as they are, with
-no read. Anything else sends the follower to the log — a ring that carries
-nothing (PostgreSQL, another process's commit), a gap (another process wrote
-in between), too many rings queued, or a quiet poll interval (another process
-may write the same SQLite file without ringing this one's bell).
+no read (a ring carrying an empty list: that commit appended no events).
+Anything else sends the follower to the log — a ring that does not say what
+it carries (PostgreSQL, another process's commit), a gap (another process
+wrote in between), too many rings queued, or ``poll_s`` since its last read
+(another process may write the same SQLite file without ringing this one's
+bell, so rings alone never postpone that read).
 
 This is exact because event ids are handed out in commit order (see
 :mod:`orchestra.store.db`): a carried batch that starts at ``cursor + 1``
@@ -15,8 +17,9 @@ leaves nothing committed between them.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from functools import partial
 
 from orchestra.domain.models import Event
@@ -35,7 +38,7 @@ class LogFollower:
         self.cursor = after
         self.poll_s = poll_s
         self.page = page
-        #: How many batches came from the log rather than from a ring (tests, metrics).
+        #: How many times it read the log (including reads that found nothing).
         self.reads = 0
         self._rung: collections.deque[Sequence[Event] | None] = collections.deque()
 
@@ -64,16 +67,18 @@ class LogFollower:
             self.cursor = fresh[-1].id
         return taken, must_read
 
-    async def batches(self) -> AsyncIterator[list[Event]]:
+    async def batches(self) -> AsyncGenerator[list[Event]]:
         """Yield the events after the cursor as they commit, for ever (cancel to stop).
         Read errors propagate; the cursor stays at the last event yielded."""
         bell = self.db.doorbell
+        clock = asyncio.get_running_loop().time
         stop_listening = bell.listen(self._heard)
         try:
-            must_read = True
+            must_read, last_read = True, 0.0
             while True:
                 seen = bell.generation
-                if must_read:
+                if must_read or clock() - last_read >= self.poll_s:
+                    last_read = clock()
                     read = await self.db.read(
                         partial(queries.events_after, after=self.cursor, limit=self.page)
                     )
@@ -89,7 +94,6 @@ class LogFollower:
                     yield taken
                 if must_read:
                     continue
-                if not await bell.wait(self.poll_s, since=seen):
-                    must_read = True
+                await bell.wait(max(0.0, self.poll_s - (clock() - last_read)), since=seen)
         finally:
             stop_listening()

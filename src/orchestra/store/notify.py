@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 from orchestra.domain.models import Event
+
+log = logging.getLogger(__name__)
 
 #: Called on the loop with each ring's events (``None``: unknown, read the log).
 Listener = Callable[[Sequence[Event] | None], None]
@@ -54,8 +57,11 @@ class Doorbell:
         """Say that something committed; ``events``, when given, are exactly the rows
         that commit appended, in id order (an empty list: it appended none)."""
         self.generation += 1
-        for listener in self._listeners:
-            listener(events)
+        for listener in list(self._listeners):
+            try:
+                listener(events)
+            except Exception:  # one listener's failure must not silence the bell
+                log.exception("a doorbell listener failed")
         if self._event is not None:
             self._event.set()
             self._event = asyncio.Event()
