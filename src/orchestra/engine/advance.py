@@ -8,7 +8,7 @@ only through :func:`transition_txn`.
 from __future__ import annotations
 
 import logging
-import uuid
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A new row id: 32 random hex digits (uuid4's shape, without building a UUID)."""
+    return secrets.token_hex(16)
 
 
 _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
@@ -227,8 +228,11 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
 
 def _move_workflow_txn(tx: Tx, row: RowMap, **change: Any) -> None:
     """A workflow status change that must happen: this transaction holds the row
-    (locked on Postgres, the single writer on SQLite), so a miss is a conflict."""
+    (locked on Postgres, the single writer on SQLite), so a miss is a conflict —
+    or, under a worker's lease guard, the sign that the lease is gone."""
     if not transition_txn(tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], **change):
+        if "lease_token" in (change.get("guard") or {}):
+            raise LeaseLost(f"lease on workflow {row['id']} lost")
         raise Conflict(f"workflow {row['id']} changed concurrently")
 
 

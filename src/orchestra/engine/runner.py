@@ -16,7 +16,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -271,7 +270,7 @@ class Worker:
             self._spawn(*handoff)
 
     def _lease_and_enter_txn(self, tx: Tx, workflow_id: str, row: RowMap | None = None) -> Handoff:
-        lease = Lease(workflow_id, uuid.uuid4().hex, self.settings.lease_ttl_s)
+        lease = Lease(workflow_id, new_id(), self.settings.lease_ttl_s)
         execute_dml(
             tx.conn,
             _SET_LEASE,
@@ -575,9 +574,13 @@ class Worker:
         lease: Lease,
         outcomes: list[tuple[AgentRun, AgentResult | AgentFailure]],
         progress: dict[str, _Progress | None],
+        *,
+        check_lease: bool = True,
     ) -> dict[str, AgentRun]:
-        """Record finished runs (with their last progress lines) under the lease."""
-        lease.check_txn(tx)
+        """Record finished runs (with their last progress lines) under the lease
+        (``check_lease=False``: the caller's transaction checks it in a guarded write)."""
+        if check_lease:
+            lease.check_txn(tx)
         recorded = {}
         for run, outcome in outcomes:
             pending_lines = progress.get(run.id)
@@ -633,8 +636,10 @@ class Worker:
         progress: dict[str, _Progress | None],
     ) -> Prepared:
         """Record the last runs, let the definition pick the next step, and prepare
-        it: one commit per agent step."""
-        runs = {**runs, **self._record_runs_txn(tx, lease, outcomes, progress)}
+        it: one commit per agent step. The lease is checked by the workflow's guarded
+        move (a miss raises :class:`LeaseLost` and rolls everything back)."""
+        recorded = self._record_runs_txn(tx, lease, outcomes, progress, check_lease=False)
+        runs = {**runs, **recorded}
         assert p.step is not None
         nxt = p.step.on_done(context_of(p.row), runs)
         nxt = Next(

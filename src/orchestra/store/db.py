@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, event, insert, text
+from sqlalchemy import Connection, Engine, Text, bindparam, create_engine, event, insert, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestra.domain.errors import DatabaseUnavailable
@@ -51,6 +51,9 @@ T = TypeVar("T")
 
 NOTIFY_CHANNEL = "orchestra_events"
 _INSERT_EVENT = insert(schema.events)
+#: SQLite: ``data`` bound as the JSON text encoded once in :meth:`Tx.flush_events`
+#: (the same text the JSON column would store), so it is not encoded twice.
+_INSERT_EVENT_TEXT = insert(schema.events).values(data=bindparam("data", type_=Text()))
 _EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
 #: Postgres, before inserting events: take the event lock (ids in commit order) and
 #: queue the doorbell for the other processes (sent at commit), in one round trip.
@@ -59,6 +62,11 @@ _LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock(:k), pg_notify('{NOTIFY_C
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: An event as the SQLite writer appended it: ``(id, workflow_id, type, data as
+#: JSON text, created_at)`` (see :attr:`Tx.appended`).
+_Appended = tuple[int, str | None, str, str, datetime]
 
 
 @dataclass
@@ -73,8 +81,8 @@ class Tx:
     _unheld: set[str] = field(default_factory=set)
     #: Workflow rows as this transaction last wrote them (so it need not read them back).
     workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The events written, with their ids (SQLite only: what the doorbell carries).
-    appended: list[Event] = field(default_factory=list)
+    #: The events written (SQLite only: what the doorbell carries, see :func:`carried_events`).
+    appended: list[_Appended] = field(default_factory=list)
 
     def emit(self, workflow_id: str | None, type: EventType, data: dict[str, Any]) -> None:
         """Append an event; it is written at the end of this transaction. The event
@@ -129,19 +137,20 @@ class Tx:
         if self.dialect == "postgresql":
             payload = "w" if self.wakes_workers else "e"
             self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": payload})
-        execute_dml(self.conn, _INSERT_EVENT, self._events)
-        if self.dialect == "sqlite":
-            # One writer holds the database: this statement's rows took consecutive ids.
-            raw = self.conn.connection.driver_connection
-            assert raw is not None
-            last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
-            first = last - len(self._events) + 1
-            # ``data`` through the JSON codec: exactly what a reader of the row gets
-            # (plain strings for enums, lists for tuples), whichever way it arrives.
-            self.appended += [
-                to_event({**row, "id": first + i, "data": orjson.loads(dumps_json(row["data"]))})
-                for i, row in enumerate(self._events)
-            ]
+        if self.dialect != "sqlite":
+            execute_dml(self.conn, _INSERT_EVENT, self._events)
+            self._events = []
+            return
+        rows = [{**row, "data": dumps_json(row["data"])} for row in self._events]
+        execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
+        # One writer holds the database: this statement's rows took consecutive ids.
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        first = raw.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
+        self.appended += [
+            (first + i, row["workflow_id"], row["type"], row["data"], row["created_at"])
+            for i, row in enumerate(rows)
+        ]
         self._events = []
 
 
@@ -161,6 +170,9 @@ class Database:
         self.doorbell = Doorbell()
         self.work_bell = Doorbell()
         self._closed = False
+        #: Writes in progress from this process's event loops (SQLite: a lone write
+        #: commits inline, see :class:`_SqliteWriter`).
+        self._writing = 0
         if self.kind == "sqlite":
             self.write_engine = _sqlite_engine(self.url, immediate=True)
             self.read_engine = _sqlite_engine(self.url, immediate=False)
@@ -210,10 +222,23 @@ class Database:
         loop = asyncio.get_running_loop()
         self.doorbell.bind(loop)
         self.work_bell.bind(loop)
-        if self._writer is not None:
-            fut: asyncio.Future[T] = loop.create_future()
-            self._writer.submit(fn, fut, loop)
-            return await fut
+        writer = self._writer
+        if writer is not None:
+            self._writing += 1
+            try:
+                if writer.idle:
+                    # Let the tasks that are ready run first: if they write too, the
+                    # writes go to the writer thread together (group commit).
+                    await asyncio.sleep(0)
+                    if self._writing == 1 and writer.idle:
+                        done = writer.try_inline(fn, loop)
+                        if done is not None:
+                            return done[0]
+                fut: asyncio.Future[T] = loop.create_future()
+                writer.submit(fn, fut, loop)
+                return await fut
+            finally:
+                self._writing -= 1
         return await loop.run_in_executor(self._pool, self.write_sync, fn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -300,17 +325,48 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+def carried_events(appended: Sequence[_Appended]) -> list[Event]:
+    """The events a commit appended, exactly as a reader of their rows gets them
+    (``data`` decoded from the very text that was stored)."""
+    return [
+        to_event(
+            {
+                "id": event_id,
+                "workflow_id": workflow_id,
+                "type": type_,
+                "data": orjson.loads(data),
+                "created_at": created_at,
+            }
+        )
+        for event_id, workflow_id, type_, data, created_at in appended
+    ]
+
+
 _Job = tuple[Callable[[Tx], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
 class _SqliteWriter:
-    """The single SQLite writer: drains the queue and commits each batch once."""
+    """The single SQLite writer: one connection, used by one thread at a time.
+
+    Under load, writes queue for the writer thread, which commits each batch once
+    (group commit). When nothing else is writing, :meth:`try_inline` commits a write
+    at once on the caller's thread instead: two thread hand-offs cost more than the
+    commit itself, and with nobody else writing there is nothing to group.
+    """
 
     max_batch = 256
+    #: An inline commit slower than this (a slow disk) stops inline commits for
+    #: ``inline_pause_s``: the caller's event loop must not wait on a slow fsync.
+    inline_max_s = 0.005
+    inline_pause_s = 5.0
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: Held by whoever uses the connection: the writer thread or an inline caller.
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._inline_paused_until = 0.0
         self._thread = threading.Thread(target=self._loop, name="orchestra-writer", daemon=True)
         self._thread.start()
 
@@ -322,9 +378,43 @@ class _SqliteWriter:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, the connection free, and inline commits not paused."""
+        return (
+            self._queue.empty()
+            and not self._lock.locked()
+            and time.monotonic() >= self._inline_paused_until
+        )
+
+    def try_inline(self, fn: Callable[[Tx], T], loop: asyncio.AbstractEventLoop) -> tuple[T] | None:
+        """Commit ``fn`` now on this thread if the connection is free; ``(result,)``,
+        or None when busy (then submit it). Its exception propagates as it would
+        from the writer thread."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        started = time.monotonic()
+        try:
+            outcomes, wakes, appended = self._run([fn])
+        except Exception as exc:
+            log.exception("SQLite write failed")
+            raise _unavailable(exc) if isinstance(exc, OperationalError) else exc from exc
+        finally:
+            self._lock.release()
+            if time.monotonic() - started > self.inline_max_s:
+                self._inline_paused_until = time.monotonic() + self.inline_pause_s
+        self._ring_after(loop, wakes, appended)
+        ok, value = outcomes[0]
+        if not ok:
+            raise value
+        return (value,)
 
     def _loop(self) -> None:
-        conn: Connection | None = None
         while True:
             job = self._queue.get()
             if job is None:
@@ -341,72 +431,53 @@ class _SqliteWriter:
                     break
                 batch.append(nxt)
             try:
-                if conn is None:
-                    conn = self._db.write_engine.connect()
-                self._commit_batch(conn, batch)
+                with self._lock:
+                    outcomes, wakes, appended = self._run([fn for fn, _fut, _loop in batch])
             except Exception as exc:
                 log.exception("SQLite write batch failed")
-                if conn is not None:
-                    conn.close()
-                    conn = None
                 err = _unavailable(exc) if isinstance(exc, OperationalError) else exc
                 for _fn, fut, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, fut, err)
+            else:
+                self._hand_back(batch, outcomes, wakes, appended)
             if stop:
                 break
-        if conn is not None:
-            conn.close()
 
-    def _commit_batch(self, conn: Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
-        wakes = False
-        appended: list[Event] = []
-        if len(batch) == 1:  # alone: no savepoint needed, a failure rolls back the tx
-            tx = Tx(conn, "sqlite")
-            try:
-                with conn.begin():
-                    result = batch[0][0](tx)
-                    tx.flush_events()
-            except OperationalError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
-                outcomes.append((False, exc))
-            else:
-                outcomes.append((True, result))
-                wakes = tx.wakes_workers
-                appended = tx.appended
-            self._hand_back(batch, outcomes, wakes, appended)
-            return
-        with conn.begin():
-            # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
-            # transactions, and invisible to the functions, which see one transaction.
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            for fn, _fut, _loop in batch:
-                tx = Tx(conn, "sqlite")
-                raw.execute("SAVEPOINT orchestra_job")
-                try:
-                    result = fn(tx)
-                    tx.flush_events()
-                    raw.execute("RELEASE orchestra_job")
-                except Exception as exc:
-                    raw.execute("ROLLBACK TO orchestra_job")
-                    raw.execute("RELEASE orchestra_job")
-                    if isinstance(exc, OperationalError):
-                        raise
-                    outcomes.append((False, exc))
-                    continue
-                wakes = wakes or tx.wakes_workers
-                appended += tx.appended
-                outcomes.append((True, result))
-        self._hand_back(batch, outcomes, wakes, appended)
+    def _run(
+        self, fns: list[Callable[[Tx], Any]]
+    ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+        """Run ``fns`` in one transaction (the caller holds the lock): each function's
+        outcome, whether workers must wake, and the events appended. A database error
+        drops the connection (the next write opens a new one) and propagates."""
+        try:
+            if self._conn is None:
+                self._conn = self._db.write_engine.connect()
+            return _commit_together(self._conn, fns)
+        except Exception:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise
+
+    def _ring_after(
+        self, loop: asyncio.AbstractEventLoop, wakes: bool, appended: list[_Appended]
+    ) -> None:
+        """Ring the bells for an inline commit made on ``loop``."""
+        doorbell, work_bell = self._db.doorbell, self._db.work_bell
+        if doorbell.loop is loop:
+            self._ring_doorbell(appended)
+        elif doorbell.loop is not None:
+            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
+        if wakes:
+            (work_bell.ring if work_bell.loop is loop else work_bell.ring_threadsafe)()
 
     def _hand_back(
         self,
         batch: list[_Job],
         outcomes: list[tuple[bool, Any]],
         wakes: bool,
-        appended: Sequence[Event],
+        appended: list[_Appended],
     ) -> None:
         """One wake-up per event loop delivers every result; each bell rings once, on
         the loop it is bound to (usually one of those)."""
@@ -417,8 +488,9 @@ class _SqliteWriter:
         for loop, deliveries in by_loop.items():
             ring, wake = loop is doorbell.loop, wakes and loop is work_bell.loop
             loop.call_soon_threadsafe(self._deliver, deliveries, ring, wake, appended)
-        if doorbell.loop not in by_loop:
-            doorbell.ring_threadsafe(appended)
+        if doorbell.loop not in by_loop and doorbell.loop is not None:
+            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
         if wakes and work_bell.loop not in by_loop:
             work_bell.ring_threadsafe()
 
@@ -427,14 +499,65 @@ class _SqliteWriter:
         deliveries: list[tuple[asyncio.Future[Any], bool, Any]],
         ring: bool,
         wakes: bool,
-        appended: Sequence[Event],
+        appended: list[_Appended],
     ) -> None:
         for fut, ok, value in deliveries:
             (_set_result if ok else _set_exception)(fut, value)
         if ring:
-            self._db.doorbell.ring(appended)
+            self._ring_doorbell(appended)
         if wakes:
             self._db.work_bell.ring()
+
+    def _ring_doorbell(self, appended: list[_Appended]) -> None:
+        """Ring with the commit's events, made into :class:`Event`s here on the bell's
+        loop (off the writer thread), and only when someone listens for them."""
+        doorbell = self._db.doorbell
+        doorbell.ring(carried_events(appended) if doorbell.listening else [])
+
+
+def _commit_together(
+    conn: Connection, fns: list[Callable[[Tx], Any]]
+) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+    """Run each function in the same transaction and commit once. A function that
+    raises is rolled back alone (its own savepoint) and its exception becomes its
+    outcome; a database error (``OperationalError``) aborts them all."""
+    outcomes: list[tuple[bool, Any]] = []
+    wakes = False
+    appended: list[_Appended] = []
+    if len(fns) == 1:  # alone: no savepoint needed, a failure rolls back the tx
+        tx = Tx(conn, "sqlite")
+        try:
+            with conn.begin():
+                result = fns[0](tx)
+                tx.flush_events()
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
+            return [(False, exc)], False, []
+        return [(True, result)], tx.wakes_workers, tx.appended
+    with conn.begin():
+        # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
+        # transactions, and invisible to the functions, which see one transaction.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for fn in fns:
+            tx = Tx(conn, "sqlite")
+            raw.execute("SAVEPOINT orchestra_job")
+            try:
+                result = fn(tx)
+                tx.flush_events()
+                raw.execute("RELEASE orchestra_job")
+            except Exception as exc:
+                raw.execute("ROLLBACK TO orchestra_job")
+                raw.execute("RELEASE orchestra_job")
+                if isinstance(exc, OperationalError):
+                    raise
+                outcomes.append((False, exc))
+                continue
+            wakes = wakes or tx.wakes_workers
+            appended += tx.appended
+            outcomes.append((True, result))
+    return outcomes, wakes, appended
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

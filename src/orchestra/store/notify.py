@@ -42,6 +42,11 @@ class Doorbell:
             self._loop = loop
             self._event = asyncio.Event()
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens for what rings carry (else they need carry nothing)."""
+        return bool(self._listeners)
+
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Hear every ring with what it carries; returns the function that stops it."""
         self._listeners.append(listener)

@@ -1,0 +1,96 @@
+"""The SQLite writer: a lone write commits at once on its caller's thread; writes
+that arrive together are committed together by the writer thread (group commit);
+a slow inline commit sends writes back to the thread for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from orchestra.domain.events import EventType
+from orchestra.store.db import Database, Tx
+from orchestra.store.migrate import upgrade
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(db.write_engine)
+    yield db
+    db.close()
+
+
+def _commits(db: Database) -> list[int]:
+    """A list that grows by one with every commit on the write connection."""
+    seen: list[int] = []
+
+    @event.listens_for(db.write_engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        seen.append(1)
+
+    return seen
+
+
+def _note(n: int) -> Any:
+    """A write that appends one event and says which thread ran it."""
+
+    def txn(tx: Tx) -> str:
+        tx.emit(None, EventType.WORKFLOW_CREATED, {"n": n})
+        return threading.current_thread().name
+
+    return txn
+
+
+async def _event_count(db: Database) -> int:
+    return int(
+        await db.read(lambda c: c.exec_driver_sql("SELECT count(*) FROM events").scalar_one())
+    )
+
+
+async def test_a_lone_write_commits_on_the_callers_thread(sqlite_db: Database) -> None:
+    commits = _commits(sqlite_db)
+    assert await sqlite_db.write(_note(1)) == threading.current_thread().name
+    assert await sqlite_db.write(_note(2)) == threading.current_thread().name
+    assert len(commits) == 2
+    assert await _event_count(sqlite_db) == 2
+
+
+async def test_writes_that_arrive_together_commit_together_on_the_writer(
+    sqlite_db: Database,
+) -> None:
+    commits = _commits(sqlite_db)
+    threads = await asyncio.gather(*(sqlite_db.write(_note(n)) for n in range(20)))
+    assert set(threads) == {"orchestra-writer"}
+    assert 1 <= len(commits) < 20  # one fsync served several writes
+    assert await _event_count(sqlite_db) == 20
+
+
+async def test_a_failing_lone_write_raises_and_writes_nothing(sqlite_db: Database) -> None:
+    def broken(tx: Tx) -> None:
+        tx.emit(None, EventType.WORKFLOW_CREATED, {"n": 0})
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await sqlite_db.write(broken)
+    assert await _event_count(sqlite_db) == 0
+    assert await sqlite_db.write(_note(1)) == threading.current_thread().name
+    assert await _event_count(sqlite_db) == 1
+
+
+async def test_a_slow_inline_commit_sends_writes_to_the_writer_thread(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = sqlite_db._writer
+    assert writer is not None
+    monkeypatch.setattr(writer, "inline_max_s", 0.0)  # every commit counts as slow
+    assert await sqlite_db.write(_note(1)) == threading.current_thread().name
+    assert await sqlite_db.write(_note(2)) == "orchestra-writer"
+    monkeypatch.setattr(writer, "_inline_paused_until", 0.0)  # the pause is over
+    monkeypatch.setattr(writer, "inline_max_s", 60.0)
+    assert await sqlite_db.write(_note(3)) == threading.current_thread().name
