@@ -304,7 +304,7 @@ class Worker:
     # -- driving one workflow ------------------------------------------------
 
     async def _drive(self, lease: Lease, prepared: Prepared | None) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(lease, asyncio.current_task()))
+        heartbeat = _Heartbeat(self, lease, asyncio.current_task())
         try:
             if prepared is None:
                 prepared = await self.db.write(partial(self._enter_txn, lease=lease))
@@ -331,7 +331,7 @@ class Worker:
             log.exception("workflow %s failed in a step", lease.workflow_id)
             await self._fail(lease, f"{type(exc).__name__}: {exc}")
         finally:
-            heartbeat.cancel()
+            heartbeat.stop()
 
     async def _fail(self, lease: Lease, error: str) -> None:
         def txn(tx: Tx) -> None:
@@ -343,19 +343,6 @@ class Worker:
             await self.db.write(txn)
         except LeaseLost:
             log.info("workflow %s: not marked failed, lease lost", lease.workflow_id)
-
-    async def _heartbeat(self, lease: Lease, body: asyncio.Task[Any] | None) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            try:
-                await self.db.write(lease.check_txn)
-            except LeaseLost:
-                lease.lost = True
-                if body is not None:
-                    body.cancel()
-                return
-            except OrchestraError:
-                log.warning("heartbeat for %s failed; will retry", lease.workflow_id, exc_info=True)
 
     def _enter_txn(self, tx: Tx, lease: Lease, row: RowMap | None = None) -> Prepared:
         """Take over a claimed workflow: start it if new, or resume its step.
@@ -675,6 +662,42 @@ def _emit_progress(tx: Tx, run: AgentRun, progress: _Progress) -> None:
     )
 
 
+class _Heartbeat:
+    """Renews a lease every ``heartbeat_s`` while its workflow is driven; when the
+    lease is lost, cancels the driving task. A timer until its first beat (most
+    steps end sooner), a task from then on."""
+
+    def __init__(self, worker: Worker, lease: Lease, body: asyncio.Task[Any] | None) -> None:
+        self._worker = worker
+        self._lease = lease
+        self._body = body
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(worker.settings.heartbeat_s, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._beat())
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _beat(self) -> None:
+        lease = self._lease
+        while True:
+            try:
+                await self._worker.db.write(lease.check_txn)
+            except LeaseLost:
+                lease.lost = True
+                if self._body is not None:
+                    self._body.cancel()
+                return
+            except OrchestraError:
+                log.warning("heartbeat for %s failed; will retry", lease.workflow_id, exc_info=True)
+            await asyncio.sleep(self._worker.settings.heartbeat_s)
+
+
 class _ProgressBuffer:
     """Collects an agent's progress lines and writes them as throttled events: at
     most one event per run per interval, at most ``max_lines`` lines per event.
@@ -689,15 +712,19 @@ class _ProgressBuffer:
         self._lease = lease
         self._lines: list[dict[str, str]] = []
         self._dropped = 0
-        self._flusher: asyncio.Task[None] | None = None
+        #: The flush scheduled for the end of the interval (a timer: cheap to cancel).
+        self._timer: asyncio.TimerHandle | None = None
+        #: Flushes being written (referenced so they are not garbage collected).
+        self._writes: set[asyncio.Task[None]] = set()
 
     def add(self, kind: str, text: str) -> None:
         if len(self._lines) >= self.max_lines:
             self._dropped += 1
         else:
             self._lines.append({"kind": kind, "text": text[: self.max_chars]})
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_later())
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._worker.settings.progress_interval_s, self._flush)
 
     def take(self) -> _Progress | None:
         """Hand over what is buffered (to be written with the run's result)."""
@@ -709,16 +736,19 @@ class _ProgressBuffer:
         return taken
 
     def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self._worker.settings.progress_interval_s)
-        self._flusher = None
+    def _flush(self) -> None:
+        self._timer = None
         taken = self.take()
-        if taken is None:
-            return
+        if taken is not None:
+            task = asyncio.create_task(self._write(taken))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, taken: _Progress) -> None:
         run, lease = self._run, self._lease
 
         def txn(tx: Tx) -> None:
