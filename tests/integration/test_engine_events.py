@@ -19,7 +19,7 @@ from orchestra.service import Orchestra
 from orchestra.store.db import _INSERT_EVENT, Database, Tx
 from orchestra.store.fast import execute_dml
 from orchestra.store.schema import events
-from tests.support.engine import agents, assert_events_ordered, demo, eventually
+from tests.support.engine import agents, assert_events_ordered, demo, events_of, eventually
 
 WORKFLOWS = 12
 
@@ -111,3 +111,29 @@ def _event(tx: Tx, note: str) -> dict[str, object]:
         "data": {"note": note},
         "created_at": tx.now,
     }
+
+
+async def test_progress_lines_are_written_while_an_agent_works_and_the_rest_with_its_result(
+    service: Orchestra, worker: Worker
+) -> None:
+    """A line reported during the run is written once the interval passes (before
+    the result); lines reported at the end go out in the result's transaction."""
+    slow = demo(delay_s=0.5)  # says "thinking" at once, its plan's title at the end
+    wf = await service.create_workflow(
+        name="progress", prompt="p", agents=agents(planner=slow, reviewers=[demo()])
+    )
+    await worker.run_until_idle()
+    found = await events_of(
+        service, wf.id, EventType.AGENT_PROGRESS, EventType.AGENT_RUN_STATUS_CHANGED
+    )
+    planner = [e for e in found if e.data["agent"] == "planner"]
+    assert [e.type for e in planner] == [
+        EventType.AGENT_PROGRESS,
+        EventType.AGENT_PROGRESS,
+        EventType.AGENT_RUN_STATUS_CHANGED,
+    ]
+    during, at_end, done = planner
+    assert during.data["lines"] == [{"kind": "status", "text": "demo agent thinking…"}]
+    assert at_end.data["lines"][0]["kind"] == "text"
+    assert at_end.data["lines"][0]["text"].startswith("# Plan (demo")
+    assert during.created_at < at_end.created_at == done.created_at  # one commit at the end
