@@ -16,6 +16,7 @@ from sqlalchemy import event
 from orchestra.domain.events import EventType
 from orchestra.store.db import Database, Tx
 from orchestra.store.migrate import upgrade
+from tests.support.engine import eventually
 
 
 @pytest.fixture
@@ -94,3 +95,44 @@ async def test_a_slow_inline_commit_sends_writes_to_the_writer_thread(
     monkeypatch.setattr(writer, "_inline_paused_until", 0.0)  # the pause is over
     monkeypatch.setattr(writer, "inline_max_s", 60.0)
     assert await sqlite_db.write(_note(3)) == threading.current_thread().name
+
+
+async def test_writes_from_another_event_loop_ring_the_bells_on_theirs(
+    sqlite_db: Database,
+) -> None:
+    """A write made on another thread's event loop (alone: inline there; together:
+    on the writer thread) still rings this loop's doorbell, carrying its events, and
+    wakes this loop's workers."""
+    heard: list[list[int]] = []
+    rang_on: set[str] = set()
+
+    def listener(events: Any) -> None:
+        rang_on.add(threading.current_thread().name)
+        heard.append([e.data["n"] for e in events or []])
+
+    sqlite_db.doorbell.bind(asyncio.get_running_loop())
+    sqlite_db.work_bell.bind(asyncio.get_running_loop())
+    sqlite_db.doorbell.listen(listener)
+    woken = sqlite_db.work_bell.generation
+
+    def wakes(tx: Tx) -> str:
+        tx.emit(None, EventType.WORKFLOW_CREATED, {"n": 100})
+        tx.wake_workers("w1")
+        return threading.current_thread().name
+
+    async def elsewhere() -> tuple[str, list[str]]:
+        alone = await sqlite_db.write(wakes)
+        together = await asyncio.gather(*(sqlite_db.write(_note(n)) for n in range(3)))
+        return alone, together
+
+    alone, together = await asyncio.to_thread(asyncio.run, elsewhere())
+    assert alone not in ("orchestra-writer", threading.current_thread().name)  # inline there
+    assert set(together) == {"orchestra-writer"}
+
+    async def all_heard() -> bool:
+        return sorted(n for ring in heard for n in ring) == [0, 1, 2, 100]
+
+    await eventually(all_heard, what="the doorbell's rings on this loop")
+    assert rang_on == {threading.current_thread().name}
+    assert sqlite_db.work_bell.generation > woken
+    assert await _event_count(sqlite_db) == 4
