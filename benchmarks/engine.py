@@ -9,8 +9,10 @@ checkpoint is audited with its resolution. The same shape runs in LangGraph with
 Clients wait for checkpoints the way the HTTP API's event streams do: one follower
 of the event log (``orchestra.store.follow``), dispatching to the waiting clients.
 
-    python benchmarks/engine.py [--n 500] [--pg postgresql://…/test]
+    python benchmarks/engine.py [--n 500] [--repeat 3] [--pg postgresql://…/test]
 
+Each engine runs ``--repeat`` times, alternating, and the medians are printed (the
+machine's speed drifts; the ratio of runs made side by side is the steady figure).
 Prints workflows/second for both engines and the ratio, Orchestra's p50/p99
 latency from a resolution to the next checkpoint being pending, and the CPU time
 each engine's process spent per workflow (steadier than wall time on a shared
@@ -138,25 +140,43 @@ def drop_pg(url: str, admin: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.concurrency:
-            orch = await run_orchestra(f"sqlite:///{tmp}/orch-{c}.db", args.n, c)
-            lg = await _load_peer().run_langgraph(args.n, c, Path(tmp) / f"lg-{c}.db")
-            rows.append((c, orch, lg))
-    print(f"\nPlan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL\n")
+            orch_runs, lg_runs = [], []
+            for i in range(args.repeat):  # alternate, so both see the same machine
+                orch_runs.append(await run_orchestra(f"sqlite:///{tmp}/orch-{c}-{i}.db", args.n, c))
+                lg = await _load_peer().run_langgraph(args.n, c, Path(tmp) / f"lg-{c}-{i}.db")
+                lg_runs.append(lg)
+            rows.append((c, orch_runs, lg_runs))
     print(
-        f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} "
+        f"\nPlan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL; "
+        f"median of {args.repeat} alternating runs (ratio: median of the runs' ratios, "
+        "with its range)\n"
+    )
+    print(
+        f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} {'range':>11} "
         f"{'p50 ms':>8} {'p99 ms':>8}   CPU ms per workflow (orchestra / langgraph)"
     )
-    for c, orch, lg in rows:
+    for c, orch_runs, lg_runs in rows:
+        ratios = sorted(
+            o["workflows_per_s"] / g["workflows_per_s"]
+            for o, g in zip(orch_runs, lg_runs, strict=True)
+        )
+        spread = f"{ratios[0]:.1f}–{ratios[-1]:.1f}x"
         print(
-            f"{c:>4} {orch['workflows_per_s']:>15.0f} {lg['workflows_per_s']:>15.1f} "
-            f"{orch['workflows_per_s'] / lg['workflows_per_s']:>6.1f}x {orch['p50_ms']:>8.2f} "
-            f"{orch['p99_ms']:>8.2f}   {orch['cpu_ms_per_workflow']:.2f} / "
-            f"{lg['cpu_ms_per_workflow']:.2f}"
+            f"{c:>4} {_median(orch_runs, 'workflows_per_s'):>15.0f} "
+            f"{_median(lg_runs, 'workflows_per_s'):>15.1f} {statistics.median(ratios):>6.1f}x "
+            f"{spread:>11} {_median(orch_runs, 'p50_ms'):>8.2f} "
+            f"{_median(orch_runs, 'p99_ms'):>8.2f}"
+            f"   {_median(orch_runs, 'cpu_ms_per_workflow'):.2f} / "
+            f"{_median(lg_runs, 'cpu_ms_per_workflow'):.2f}"
         )
     if args.pg:
         print(f"\nOrchestra on PostgreSQL ({args.pg.split('@')[-1]})")
@@ -176,6 +196,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--concurrency", type=int, action="append")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per engine")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parsed = parser.parse_args()
     parsed.concurrency = parsed.concurrency or [1, 20]
