@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
 from orchestra.store.db import Database, Tx
 from orchestra.store.migrate import upgrade
@@ -136,3 +137,11 @@ async def test_writes_from_another_event_loop_ring_the_bells_on_theirs(
     assert rang_on == {threading.current_thread().name}
     assert sqlite_db.work_bell.generation > woken
     assert await _event_count(sqlite_db) == 4
+
+
+async def test_a_write_after_close_is_refused(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'closed.db'}")
+    upgrade(db.write_engine)
+    db.close()
+    with pytest.raises(DatabaseUnavailable, match="closed"):
+        await db.write(_note(1))

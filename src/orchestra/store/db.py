@@ -218,7 +218,12 @@ class Database:
     # -- the two doors ---------------------------------------------------
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one write transaction and return its result after commit."""
+        """Run ``fn`` in one write transaction and return its result after commit.
+
+        SQLite: a write made while no other is in progress commits at once on this
+        thread; otherwise it joins the writer thread's next group commit."""
+        if self._closed:
+            raise DatabaseUnavailable("the database is closed; nothing was changed")
         loop = asyncio.get_running_loop()
         self.doorbell.bind(loop)
         self.work_bell.bind(loop)
