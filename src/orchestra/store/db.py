@@ -4,10 +4,11 @@ Every write is a function ``fn(tx) -> T`` run in one transaction. The caller
 awaits its result; the function never sees asyncio. Helpers that take a ``Tx``
 are named ``…_txn`` so it is visible that they must run inside one.
 
-- SQLite: one writer thread owns the only write connection and commits whatever
-  is queued together (group commit, one fsync for many transitions). Each queued
-  function runs in its own SAVEPOINT, so one failing function rolls back alone.
-  Reads use other connections (WAL lets them run beside the writer).
+- SQLite: one write connection. A write made while no other is in progress
+  commits at once on its caller's thread; writes that arrive together queue for
+  the writer thread, which commits them together (group commit, one fsync for
+  many transitions), each in its own SAVEPOINT so one failing function rolls back
+  alone. Reads use other connections (WAL lets them run beside the writer).
 - PostgreSQL: writes and reads run on a thread pool with a connection pool.
   Event ids are made commit-ordered by a transaction-scoped advisory lock taken
   just before the events are inserted, so a reader's cursor never skips an
