@@ -5,6 +5,7 @@ a slow inline commit sends writes back to the thread for a while."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,3 +146,59 @@ async def test_a_write_after_close_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(DatabaseUnavailable, match="closed"):
         await db.write(_note(1))
+
+
+async def test_a_write_waits_for_another_processs_write_lock_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While another process holds SQLite's write lock, a write waits for it on the
+    writer thread: this event loop keeps running, and the write lands afterwards."""
+    path = tmp_path / "shared.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.write_engine)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        writing = asyncio.create_task(db.write(_note(1)))
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        assert ticks >= 10  # the loop was not blocked by the wait
+        other.execute("COMMIT")
+        assert await writing == "orchestra-writer"
+        ticker.cancel()
+        assert await _event_count(db) == 1
+        # and a lone write commits inline again once the lock is free
+        assert await db.write(_note(2)) == threading.current_thread().name
+    finally:
+        other.close()
+        db.close()
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_gives_database_unavailable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "stuck.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.write_engine)
+    assert db._writer is not None
+    db._writer.busy_timeout_s = 0.2
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseUnavailable, match="locked by another process"):
+            await db.write(_note(1))
+        other.execute("ROLLBACK")
+        assert await _event_count(db) == 0
+        assert await db.write(_note(2)) == threading.current_thread().name  # usable again
+    finally:
+        other.close()
+        db.close()

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -325,8 +326,11 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Straight on the driver: SQLAlchemy's execution path would cost more than
-        # the statement (this runs once per transaction).
-        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
+        # the statement (this runs once per transaction). The SQLite writer opens
+        # its transactions itself (see _begin) to tell a busy lock from an error.
+        raw = conn.connection.driver_connection
+        if not raw.in_transaction:  # type: ignore[union-attr]
+            raw.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
@@ -365,6 +369,8 @@ class _SqliteWriter:
     #: ``inline_pause_s``: the caller's event loop must not wait on a slow fsync.
     inline_max_s = 0.005
     inline_pause_s = 5.0
+    #: How long a write waits for another process to release SQLite's write lock.
+    busy_timeout_s = 30.0
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -407,6 +413,8 @@ class _SqliteWriter:
         started = time.monotonic()
         try:
             outcomes, wakes, appended = self._run([fn])
+        except _WriteLockBusy:  # another process writes: wait on the writer thread
+            return None
         except Exception as exc:
             log.exception("SQLite write failed")
             raise _unavailable(exc) if isinstance(exc, OperationalError) else exc from exc
@@ -438,7 +446,7 @@ class _SqliteWriter:
                 batch.append(nxt)
             try:
                 with self._lock:
-                    outcomes, wakes, appended = self._run([fn for fn, _fut, _loop in batch])
+                    outcomes, wakes, appended = self._run_waiting([fn for fn, _fut, _loop in batch])
             except Exception as exc:
                 log.exception("SQLite write batch failed")
                 err = _unavailable(exc) if isinstance(exc, OperationalError) else exc
@@ -454,16 +462,42 @@ class _SqliteWriter:
     ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
         """Run ``fns`` in one transaction (the caller holds the lock): each function's
         outcome, whether workers must wake, and the events appended. A database error
-        drops the connection (the next write opens a new one) and propagates."""
+        drops the connection (the next write opens a new one) and propagates;
+        :class:`_WriteLockBusy` (nothing was run) keeps it."""
         try:
             if self._conn is None:
                 self._conn = self._db.write_engine.connect()
+                # No busy handler on this connection: it must never sleep on an event
+                # loop. The writer thread waits for the lock instead (_run_waiting).
+                raw = self._conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA busy_timeout=0")
             return _commit_together(self._conn, fns)
+        except _WriteLockBusy:
+            raise
         except Exception:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
             raise
+
+    def _run_waiting(
+        self, fns: list[Callable[[Tx], Any]]
+    ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+        """:meth:`_run`, waiting (here, on the writer thread) while another process
+        holds SQLite's write lock, for up to ``busy_timeout_s``."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        pause = 0.001
+        while True:
+            try:
+                return self._run(fns)
+            except _WriteLockBusy as busy:
+                if time.monotonic() >= deadline:
+                    raise DatabaseUnavailable(
+                        "the database is locked by another process; nothing was changed"
+                    ) from busy
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _ring_after(
         self, loop: asyncio.AbstractEventLoop, wakes: bool, appended: list[_Appended]
@@ -521,6 +555,25 @@ class _SqliteWriter:
         doorbell.ring(carried_events(appended) if doorbell.listening else [])
 
 
+class _WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock: the transaction did not begin."""
+
+
+def _begin(conn: Connection) -> Any:
+    """``BEGIN IMMEDIATE`` on the write connection, then SQLAlchemy's transaction
+    around it; :class:`_WriteLockBusy` if another connection holds the write lock
+    (this connection does not wait by itself)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            raise _WriteLockBusy from exc
+        raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+    return conn.begin()  # the begin listener sees the transaction open and adds none
+
+
 def _commit_together(
     conn: Connection, fns: list[Callable[[Tx], Any]]
 ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
@@ -533,15 +586,15 @@ def _commit_together(
     if len(fns) == 1:  # alone: no savepoint needed, a failure rolls back the tx
         tx = Tx(conn, "sqlite")
         try:
-            with conn.begin():
+            with _begin(conn):
                 result = fns[0](tx)
                 tx.flush_events()
-        except OperationalError:
+        except (OperationalError, _WriteLockBusy):
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
             return [(False, exc)], False, []
         return [(True, result)], tx.wakes_workers, tx.appended
-    with conn.begin():
+    with _begin(conn):
         # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
         # transactions, and invisible to the functions, which see one transaction.
         raw = conn.connection.driver_connection
