@@ -202,3 +202,33 @@ async def test_a_write_lock_held_past_the_busy_timeout_gives_database_unavailabl
     finally:
         other.close()
         db.close()
+
+
+async def test_a_failing_database_gives_unavailable_and_the_next_write_reconnects(
+    sqlite_db: Database,
+) -> None:
+    """A database error (here: the connection made read-only) fails the write with
+    DatabaseUnavailable, inline or grouped, and the next write opens a new connection."""
+    writer = sqlite_db._writer
+    assert writer is not None
+
+    async def break_connection() -> None:
+        await sqlite_db.write(_note(0))  # opens the write connection
+        assert writer._conn is not None
+        raw = writer._conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA query_only=1")
+
+    await break_connection()
+    with pytest.raises(DatabaseUnavailable):
+        await sqlite_db.write(_note(1))  # alone: inline
+    await break_connection()
+    grouped = await asyncio.gather(
+        *(sqlite_db.write(_note(n)) for n in range(2, 5)), return_exceptions=True
+    )
+    assert all(isinstance(r, DatabaseUnavailable) for r in grouped), grouped
+    assert await sqlite_db.write(_note(5)) == threading.current_thread().name
+    notes = await sqlite_db.read(
+        lambda c: c.exec_driver_sql("SELECT count(*) FROM events").scalar_one()
+    )
+    assert notes == 3  # the two writes that opened the connection, and the last one

@@ -355,6 +355,16 @@ def carried_events(appended: Sequence[_Appended]) -> list[Event]:
 _Job = tuple[Callable[[Tx], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
+#: The database itself failed (not the function): the connection is dropped and
+#: every caller gets :class:`DatabaseUnavailable`. The hot statements run on the
+#: driver's cursor (``store.fast``), so the driver's own error counts too.
+_DATABASE_ERRORS = (OperationalError, sqlite3.OperationalError)
+
+
+class _WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock: the transaction did not begin."""
+
+
 class _SqliteWriter:
     """The single SQLite writer: one connection, used by one thread at a time.
 
@@ -415,9 +425,12 @@ class _SqliteWriter:
             outcomes, wakes, appended = self._run([fn])
         except _WriteLockBusy:  # another process writes: wait on the writer thread
             return None
-        except Exception as exc:
+        except _DATABASE_ERRORS as exc:
             log.exception("SQLite write failed")
-            raise _unavailable(exc) if isinstance(exc, OperationalError) else exc from exc
+            raise _unavailable(exc) from exc
+        except Exception:
+            log.exception("SQLite write failed")
+            raise
         finally:
             self._lock.release()
             if time.monotonic() - started > self.inline_max_s:
@@ -449,7 +462,7 @@ class _SqliteWriter:
                     outcomes, wakes, appended = self._run_waiting([fn for fn, _fut, _loop in batch])
             except Exception as exc:
                 log.exception("SQLite write batch failed")
-                err = _unavailable(exc) if isinstance(exc, OperationalError) else exc
+                err = _unavailable(exc) if isinstance(exc, _DATABASE_ERRORS) else exc
                 for _fn, fut, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, fut, err)
             else:
@@ -462,7 +475,7 @@ class _SqliteWriter:
     ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
         """Run ``fns`` in one transaction (the caller holds the lock): each function's
         outcome, whether workers must wake, and the events appended. A database error
-        drops the connection (the next write opens a new one) and propagates;
+        discards the connection (the next write opens a new one) and propagates;
         :class:`_WriteLockBusy` (nothing was run) keeps it."""
         try:
             if self._conn is None:
@@ -477,6 +490,7 @@ class _SqliteWriter:
             raise
         except Exception:
             if self._conn is not None:
+                self._conn.invalidate()  # a new driver connection next time, not the pooled one
                 self._conn.close()
                 self._conn = None
             raise
@@ -555,10 +569,6 @@ class _SqliteWriter:
         doorbell.ring(carried_events(appended) if doorbell.listening else [])
 
 
-class _WriteLockBusy(Exception):
-    """Another connection holds SQLite's write lock: the transaction did not begin."""
-
-
 def _begin(conn: Connection) -> Any:
     """``BEGIN IMMEDIATE`` on the write connection, then SQLAlchemy's transaction
     around it; :class:`_WriteLockBusy` if another connection holds the write lock
@@ -579,7 +589,8 @@ def _commit_together(
 ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
     """Run each function in the same transaction and commit once. A function that
     raises is rolled back alone (its own savepoint) and its exception becomes its
-    outcome; a database error (``OperationalError``) aborts them all."""
+    outcome; a database error (disk full, I/O error, read-only file: ``OperationalError``,
+    from SQLAlchemy or straight from the driver) aborts them all."""
     outcomes: list[tuple[bool, Any]] = []
     wakes = False
     appended: list[_Appended] = []
@@ -589,7 +600,7 @@ def _commit_together(
             with _begin(conn):
                 result = fns[0](tx)
                 tx.flush_events()
-        except (OperationalError, _WriteLockBusy):
+        except (*_DATABASE_ERRORS, _WriteLockBusy):
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
             return [(False, exc)], False, []
@@ -609,7 +620,7 @@ def _commit_together(
             except Exception as exc:
                 raw.execute("ROLLBACK TO orchestra_job")
                 raw.execute("RELEASE orchestra_job")
-                if isinstance(exc, OperationalError):
+                if isinstance(exc, _DATABASE_ERRORS):
                     raise
                 outcomes.append((False, exc))
                 continue
