@@ -443,7 +443,10 @@ class Worker:
                     )
                 recorded = await self.db.write(
                     partial(
-                        self._record_runs_txn, lease=lease, outcomes=outcomes, progress=progress
+                        self._record_runs_leased_txn,
+                        lease=lease,
+                        outcomes=outcomes,
+                        progress=progress,
                     )
                 )
                 runs.update(recorded)
@@ -555,19 +558,25 @@ class Worker:
             result.duration_ms = int((time.monotonic() - started) * 1000)
         return run, result
 
-    def _record_runs_txn(
+    def _record_runs_leased_txn(
         self,
         tx: Tx,
         lease: Lease,
         outcomes: list[tuple[AgentRun, AgentResult | AgentFailure]],
         progress: dict[str, _Progress | None],
-        *,
-        check_lease: bool = True,
     ) -> dict[str, AgentRun]:
-        """Record finished runs (with their last progress lines) under the lease
-        (``check_lease=False``: the caller's transaction checks it in a guarded write)."""
-        if check_lease:
-            lease.check_txn(tx)
+        """Record runs that finished before the rest of their step, under the lease."""
+        lease.check_txn(tx)
+        return self._record_runs_txn(tx, outcomes, progress)
+
+    def _record_runs_txn(
+        self,
+        tx: Tx,
+        outcomes: list[tuple[AgentRun, AgentResult | AgentFailure]],
+        progress: dict[str, _Progress | None],
+    ) -> dict[str, AgentRun]:
+        """Record finished runs, with their last progress lines; the caller checks
+        the lease in the same transaction."""
         recorded = {}
         for run, outcome in outcomes:
             pending_lines = progress.get(run.id)
@@ -625,8 +634,7 @@ class Worker:
         """Record the last runs, let the definition pick the next step, and prepare
         it: one commit per agent step. The lease is checked by the workflow's guarded
         move (a miss raises :class:`LeaseLost` and rolls everything back)."""
-        recorded = self._record_runs_txn(tx, lease, outcomes, progress, check_lease=False)
-        runs = {**runs, **recorded}
+        runs = {**runs, **self._record_runs_txn(tx, outcomes, progress)}
         assert p.step is not None
         nxt = p.step.on_done(context_of(p.row), runs)
         nxt = Next(

@@ -286,6 +286,13 @@ class Database:
         return True
 
 
+def _for_callers(exc: Exception) -> Exception:
+    """What the callers of a failed SQLite write get: a database failure becomes
+    :class:`DatabaseUnavailable`; anything else (a bug) is passed on. Logged here."""
+    log.exception("SQLite write failed")
+    return _unavailable(exc) if isinstance(exc, _DATABASE_ERRORS) else exc
+
+
 def _unavailable(exc: Exception) -> DatabaseUnavailable:
     log.error("database unavailable: %s", exc)
     return DatabaseUnavailable("the database is unavailable; nothing was changed")
@@ -425,17 +432,16 @@ class _SqliteWriter:
             outcomes, wakes, appended = self._run([fn])
         except _WriteLockBusy:  # another process writes: wait on the writer thread
             return None
-        except _DATABASE_ERRORS as exc:
-            log.exception("SQLite write failed")
-            raise _unavailable(exc) from exc
-        except Exception:
-            log.exception("SQLite write failed")
-            raise
+        except Exception as exc:
+            err = _for_callers(exc)
+            if err is exc:
+                raise
+            raise err from exc
         finally:
             self._lock.release()
             if time.monotonic() - started > self.inline_max_s:
                 self._inline_paused_until = time.monotonic() + self.inline_pause_s
-        self._ring_after(loop, wakes, appended)
+        self._ring_bells(loop, wakes, appended)
         ok, value = outcomes[0]
         if not ok:
             raise value
@@ -460,9 +466,8 @@ class _SqliteWriter:
             try:
                 with self._lock:
                     outcomes, wakes, appended = self._run_waiting([fn for fn, _fut, _loop in batch])
-            except Exception as exc:
-                log.exception("SQLite write batch failed")
-                err = _unavailable(exc) if isinstance(exc, _DATABASE_ERRORS) else exc
+            except Exception as exc:  # noqa: BLE001 - logged by _for_callers, handed to callers
+                err = _for_callers(exc)
                 for _fn, fut, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, fut, err)
             else:
@@ -513,18 +518,19 @@ class _SqliteWriter:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def _ring_after(
-        self, loop: asyncio.AbstractEventLoop, wakes: bool, appended: list[_Appended]
+    def _ring_bells(
+        self, here: asyncio.AbstractEventLoop, wakes: bool, appended: list[_Appended]
     ) -> None:
-        """Ring the bells for an inline commit made on ``loop``."""
+        """Ring the bells after a commit, from the loop ``here``: directly when a
+        bell rings on this loop, through its own loop otherwise."""
         doorbell, work_bell = self._db.doorbell, self._db.work_bell
-        if doorbell.loop is loop:
+        if doorbell.loop is here:
             self._ring_doorbell(appended)
         elif doorbell.loop is not None:
             with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
                 doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
         if wakes:
-            (work_bell.ring if work_bell.loop is loop else work_bell.ring_threadsafe)()
+            (work_bell.ring if work_bell.loop is here else work_bell.ring_threadsafe)()
 
     def _hand_back(
         self,
@@ -533,23 +539,20 @@ class _SqliteWriter:
         wakes: bool,
         appended: list[_Appended],
     ) -> None:
-        """One wake-up per event loop delivers every result; each bell rings once, on
-        the loop it is bound to (usually one of those)."""
+        """One wake-up per event loop delivers every result; the bells are rung from
+        one of those wake-ups (the doorbell's loop when it is among them)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (ok, value), (_fn, fut, loop) in zip(outcomes, batch, strict=True):
             by_loop.setdefault(loop, []).append((fut, ok, value))
-        doorbell, work_bell = self._db.doorbell, self._db.work_bell
+        doorbell_loop = self._db.doorbell.loop
+        ringer = doorbell_loop if doorbell_loop in by_loop else next(iter(by_loop))
         for loop, deliveries in by_loop.items():
-            ring, wake = loop is doorbell.loop, wakes and loop is work_bell.loop
-            loop.call_soon_threadsafe(self._deliver, deliveries, ring, wake, appended)
-        if doorbell.loop not in by_loop and doorbell.loop is not None:
-            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
-        if wakes and work_bell.loop not in by_loop:
-            work_bell.ring_threadsafe()
+            ring = loop is ringer
+            loop.call_soon_threadsafe(self._deliver, loop, deliveries, ring, wakes, appended)
 
     def _deliver(
         self,
+        loop: asyncio.AbstractEventLoop,
         deliveries: list[tuple[asyncio.Future[Any], bool, Any]],
         ring: bool,
         wakes: bool,
@@ -558,9 +561,7 @@ class _SqliteWriter:
         for fut, ok, value in deliveries:
             (_set_result if ok else _set_exception)(fut, value)
         if ring:
-            self._ring_doorbell(appended)
-        if wakes:
-            self._db.work_bell.ring()
+            self._ring_bells(loop, wakes, appended)
 
     def _ring_doorbell(self, appended: list[_Appended]) -> None:
         """Ring with the commit's events, made into :class:`Event`s here on the bell's

@@ -20,8 +20,6 @@ from sqlalchemy import Connection
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
 
-from orchestra.store.schema import UTCDateTime
-
 Params = Mapping[str, Any]
 
 #: Per bound name, in statement order: (name, its default, its type conversion or None).
@@ -29,24 +27,13 @@ _Binds = list[tuple[str, Any, Callable[[Any], Any] | None]]
 _cache: dict[tuple[int, tuple[str, ...]], tuple[str, _Binds]] = {}
 
 
-#: One conversion per type class for types whose conversion does not depend on the
-#: column (timestamps): a transaction's one ``now`` is then converted once, not once
-#: per column (see :func:`_convert`).
-_shared: dict[type, Callable[[Any], Any]] = {}
-
-
 def _binds(compiled: Any) -> _Binds:
     defaults = dict(compiled.construct_params(_check=False))
     processors = compiled._bind_processors
-    binds: _Binds = []
-    for name in compiled.positiontup or []:
-        proc = processors.get(name)
-        if not callable(proc):
-            proc = None
-        elif isinstance(bind_type := compiled.binds[name].type, UTCDateTime):
-            proc = _shared.setdefault(type(bind_type), proc)
-        binds.append((name, defaults.get(name), proc))
-    return binds
+    return [
+        (name, defaults.get(name), p if callable(p := processors.get(name)) else None)
+        for name in compiled.positiontup or []
+    ]
 
 
 def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> tuple[str, _Binds]:
