@@ -8,7 +8,8 @@ only through :func:`transition_txn`.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,16 @@ NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
 
 def new_id() -> str:
-    """A new row id: 32 random hex digits (uuid4's shape, without building a UUID)."""
-    return secrets.token_hex(16)
+    """A new row id: 32 hex digits in UUIDv7's layout (a millisecond timestamp, then
+    74 random bits). Time-ordered ids put the rows written together side by side in
+    every index keyed by an id, so a commit dirties fewer pages than random ids do."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & _NOT_VERSION_OR_VARIANT | _UUID7_BITS
+    return f"{value:032x}"
+
+
+_NOT_VERSION_OR_VARIANT = ~(0xF << 76 | 0x3 << 62)
+_UUID7_BITS = 0x7 << 76 | 0x2 << 62
 
 
 _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
@@ -95,30 +104,31 @@ def merge_state(state: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def apply_next_txn(
-    tx: Tx, row: RowMap, nxt: Next, *, guard: dict[str, Any] | None = None
-) -> RowMap:
+def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None = None) -> RowMap:
     """Apply a definition's :class:`Next` to the workflow ``row``; return the new row.
 
+    ``lease_token``: a worker moves the workflow under its lease (the move fails
+    with :class:`LeaseLost` if the lease is gone, and the worker keeps driving it);
+    None: a person's resolution moves it, and a worker is rung for its next step.
     Entering a checkpoint step creates its checkpoint in the same transaction
     and releases the lease: the workflow waits for a person, not for a worker.
     The new row is remembered on the transaction (``tx.workflow_rows``).
     """
-    new_row = _apply_next_txn(tx, row, nxt, guard=guard)
+    new_row = _apply_next_txn(tx, row, nxt, lease_token=lease_token)
     tx.workflow_rows[new_row["id"]] = dict(new_row)
     return new_row
 
 
-def _apply_next_txn(
-    tx: Tx, row: RowMap, nxt: Next, *, guard: dict[str, Any] | None = None
-) -> RowMap:
+def _apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None) -> RowMap:
     """:func:`apply_next_txn` without remembering the row."""
     old = row["status"]
     state = merge_state(row["state"], nxt.state)
     if nxt.skip_failed is not None:
         _skip_failed_runs_txn(tx, row["id"], nxt.skip_failed, row["iteration"])
     if nxt.cancel:
-        return cancel_txn(tx, row, reason="cancelled at a checkpoint", state=state, guard=guard)
+        return cancel_txn(
+            tx, row, reason="cancelled at a checkpoint", state=state, lease_token=lease_token
+        )
     values: dict[str, Any]
     if nxt.step is None:
         values = {
@@ -134,7 +144,7 @@ def _apply_next_txn(
             old=old,
             new=WorkflowStatus.COMPLETED,
             values=values,
-            guard=guard,
+            lease_token=lease_token,
         )
         return {**row, **values, "status": WorkflowStatus.COMPLETED.value}
 
@@ -161,7 +171,7 @@ def _apply_next_txn(
         old=old,
         new=new,
         values=values,
-        guard=guard,
+        lease_token=lease_token,
         event=event,
         data=data,
     )
@@ -169,7 +179,7 @@ def _apply_next_txn(
         tx.emit(row["id"], EventType.STEP_STARTED, data)
     if isinstance(step, CheckpointStep):
         create_checkpoint_txn(tx, moved, step)
-    elif not guard or "lease_token" not in guard:
+    elif lease_token is None:
         # Moved by no worker (a resolution): ring for one. A move under a worker's
         # lease stays with that worker, which runs the step itself.
         tx.wake_workers(row["id"])
@@ -226,12 +236,19 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
     return str(cp_row["id"])
 
 
-def _move_workflow_txn(tx: Tx, row: RowMap, **change: Any) -> None:
+def _lease_guard(lease_token: str | None) -> dict[str, Any] | None:
+    return None if lease_token is None else {"lease_token": lease_token}
+
+
+def _move_workflow_txn(tx: Tx, row: RowMap, *, lease_token: str | None, **change: Any) -> None:
     """A workflow status change that must happen: this transaction holds the row
     (locked on Postgres, the single writer on SQLite), so a miss is a conflict —
-    or, under a worker's lease guard, the sign that the lease is gone."""
-    if not transition_txn(tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], **change):
-        if "lease_token" in (change.get("guard") or {}):
+    or, under a worker's lease, the sign that the lease is gone."""
+    guard = _lease_guard(lease_token)
+    if not transition_txn(
+        tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], guard=guard, **change
+    ):
+        if lease_token is not None:
             raise LeaseLost(f"lease on workflow {row['id']} lost")
         raise Conflict(f"workflow {row['id']} changed concurrently")
 
@@ -242,7 +259,7 @@ def cancel_txn(
     *,
     reason: str,
     state: dict[str, Any] | None = None,
-    guard: dict[str, Any] | None = None,
+    lease_token: str | None = None,
 ) -> RowMap:
     """Cancel a non-terminal workflow: its pending checkpoint is superseded and
     its running agent runs are cancelled (their worker sees the lease gone)."""
@@ -256,7 +273,7 @@ def cancel_txn(
         old=old,
         new=WorkflowStatus.CANCELLED,
         values=values,
-        guard=guard,
+        lease_token=lease_token,
         data={"reason": reason},
     )
     pending = (
@@ -313,7 +330,7 @@ def _move_runs_txn(
         )
 
 
-def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = None) -> bool:
+def fail_txn(tx: Tx, row: RowMap, error: str, *, lease_token: str | None = None) -> bool:
     """Record a failure; the workflow keeps its current step so a retry resumes it.
 
     Runs whose results were lost with the failed step become interrupted, so the
@@ -327,7 +344,7 @@ def fail_txn(tx: Tx, row: RowMap, error: str, *, guard: dict[str, Any] | None = 
         old=row["status"],
         new=WorkflowStatus.FAILED,
         values={"error": error, "finished_at": tx.now, **NO_LEASE},
-        guard=guard,
+        guard=_lease_guard(lease_token),
         data={"error": error},
     )
     if failed:

@@ -337,7 +337,7 @@ class Worker:
         def txn(tx: Tx) -> None:
             lease.check_txn(tx)
             row = load_workflow_txn(tx, lease.workflow_id)
-            fail_txn(tx, row, error, guard={"lease_token": lease.token})
+            fail_txn(tx, row, error, lease_token=lease.token)
 
         try:
             await self.db.write(txn)
@@ -351,7 +351,6 @@ class Worker:
         if row is None:
             lease.check_txn(tx)
             row = load_workflow_txn(tx, lease.workflow_id)
-        guard = {"lease_token": lease.token}
         if row["current_step"] is None:  # new, or retried after failing to start
             definition = get_definition(row["type"])
             first = definition.first_step
@@ -365,11 +364,11 @@ class Worker:
                     workflow_id=row["id"],
                     old=WorkflowStatus.PENDING,
                     new=WorkflowStatus.RUNNING,
-                    guard=guard,
+                    guard={"lease_token": lease.token},
                 )
                 row = {**row, "status": WorkflowStatus.RUNNING.value}
             # Otherwise pending → running into the first agent step: one UPDATE.
-            row = apply_next_txn(tx, row, Next(step=first), guard=guard)
+            row = apply_next_txn(tx, row, Next(step=first), lease_token=lease.token)
         else:
             step = get_definition(row["type"]).step(row["current_step"])
             if isinstance(step, CheckpointStep):  # only if a definition starts at one
@@ -377,7 +376,7 @@ class Worker:
                     tx,
                     {**row, "step_index": row["step_index"] - 1},
                     Next(step=step.name),
-                    guard=guard,
+                    lease_token=lease.token,
                 )
         return self._prepare_txn(tx, row, lease)
 
@@ -645,7 +644,7 @@ class Worker:
             cancel=nxt.cancel,
             skip_failed=nxt.skip_failed,
         )
-        row = apply_next_txn(tx, p.row, nxt, guard={"lease_token": lease.token})
+        row = apply_next_txn(tx, p.row, nxt, lease_token=lease.token)
         return self._prepare_txn(tx, row, lease)
 
 
