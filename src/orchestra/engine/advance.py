@@ -8,8 +8,7 @@ only through :func:`transition_txn`.
 from __future__ import annotations
 
 import logging
-import os
-import time
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,11 @@ NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
 
 def new_id() -> str:
-    """A new row id: 32 hex digits in UUIDv7's layout (a millisecond timestamp, then
-    74 random bits). Time-ordered ids put the rows written together side by side in
-    every index keyed by an id, so a commit dirties fewer pages than random ids do."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
-    value = value & _NOT_VERSION_OR_VARIANT | _UUID7_BITS
-    return f"{value:032x}"
-
-
-_NOT_VERSION_OR_VARIANT = ~(0xF << 76 | 0x3 << 62)
-_UUID7_BITS = 0x7 << 76 | 0x2 << 62
+    """A new row id: 32 random hex digits (uuid4's shape, without building a UUID).
+    Random, not time-ordered (UUIDv7): ids that differ from their first digits are
+    easy to tell apart on screen, and time-ordered ids saved only 5% of the pages
+    a commit writes, with no measurable gain in speed."""
+    return secrets.token_hex(16)
 
 
 _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
