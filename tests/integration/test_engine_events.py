@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Event
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
-from orchestra.store.db import _INSERT_EVENT, Database, Tx
-from orchestra.store.fast import execute_dml
+from orchestra.store.db import Database, Tx
 from orchestra.store.schema import events
 from tests.support.engine import agents, assert_events_ordered, demo, events_of, eventually
 
@@ -92,7 +91,7 @@ async def test_a_failed_savepoint_block_leaves_no_rows_and_no_events(db: Databas
         try:
             with tx.savepoint():
                 tx.emit(None, EventType.WORKFLOW_CREATED, {"kept": False})
-                execute_dml(tx.conn, _INSERT_EVENT, [_event(tx, "written then undone")])
+                tx.conn.execute(insert(events), [_event(tx, "written then undone")])
                 raise Boom
         except Boom:
             pass

@@ -1,10 +1,10 @@
 """Following the event log: what the doorbell carries, and what the follower must read.
 
-The follower takes the events the SQLite writer's rings carry without reading them
-back; it must still end up with exactly the rows in the database — same ids,
-same content, in order, none skipped — when another process writes the same file,
-when a transaction in a group commit fails, and on PostgreSQL (whose rings carry
-nothing).
+The follower takes the events this process's commits ring with, without reading
+them back; it must still end up with exactly the rows in the database — same
+ids, same content, in order, none skipped — when another process writes,
+when a transaction in a group commit fails, and when Postgres commits run in
+parallel threads.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from orchestra.domain.events import EventType
@@ -21,7 +22,7 @@ from orchestra.domain.models import Event
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store import follow, queries
-from orchestra.store.db import Database, Tx
+from orchestra.store.db import NOTIFY_CHANNEL, Database, Tx
 from orchestra.store.follow import LogFollower
 from tests.support.engine import eventually
 
@@ -105,6 +106,45 @@ async def test_followed_events_equal_the_log_through_a_failed_transaction(db: Da
     _same(followed, logged)
     if db.kind == "sqlite":  # the rings carried them: one read, at the start
         assert collector.follower.reads == 1
+
+
+async def test_each_commit_rings_with_its_events_and_no_echo_makes_a_read(
+    db: Database, db_url: str
+) -> None:
+    """Commits one after another: each ring carries its commit's events (Postgres'
+    ids come back from the INSERT), so the follower reads the log only at the
+    start. On Postgres this process hears its own notifications echo back over
+    LISTEN; they must not send it to the log (it rang for them already). Another
+    process's notification still does: one such before the writes shows the
+    listener is live, one after them comes after their echoes (commit order)."""
+    db.start_listening(asyncio.get_running_loop())  # LISTEN, as a server does
+    collector = Collector(db)
+    await collector.started()
+    reads = 1
+
+    async def another_process_notifies() -> None:
+        nonlocal reads
+        reads += 1
+        plain_url = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(plain_url, autocommit=True) as conn:
+            conn.execute(f"NOTIFY {NOTIFY_CHANNEL}, 'e:another process'")
+
+        async def read_for_it() -> bool:
+            return collector.follower.reads >= reads
+
+        await eventually(read_for_it, what="a read for another process's notification")
+
+    if db.kind == "postgresql":
+        await another_process_notifies()
+    for note in ("a", "b", "c"):
+        await db.write(_emit(note, f"{note} again"))
+    followed = await collector.until(6)
+    if db.kind == "postgresql":
+        await another_process_notifies()
+    await collector.stop()
+    assert [e.data["note"] for e in followed] == ["a", "a again", "b", "b again", "c", "c again"]
+    _same(followed, await _log(db))
+    assert collector.follower.reads == reads
 
 
 async def test_another_process_commit_in_between_is_read_not_skipped(

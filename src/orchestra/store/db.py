@@ -14,10 +14,11 @@ are named ``…_txn`` so it is visible that they must run inside one.
   just before the events are inserted, so a reader's cursor never skips an
   event that commits later with a smaller id.
 
-After a commit the in-process doorbell rings (and Postgres ``NOTIFY`` rings it in
-other processes). The SQLite writer's rings carry the events the commit appended,
-so this process's followers of the log need not read them back; any other ring
-only says "look again": the rows are the message.
+After a commit the in-process doorbell rings, carrying the events the commit
+appended, so this process's followers of the log need not read them back; on
+Postgres ``NOTIFY`` rings the other processes' bells too (a ring from another
+process only says "look again": the rows are the message; a process ignores
+the echo of its own notifications, which it has rung for already).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -36,7 +38,18 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, Text, bindparam, create_engine, event, insert, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    insert,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from orchestra.domain.errors import DatabaseUnavailable
@@ -52,10 +65,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOTIFY_CHANNEL = "orchestra_events"
-_INSERT_EVENT = insert(schema.events)
-#: SQLite: ``data`` bound as the JSON text encoded once in :meth:`Tx.flush_events`
-#: (the same text the JSON column would store), so it is not encoded twice.
+#: ``data`` is bound as the JSON text encoded once in :meth:`Tx.flush_events`, the
+#: text the doorbell carries, so it is not encoded twice. SQLite: the text is what
+#: the JSON column stores; the ids are read back with ``last_insert_rowid()``.
 _INSERT_EVENT_TEXT = insert(schema.events).values(data=bindparam("data", type_=Text()))
+#: Postgres: the text is cast to the JSONB column's type, and the ids come back in
+#: the order of the rows.
+_INSERT_EVENT_PG = (
+    insert(schema.events)
+    .values(data=cast(bindparam("data", type_=Text()), JSONB))
+    .returning(schema.events.c.id, sort_by_parameter_order=True)
+)
 _EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
 #: Postgres, before inserting events: take the event lock (ids in commit order) and
 #: queue the doorbell for the other processes (sent at commit), in one round trip.
@@ -66,8 +86,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-#: An event as the SQLite writer appended it: ``(id, workflow_id, type, data as
-#: JSON text, created_at)`` (see :attr:`Tx.appended`).
+#: An event as a transaction appended it: ``(id, workflow_id, type, data as JSON
+#: text, created_at)`` (see :attr:`Tx.appended`).
 _Appended = tuple[int, str | None, str, str, datetime]
 
 
@@ -77,13 +97,17 @@ class Tx:
 
     conn: Connection
     dialect: str
+    #: Postgres: who is notifying (the committing :class:`Database`), so that it can
+    #: tell the echo of its own notifications from another process's.
+    origin: str = ""
     now: datetime = field(default_factory=utcnow)
     _events: list[dict[str, Any]] = field(default_factory=list)
     #: Workflows this transaction made runnable that no worker holds yet.
     _unheld: set[str] = field(default_factory=set)
     #: Workflow rows as this transaction last wrote them (so it need not read them back).
     workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: The events written (SQLite only: what the doorbell carries, see :func:`carried_events`).
+    #: The events written, with their ids: what the doorbell carries after the
+    #: commit (see :func:`carried_events`).
     appended: list[_Appended] = field(default_factory=list)
 
     def emit(self, workflow_id: str | None, type: EventType, data: dict[str, Any]) -> None:
@@ -136,22 +160,22 @@ class Tx:
     def flush_events(self) -> None:
         if not self._events:
             return
-        if self.dialect == "postgresql":
-            payload = "w" if self.wakes_workers else "e"
-            self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": payload})
-        if self.dialect != "sqlite":
-            execute_dml(self.conn, _INSERT_EVENT, self._events)
-            self._events = []
-            return
         rows = [{**row, "data": dumps_json(row["data"])} for row in self._events]
-        execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
-        # One writer holds the database: this statement's rows took consecutive ids.
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        first = raw.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
+        ids: Sequence[int]
+        if self.dialect == "sqlite":
+            execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
+            # One writer holds the database: this statement's rows took consecutive ids.
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
+            ids = range(last - len(rows) + 1, last + 1)
+        else:
+            payload = f"{'w' if self.wakes_workers else 'e'}:{self.origin}"
+            self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": payload})
+            ids = self.conn.execute(_INSERT_EVENT_PG, rows).scalars().all()
         self.appended += [
-            (first + i, row["workflow_id"], row["type"], row["data"], row["created_at"])
-            for i, row in enumerate(rows)
+            (event_id, row["workflow_id"], row["type"], row["data"], row["created_at"])
+            for event_id, row in zip(ids, rows, strict=True)
         ]
         self._events = []
 
@@ -171,6 +195,8 @@ class Database:
         self.kind = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.doorbell = Doorbell()
         self.work_bell = Doorbell()
+        #: Names this process's Postgres notifications (see :class:`_PgListener`).
+        self.origin = secrets.token_hex(8)
         self._closed = False
         #: Writes in progress from this process's event loops (SQLite: a lone write
         #: commits inline, see :class:`_SqliteWriter`).
@@ -265,15 +291,38 @@ class Database:
         try:
             with self.write_engine.connect() as conn:
                 with conn.begin():
-                    tx = Tx(conn, self.kind)
+                    tx = Tx(conn, self.kind, origin=self.origin)
                     result = fn(tx)
                     tx.flush_events()
-                self._rang(tx.wakes_workers)
+                self.ring_bells(None, tx.wakes_workers, tx.appended)
                 return result
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def _rang(self, wakes_workers: bool) -> None:
+    def ring_bells(
+        self, here: asyncio.AbstractEventLoop | None, wakes: bool, appended: list[_Appended]
+    ) -> None:
+        """Ring the bells after this process committed: directly when a bell rings on
+        the loop ``here`` (the caller's), through its own loop otherwise."""
+        doorbell, work_bell = self.doorbell, self.work_bell
+        if doorbell.loop is None:  # bound to no loop: nobody in this process listens
+            pass
+        elif doorbell.loop is here:
+            self._ring_doorbell(appended)
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
+        if wakes:
+            on_loop = here is not None and work_bell.loop is here
+            (work_bell.ring if on_loop else work_bell.ring_threadsafe)()
+
+    def _ring_doorbell(self, appended: list[_Appended]) -> None:
+        """Ring with the commit's events, made into :class:`Event`s here on the bell's
+        loop (off the committing thread), and only when someone listens for them."""
+        doorbell = self.doorbell
+        doorbell.ring(carried_events(appended) if doorbell.listening else [])
+
+    def _heard_from_another_process(self, wakes_workers: bool) -> None:
         self.doorbell.ring_threadsafe()  # carries nothing: listeners read the log
         if wakes_workers:
             self.work_bell.ring_threadsafe()
@@ -441,7 +490,7 @@ class _SqliteWriter:
             self._lock.release()
             if time.monotonic() - started > self.inline_max_s:
                 self._inline_paused_until = time.monotonic() + self.inline_pause_s
-        self._ring_bells(loop, wakes, appended)
+        self._db.ring_bells(loop, wakes, appended)
         ok, value = outcomes[0]
         if not ok:
             raise value
@@ -518,20 +567,6 @@ class _SqliteWriter:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def _ring_bells(
-        self, here: asyncio.AbstractEventLoop, wakes: bool, appended: list[_Appended]
-    ) -> None:
-        """Ring the bells after a commit, from the loop ``here``: directly when a
-        bell rings on this loop, through its own loop otherwise."""
-        doorbell, work_bell = self._db.doorbell, self._db.work_bell
-        if doorbell.loop is here:
-            self._ring_doorbell(appended)
-        elif doorbell.loop is not None:
-            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
-        if wakes:
-            (work_bell.ring if work_bell.loop is here else work_bell.ring_threadsafe)()
-
     def _hand_back(
         self,
         batch: list[_Job],
@@ -561,13 +596,7 @@ class _SqliteWriter:
         for fut, ok, value in deliveries:
             (_set_result if ok else _set_exception)(fut, value)
         if ring:
-            self._ring_bells(loop, wakes, appended)
-
-    def _ring_doorbell(self, appended: list[_Appended]) -> None:
-        """Ring with the commit's events, made into :class:`Event`s here on the bell's
-        loop (off the writer thread), and only when someone listens for them."""
-        doorbell = self._db.doorbell
-        doorbell.ring(carried_events(appended) if doorbell.listening else [])
+            self._db.ring_bells(loop, wakes, appended)
 
 
 def _begin(conn: Connection) -> Any:
@@ -666,7 +695,9 @@ class _PgListener:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
-                            self._db._rang(note.payload == "w")
+                            kind, _, origin = note.payload.partition(":")
+                            if origin != self._db.origin:  # ours rang when committed
+                                self._db._heard_from_another_process(kind == "w")
             except psycopg.Error:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
                 time.sleep(1)

@@ -1,14 +1,15 @@
 """Following the event log: every event after a cursor, in id order, none skipped.
 
-The log is the truth; this is only the cheapest way to keep up with it. The
-SQLite writer rings the doorbell with the events each commit appended: when
-they start right after the follower's cursor they are taken as they are, with
-no read (a ring carrying an empty list: that commit appended no events).
+The log is the truth; this is only the cheapest way to keep up with it. This
+process's commits ring the doorbell with the events they appended: when they
+start right after the follower's cursor they are taken as they are, with no
+read (a ring carrying an empty list: that commit appended no events).
 Anything else sends the follower to the log — a ring that does not say what
-it carries (PostgreSQL, another process's commit), a gap (another process
-wrote in between), too many rings queued, or ``poll_s`` since its last read
-(another process may write the same SQLite file without ringing this one's
-bell, so rings alone never postpone that read).
+it carries (another process's commit, heard over Postgres ``LISTEN``), a gap
+(another process wrote in between, or this process's Postgres commits rang out
+of order), too many rings queued, or ``poll_s`` since its last read (another
+process may write the same SQLite file without ringing this one's bell, so
+rings alone never postpone that read).
 
 This is exact because event ids are handed out in commit order (see
 :mod:`orchestra.store.db`): a carried batch that starts at ``cursor + 1``

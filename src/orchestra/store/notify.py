@@ -1,7 +1,7 @@
 """The doorbell: an in-process "look again" signal, rung after commits.
 
-A ring may carry the events its commit appended, when the committer knows them
-exactly (SQLite's single writer: ids and all). A follower of the log whose
+A ring may carry the events its commit appended, ids and all, when the commit
+was this process's own. A follower of the log whose
 cursor sits right before them takes them without reading; any other ring means
 "something committed, read the log after your cursor", so a missed or empty-handed
 ring costs latency, never an event. See :mod:`orchestra.store.follow`.
