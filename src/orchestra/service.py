@@ -269,8 +269,10 @@ class Orchestra:
         notes: str | None = None,
         actor: str,
         idempotency_key: str | None = None,
+        inputs: Mapping[str, float] | None = None,
     ) -> Checkpoint:
-        """Resolve a checkpoint; raises ResolutionConflict if someone else already did."""
+        """Resolve a checkpoint; raises ResolutionConflict if someone else already did.
+        ``inputs``: numbers the chosen action takes (e.g. a retry's ``timeout_s``)."""
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput(
                 "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
@@ -285,6 +287,7 @@ class Orchestra:
                 notes=notes,
                 actor=actor,
                 idempotency_key=idempotency_key,
+                inputs=inputs,
             )
             # The workflow as the resolution left it (absent on an idempotent replay).
             row = tx.workflow_rows.get(checkpoint.workflow_id)

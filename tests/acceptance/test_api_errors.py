@@ -136,6 +136,14 @@ async def test_bad_resolutions_change_nothing(
     assert_error(await api.client.post(unknown, json={"action": "approve"}), 404, "not_found")
     long_key = {"Idempotency-Key": "k" * 300}
     assert_error(await api.client.post(url, json={"action": "approve"}, headers=long_key), 422)
+    for inputs in ({"timeout_s": "soon"}, {"timeout_s": 30}, [30]):
+        body = {"action": "approve", "inputs": inputs}
+        assert_error(await api.client.post(url, json=body), 422, "invalid_input")
+    error = assert_error(
+        await api.client.post(url, json={"action": "approve", "inputs": {"timeout_s": 30}}), 422
+    )
+    assert error["details"]["field"] == "inputs.timeout_s"
+    assert "takes no input" in error["message"]
     assert await snapshot(server) == before
 
     # A checkpoint whose action needs content: refuse an empty one.

@@ -175,6 +175,35 @@ def test_every_command_has_help(tmp_path: Path) -> None:
     assert not (tmp_path / "orchestra.db").exists()
 
 
+async def test_resolve_gives_the_inputs_an_action_takes(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    """A retry's longer timeout, given as ``--input timeout_s=…``; bad ones exit 2."""
+    failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+    wf = await service.create_workflow(name="cli", prompt="Plan it", agents=failing)
+    await worker.run_until_idle()
+    cp = (await service.get_workflow(wf.id)).pending_checkpoint
+    assert cp is not None and cp.step_name == "agent_problem"
+
+    def resolve(*given: str) -> subprocess.CompletedProcess[str]:
+        inputs = [arg for value in given for arg in ("--input", value)]
+        return orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "retry", *inputs)
+
+    for bad, says in (
+        ("timeout_s", "NAME=NUMBER"),
+        ("timeout_s=soon", "NAME=NUMBER"),
+        ("timeout_s=0", "between 1 and 86400"),
+        ("timeout=30", "takes no input 'timeout'"),
+    ):
+        refused = resolve(bad)
+        assert refused.returncode == 2, refused.stderr
+        assert says in refused.stderr
+    assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
+    ok(resolve("timeout_s=45"))
+    stored = await service.get_checkpoint(cp.id)
+    assert stored.resolution is not None and stored.resolution.inputs == {"timeout_s": 45.0}
+
+
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert orchestra(tmp_path, None, "run").returncode == 2  # no prompt, no --resume
     assert orchestra(tmp_path, None, "list", "--status", "nonsense").returncode == 2

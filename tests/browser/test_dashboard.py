@@ -323,3 +323,30 @@ def test_an_action_that_sends_the_text_waits_for_text(
         runs = client.get(f"/api/workflows/{wf_id}/history").json()["agent_runs"]
     prompts = {r["prompt"] for r in runs if r["role"] == "reviewer"}
     assert prompts == {"Review this plan for missing tests only."}
+
+
+def test_a_retry_takes_a_longer_timeout_typed_beside_it(
+    server: ServerProcess, new_page: PageFactory
+) -> None:
+    """The agent-problem checkpoint offers a number for its retry; a bad one is refused
+    with the server's message, a good one is sent and shown with the decision."""
+    failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+    wf_id = create_workflow(server, name="Failing planner", agents=failing)
+    first = wait_for_checkpoint(server, wf_id)
+    assert first["step_name"] == "agent_problem"
+    page = new_page()
+    page.goto(f"{server.base_url}/workflows/{wf_id}")
+    mark_page(page)
+    cp = panel(page)
+    expect(cp.locator("fieldset.action-inputs legend")).to_have_text("With “Retry failed agents”")
+    timeout = cp.get_by_label("Timeout (seconds)")
+    timeout.fill("0")
+    cp.get_by_role("button", name="Retry failed agents").click()
+    expect(cp.locator("[data-message]")).to_contain_text("between 1 and 86400")
+    timeout.fill("90")
+    cp.get_by_role("button", name="Retry failed agents").click()
+    expect(page.locator(".timeline")).to_contain_text("Timeout (seconds): 90")
+    assert_not_reloaded(page)
+    with api(server) as client:
+        decided = client.get(f"/api/checkpoints/{first['id']}").json()
+    assert decided["resolution"]["inputs"] == {"timeout_s": 90.0}

@@ -440,9 +440,13 @@ async def test_timeout_becomes_an_agent_problem_and_a_retry_may_wait_longer(
     # a plain retry after a timeout doubles it (still too short here)
     await decide(service, worker, problem, "retry")
     problem2 = await pending(service, wf.id, AGENT_PROBLEM)
-    # a longer timeout written in the notes is used
-    await decide(service, worker, problem2, "retry", notes="timeout=30")
+    # a longer timeout given with the retry is used, and recorded with the decision
+    (retry,) = [a for a in problem2.actions if a.name == "retry"]
+    assert [i.name for i in retry.inputs] == ["timeout_s"]
+    await decide(service, worker, problem2, "retry", inputs={"timeout_s": 30})
     await pending(service, wf.id, REVIEWS_READY)
+    decided = await service.get_checkpoint(problem2.id)
+    assert decided.resolution is not None and decided.resolution.inputs == {"timeout_s": 30.0}
     slow_runs = await runs(service, wf.id, agent="reviewer-2")
     assert [(r.attempt, r.status) for r in slow_runs] == [
         (1, AgentRunStatus.FAILED),

@@ -428,9 +428,9 @@ async def test_timeout_kills_the_group_and_retry_waits_longer(
     wf = await decide(service, worker, problem, "retry")
     problem2 = await pending(service, wf.id, AGENT_PROBLEM)
     assert "within 1s" in problem2.context["failures"][0]["error"]
-    # a longer timeout in the notes is used; now the agent answers
+    # a longer timeout given with the retry is used; now the agent answers
     claude.scenario("success")
-    wf = await decide(service, worker, problem2, "retry", notes="timeout=30")
+    wf = await decide(service, worker, problem2, "retry", inputs={"timeout_s": 30})
     plan_cp = await pending(service, wf.id, PLAN_READY)
     assert plan_cp.editable_content == CLAUDE_PLAN
     assert [(r.attempt, r.status) for r in await runs(service, wf.id)] == [

@@ -16,8 +16,10 @@ from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
 from tests.support.engine import (
+    agents,
     assert_events_ordered,
     decide,
+    demo,
     max_event_id,
     pending,
     runs,
@@ -147,6 +149,11 @@ async def _fresh(service: Orchestra, worker: Worker) -> Checkpoint:
     return await start(service, worker)
 
 
+async def _at_agent_problem(service: Orchestra, worker: Worker) -> Checkpoint:
+    failing = agents(planner=demo(fail="error"))
+    return await start(service, worker, step="agent_problem", agents=failing)
+
+
 BAD: list[tuple[str, Any, dict[str, Any], type[OrchestraError], str]] = [
     ("unknown action", _fresh, {"action": "ship_it"}, InvalidInput, "not offered"),
     ("action of another checkpoint", _fresh, {"action": "revise"}, InvalidInput, "not offered"),
@@ -177,6 +184,34 @@ BAD: list[tuple[str, Any, dict[str, Any], type[OrchestraError], str]] = [
         {"action": "approve", "idempotency_key": "k" * 201},
         InvalidInput,
         "Idempotency-Key",
+    ),
+    (
+        "input the action does not take",
+        _fresh,
+        {"action": "approve", "inputs": {"timeout_s": 30}},
+        InvalidInput,
+        "takes no input 'timeout_s' (it takes: none)",
+    ),
+    (
+        "unknown input",
+        _at_agent_problem,
+        {"action": "retry", "inputs": {"timeout": 30}},
+        InvalidInput,
+        "takes no input 'timeout' (it takes: timeout_s)",
+    ),
+    (
+        "input not a number",
+        _at_agent_problem,
+        {"action": "retry", "inputs": {"timeout_s": "30"}},
+        InvalidInput,
+        "must be a number",
+    ),
+    (
+        "input out of bounds",
+        _at_agent_problem,
+        {"action": "retry", "inputs": {"timeout_s": 0}},
+        InvalidInput,
+        "between 1 and 86400",
     ),
     ("already resolved", _resolved, {"action": "approve"}, ResolutionConflict, "already"),
     ("workflow cancelled", _superseded, {"action": "approve"}, ResolutionConflict, "already"),

@@ -77,6 +77,8 @@ class Resolve(Body):
     action: Text
     edited_content: Text | None = None
     notes: Text | None = None
+    #: Numbers the action takes, by name (its ``inputs``; e.g. a retry's ``timeout_s``).
+    inputs: dict[Text, float] | None = None
 
 
 class CreateToken(Body):
@@ -228,6 +230,7 @@ async def resolve_checkpoint(
         notes=body.notes,
         actor=who.name,
         idempotency_key=idempotency_key,
+        inputs=body.inputs,
     )
 
 

@@ -7,7 +7,7 @@ Both return the same domain models, so there is one rendering path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ class Backend(Protocol):
         action: str,
         edited_content: str | None,
         notes: str | None,
+        inputs: Mapping[str, float] | None = None,
     ) -> Checkpoint: ...
 
     async def cancel(self, workflow_id: str) -> Workflow: ...

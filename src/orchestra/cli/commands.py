@@ -172,6 +172,14 @@ def resolve(
             "--notes", help="Notes for the next agent and the record.", show_default=False
         ),
     ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="NAME=NUMBER, an input the action takes (e.g. --input timeout_s=600); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the resolved checkpoint as JSON.")
     ] = False,
@@ -183,6 +191,7 @@ def resolve(
     if edit and content_file is not None:
         raise typer.BadParameter("use either --edit or --content-file", param_hint="--edit")
     edited = _read_content(content_file) if content_file is not None else None
+    given = _parse_inputs(inputs or [])
 
     async def body(b: Backend) -> None:
         content = edited
@@ -195,7 +204,9 @@ def resolve(
                     details={"action": action, "allowed": allowed},
                 )
             content = edit_text(cp.editable_content or "", label=cp.editable_label, console=console)
-        cp = await b.resolve(checkpoint_id, action=action, edited_content=content, notes=notes)
+        cp = await b.resolve(
+            checkpoint_id, action=action, edited_content=content, notes=notes, inputs=given
+        )
         if as_json:
             print_json(cp.model_dump(mode="json"))
             return
@@ -204,6 +215,21 @@ def resolve(
         )
 
     with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, float]:
+    """``--input NAME=NUMBER`` options as a mapping (the server checks the names)."""
+    found: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name.strip() or number is None:
+            raise typer.BadParameter(f"{pair!r} is not NAME=NUMBER", param_hint="--input")
+        found[name.strip()] = number
+    return found
 
 
 def _read_content(path: Path) -> str:

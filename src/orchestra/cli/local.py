@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from orchestra.cli.backend import EVENT_POLL_S
@@ -77,6 +77,7 @@ class LocalBackend:
         action: str,
         edited_content: str | None,
         notes: str | None,
+        inputs: Mapping[str, float] | None = None,
     ) -> Checkpoint:
         return await self.service.resolve(
             checkpoint_id,
@@ -84,6 +85,7 @@ class LocalBackend:
             edited_content=edited_content,
             notes=notes,
             actor=self.actor,
+            inputs=inputs,
         )
 
     async def cancel(self, workflow_id: str) -> Workflow:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -178,8 +178,14 @@ class RemoteBackend:
         action: str,
         edited_content: str | None,
         notes: str | None,
+        inputs: Mapping[str, float] | None = None,
     ) -> Checkpoint:
-        body = {"action": action, "edited_content": edited_content, "notes": notes}
+        body = {
+            "action": action,
+            "edited_content": edited_content,
+            "notes": notes,
+            "inputs": dict(inputs) if inputs else None,
+        }
         # One key per decision: a retried request gets the original answer.
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         return await self._model(

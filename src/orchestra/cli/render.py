@@ -196,6 +196,8 @@ def timeline_table(history: History) -> Table:
             notes = []
             if r.edited_content is not None and r.edited_content != cp.editable_content:
                 notes.append("content edited")
+            if r.inputs:
+                notes += [f"{name} {value:g}" for name, value in sorted(r.inputs.items())]
             if r.notes:
                 notes.append(f"notes: {r.notes}")
             rows.append(
@@ -334,6 +336,10 @@ def actions_view(cp: Checkpoint) -> Table:
         )
         if action.requires_content:
             line.append("  (you write the text)", style="italic")
+        for spec in action.inputs:
+            line.append(
+                f"\n  optional input {spec.name}: {spec.label}, {spec.bounds()}", style="dim"
+            )
         if action.description:
             line.append(f"\n{action.description}", style="dim")
         table.add_row(f"{number}.", line)
@@ -370,6 +376,7 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
             Text.assemble(
                 ("Resolved: ", "bold"),
                 f"{r.action} by {r.resolved_by} at {when(r.resolved_at)}",
+                "".join(f" — {name} {value:g}" for name, value in sorted((r.inputs or {}).items())),
                 f" — notes: {r.notes}" if r.notes else "",
             )
         )

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import difflib
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ from orchestra.cli.render import (
 )
 from orchestra.domain.errors import Conflict, InvalidInput
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint, CheckpointAction, Event, Workflow
+from orchestra.domain.models import ActionInput, Checkpoint, CheckpointAction, Event, Workflow
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
 
 NAME_CHARS = 60
@@ -157,6 +158,7 @@ class Decision:
     action: str
     edited_content: str | None
     notes: str | None
+    inputs: dict[str, float] = field(default_factory=dict)
 
 
 class TerminalRun:
@@ -215,6 +217,7 @@ class TerminalRun:
                         action=decision.action,
                         edited_content=decision.edited_content,
                         notes=decision.notes,
+                        inputs=decision.inputs,
                     )
                 )
             except (Conflict, InvalidInput) as exc:  # someone else decided, or bad input
@@ -269,7 +272,7 @@ class TerminalRun:
             self.out.print(f"Answer with a number from 1 to {count} or an action's name.")
 
     def _complete(self, cp: Checkpoint, action: CheckpointAction) -> Decision | None:
-        """Ask for what the action needs (confirmation, edited text, notes)."""
+        """Ask for what the action needs (confirmation, edited text, its inputs, notes)."""
         if action.destructive and not self._yes(f"{action.label}: this ends the workflow. Sure?"):
             return None
         edited: str | None = None
@@ -291,8 +294,25 @@ class TerminalRun:
                 return None
             if edited == original and not action.requires_content:
                 edited = None
+        inputs = {i.name: n for i in action.inputs if (n := self._number(i)) is not None}
         notes = self._ask("Notes for the next agent and the record (Enter for none): ")
-        return Decision(action.name, edited, notes or None)
+        return Decision(action.name, edited, notes or None, inputs)
+
+    def _number(self, spec: ActionInput) -> float | None:
+        """An optional input of the action: a number within its bounds, or None (Enter)."""
+        if spec.help:
+            self.out.print(spec.help, style="dim")
+        while True:
+            answer = self._ask(f"{spec.label} (Enter to skip): ")
+            if not answer:
+                return None
+            try:
+                number = float(answer)
+            except ValueError:
+                number = math.nan
+            if spec.accepts(number):
+                return number
+            self.out.print(f"Answer with a number {spec.bounds()}, or Enter to skip.")
 
     def _show_diff(self, before: str, after: str) -> None:
         diff = list(

@@ -8,6 +8,7 @@ client can render and resolve it without knowing the workflow.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +29,34 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ActionInput(Model):
+    """An optional number a person may give with an action (e.g. a retry's timeout)."""
+
+    name: str
+    label: str
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    def accepts(self, value: float) -> bool:
+        """Whether ``value`` is a finite number within the bounds."""
+        low, high = self.minimum, self.maximum
+        return (
+            math.isfinite(value)
+            and (low is None or value >= low)
+            and (high is None or value <= high)
+        )
+
+    def bounds(self) -> str:
+        """The bounds in words, for messages: ``"between 1 and 86400"``, ``"any number"``."""
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            return f"between {low:g} and {high:g}"
+        if low is not None:
+            return f"at least {low:g}"
+        return f"at most {high:g}" if high is not None else "any number"
+
+
 class CheckpointAction(Model):
     """One thing a person may do at a checkpoint."""
 
@@ -38,6 +67,8 @@ class CheckpointAction(Model):
     #: Whether the action ends the workflow (the UI asks for confirmation).
     destructive: bool = False
     description: str = ""
+    #: Optional numbers the action takes (see :attr:`Resolution.inputs`).
+    inputs: list[ActionInput] = Field(default_factory=list)
 
 
 class AgentOutput(Model):
@@ -83,6 +114,8 @@ class Resolution(Model):
     action: str
     edited_content: str | None = None
     notes: str | None = None
+    #: The action's inputs the person gave, by name.
+    inputs: dict[str, float] | None = None
     resolved_by: str
     resolved_at: datetime
 

@@ -211,6 +211,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
         "action": None,
         "edited_content": None,
         "notes": None,
+        "inputs": None,
         "resolved_by": None,
         "resolved_at": None,
         "idempotency_key": None,

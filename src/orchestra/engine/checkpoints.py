@@ -11,10 +11,12 @@ gets the original answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import bindparam, select
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
-from orchestra.domain.models import Checkpoint
+from orchestra.domain.models import Checkpoint, CheckpointAction
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
 from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn
 from orchestra.engine.definition import CheckpointStep, Decision, get_definition
@@ -58,6 +60,7 @@ def resolve_txn(
     notes: str | None,
     actor: str,
     idempotency_key: str | None = None,
+    inputs: Mapping[str, float] | None = None,
 ) -> Checkpoint:
     """Resolve a pending checkpoint and move its workflow on, atomically."""
     found = fetch_all(tx.conn, _SELECT_CHECKPOINT, {"id": checkpoint_id})
@@ -87,6 +90,7 @@ def resolve_txn(
             f"action {action!r} needs edited_content (the text to send)",
             details={"action": action, "field": "edited_content"},
         )
+    given = _valid_inputs(chosen, inputs or {})
     for name, value in (("edited_content", edited_content), ("notes", notes)):
         if value is not None and len(value) > MAX_CONTENT_CHARS:
             raise InvalidInput(
@@ -97,7 +101,7 @@ def resolve_txn(
 
     step = get_definition(wf["type"]).step(cp.step_name)
     assert isinstance(step, CheckpointStep)
-    decision = Decision(action, edited_content, notes, actor)
+    decision = Decision(action, edited_content, notes, actor, given)
     nxt = step.on_resolve(context_of(wf), decision)
 
     edited = edited_content is not None and edited_content != cp.editable_content
@@ -111,6 +115,7 @@ def resolve_txn(
         "action": action,
         "edited_content": edited_content,
         "notes": notes,
+        "inputs": given or None,
         "resolved_by": actor,
         "resolved_at": tx.now,
         "idempotency_key": idempotency_key,
@@ -128,3 +133,28 @@ def resolve_txn(
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
     apply_next_txn(tx, wf, nxt)
     return cp.model_copy(update={"status": status, "resolution": to_resolution(values)})
+
+
+def _valid_inputs(action: CheckpointAction, inputs: Mapping[str, float]) -> dict[str, float]:
+    """The inputs given with ``action``, checked against the ones it declares: each
+    known, a finite number, within its bounds. Nothing is written when one is not."""
+    declared = {i.name: i for i in action.inputs}
+    valid: dict[str, float] = {}
+    for name, value in inputs.items():
+        spec = declared.get(name)
+        if spec is None:
+            takes = ", ".join(declared) or "none"
+            raise InvalidInput(
+                f"action {action.name!r} takes no input {name!r} (it takes: {takes})",
+                details={"action": action.name, "field": f"inputs.{name}"},
+            )
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise InvalidInput(
+                f"input {name!r} must be a number", details={"field": f"inputs.{name}"}
+            )
+        if not spec.accepts(value):
+            raise InvalidInput(
+                f"input {name!r} must be {spec.bounds()}", details={"field": f"inputs.{name}"}
+            )
+        valid[name] = float(value)
+    return valid

@@ -77,6 +77,8 @@ class Decision:
     edited_content: str | None
     notes: str | None
     resolved_by: str
+    #: The action's inputs the person gave (validated against its declared inputs).
+    inputs: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def text(self) -> str | None:

@@ -122,6 +122,7 @@ checkpoints = Table(
     Column("action", String(64)),
     Column("edited_content", Text),
     Column("notes", Text),
+    Column("inputs", Json),
     Column("resolved_by", String(128)),
     Column("resolved_at", UTCDateTime),
     Column("idempotency_key", String(200)),

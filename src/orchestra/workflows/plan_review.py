@@ -19,11 +19,10 @@ from the ``after_commit`` hook, outside any transaction.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from orchestra.domain.errors import InvalidInput
-from orchestra.domain.models import AgentOutput, AgentRun, CheckpointAction
+from orchestra.domain.models import ActionInput, AgentOutput, AgentRun, CheckpointAction
 from orchestra.domain.statuses import ActionStyle, AgentRunStatus, WorkflowStatus
 from orchestra.engine.definition import (
     AgentStep,
@@ -386,7 +385,14 @@ def _limit_resolve(ctx: StepContext, decision: Decision) -> Next:
     )
 
 
-_TIMEOUT_NOTE = re.compile(r"timeout\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+#: A retry may give the failed agents a longer timeout (seconds, for that retry).
+RETRY_TIMEOUT = ActionInput(
+    name="timeout_s",
+    label="Timeout (seconds)",
+    minimum=1,
+    maximum=86_400,
+    help="For this retry only; left empty, a timed-out agent gets twice its last timeout.",
+)
 
 
 def _problem_view(ctx: StepContext) -> CheckpointView:
@@ -413,8 +419,8 @@ def _problem_view(ctx: StepContext) -> CheckpointView:
     return CheckpointView(
         instructions=(
             f"{names} failed: " + "; ".join(f["error"] for f in failures) + ". Retry the "
-            "failed agents (write `timeout=SECONDS` in the notes for a longer timeout; after "
-            "a timeout the retry doubles it), skip them, or write their answer yourself."
+            "failed agents (optionally with a longer timeout; after a timeout the retry "
+            "doubles it), skip them, or write their answer yourself."
         ),
         agent_outputs=outputs,
         editable_content="",
@@ -429,10 +435,10 @@ def _problem_resolve(ctx: StepContext, decision: Decision) -> Next:
     if decision.action == "cancel":
         return Next(step=None, cancel=True)
     if decision.action == "retry":
-        match = _TIMEOUT_NOTE.search(decision.notes or "")
+        chosen = decision.inputs.get(RETRY_TIMEOUT.name)
         retry: dict[str, float | None] = {}
         for f in problem["failures"]:
-            longer = float(match.group(1)) if match else None
+            longer = chosen
             if longer is None and f["error"].startswith("timeout") and f["timeout_s"]:
                 longer = 2 * float(f["timeout_s"])
             retry[f["agent"]] = longer
@@ -598,7 +604,12 @@ definition = WorkflowDefinition(
             AGENT_PROBLEM,
             "An agent failed",
             [
-                _action("retry", "Retry failed agents", ActionStyle.PRIMARY),
+                CheckpointAction(
+                    name="retry",
+                    label="Retry failed agents",
+                    style=ActionStyle.PRIMARY,
+                    inputs=[RETRY_TIMEOUT],
+                ),
                 _action("skip_agent", "Continue without them"),
                 _action("manual_input", "Use my text instead", requires_content=True),
                 CANCEL,

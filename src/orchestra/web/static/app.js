@@ -168,16 +168,29 @@
       content: panel.querySelector('[data-content]'),
       original: panel.querySelector('[data-original]'),
       notes: panel.querySelector('[data-notes]'),
+      inputs: [...panel.querySelectorAll('input[data-input-for]')],
       message: panel.querySelector('[data-message]'),
       buttons: [...panel.querySelectorAll('button[data-action]')],
     };
+  }
+
+  // The numbers typed for an action's inputs ({} when none), as the API takes them.
+  function inputsFor(panel, action) {
+    const given = {};
+    for (const field of parts(panel).inputs) {
+      if (field.dataset.inputFor === action && field.value.trim() !== '') {
+        given[field.dataset.inputName] = Number(field.value);
+      }
+    }
+    return given;
   }
 
   function isDirty(panel) {
     const p = parts(panel);
     if (panel.dataset.resolvedByMe) return false;
     const edited = p.content && p.original && p.content.value !== p.original.value;
-    return Boolean(edited || (p.notes && p.notes.value.trim()));
+    const typed = p.inputs.some((field) => field.value.trim() !== '');
+    return Boolean(edited || typed || (p.notes && p.notes.value.trim()));
   }
 
   function showMessage(panel, kind, nodes) {
@@ -279,7 +292,7 @@
     const result = await call(
       'POST',
       panel.querySelector('form.resolve').dataset.resolveUrl,
-      { action: button.dataset.action, edited_content: edited, notes },
+      { action: button.dataset.action, edited_content: edited, notes, inputs: inputsFor(panel, button.dataset.action) },
       { 'Idempotency-Key': panel.dataset.idempotencyKey },
     );
     delete panel.dataset.busy;
@@ -337,6 +350,7 @@
     const onEdit = () => { delete panel.dataset.idempotencyKey; updateButtons(panel); };
     if (p.content) p.content.addEventListener('input', onEdit);
     if (p.notes) p.notes.addEventListener('input', onEdit);
+    for (const field of p.inputs) field.addEventListener('input', onEdit);
     for (const button of p.buttons) button.addEventListener('click', () => resolve(panel, button));
     const revert = panel.querySelector('[data-revert]');
     if (revert) {
