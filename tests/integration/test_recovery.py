@@ -334,3 +334,37 @@ async def test_graceful_shutdown_hands_an_unfinished_step_back_at_once(
         ("reviewer-2", 1, AgentRunStatus.INTERRUPTED),
         ("reviewer-2", 2, AgentRunStatus.COMPLETED),
     ]
+
+
+async def test_a_failed_claim_is_logged_and_the_worker_keeps_going(
+    service: Orchestra, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a claim raises (here an unexpected error, not a database one), the
+    worker's loop logs it and claims again: a server's embedded worker never dies
+    and leaves the engine frozen."""
+    worker = Worker(db, WorkerSettings(poll_s=0.05))
+    real_claim, failures = worker._claim_txn, []
+
+    def claim_failing_twice(tx: Tx, limit: int) -> Any:
+        if len(failures) < 2:
+            failures.append(limit)
+            raise RuntimeError("a bug in claiming")
+        return real_claim(tx, limit)
+
+    worker._claim_txn = claim_failing_twice  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        wf = await service.create_workflow(name="after a hiccup", prompt="Plan it")
+
+        async def at_checkpoint() -> bool:
+            return (await service.get_workflow(wf.id)).pending_checkpoint is not None
+
+        await eventually(at_checkpoint, what="the plan checkpoint despite failed claims")
+        assert not running.done()
+    finally:
+        stop.set()
+        await running
+    assert len(failures) == 2
+    logged = [r for r in caplog.records if "claiming work failed" in r.getMessage()]
+    assert len(logged) == 2 and logged[0].exc_info is not None

@@ -191,8 +191,11 @@ class Worker:
                 if free > 0:
                     try:
                         claimed = await self.db.write(partial(self._claim_txn, limit=free))
-                    except OrchestraError:
-                        log.exception("claiming work failed; retrying")
+                    except Exception:
+                        # A database hiccup or a bug in one claim must not stop the worker
+                        # (an embedded worker that died would leave its server serving a
+                        # frozen engine): log it, and claim again at the next poll or bell.
+                        log.exception("claiming work failed; claiming again shortly")
                         claimed = []
                     for lease, prepared in claimed:
                         self._spawn(lease, prepared)
