@@ -112,6 +112,11 @@ class EventHub:
             except OrchestraError as exc:
                 log.warning("event hub: reading the log failed (%s); retrying", exc.message)
                 await asyncio.sleep(self.poll_s)
+            except Exception:
+                # Anything else (a driver error SQLAlchemy does not map, a bug) must not
+                # end the hub either: every live stream would silently stop moving.
+                log.exception("event hub: following the log failed; retrying")
+                await asyncio.sleep(self.poll_s)
 
     def _append(self, batch: list[Event]) -> None:
         for event in batch:
