@@ -368,3 +368,36 @@ async def test_a_failed_claim_is_logged_and_the_worker_keeps_going(
     assert len(failures) == 2
     logged = [r for r in caplog.records if "claiming work failed" in r.getMessage()]
     assert len(logged) == 2 and logged[0].exc_info is not None
+
+
+async def test_a_failed_heartbeat_is_retried_and_the_lease_kept(
+    service: Orchestra, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat that raises something unexpected is retried at the next beat: the
+    lease stays renewed through a step longer than it, and the agent runs once."""
+    worker = Worker(db, WorkerSettings(heartbeat_s=0.05, lease_ttl_s=0.6, poll_s=0.05))
+    real_write, failed = db.write, []
+
+    async def write_failing_one_beat(fn: Any) -> Any:
+        if getattr(fn, "__name__", "") == "check_txn" and not failed:
+            failed.append(fn)
+            raise RuntimeError("an unexpected error in a heartbeat")
+        return await real_write(fn)
+
+    monkeypatch.setattr(db, "write", write_failing_one_beat)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        slow = agents(planner=demo(delay_s=1.5))  # longer than the lease
+        wf = await service.create_workflow(name="long step", prompt="Plan it", agents=slow)
+
+        async def at_checkpoint() -> bool:
+            return (await service.get_workflow(wf.id)).pending_checkpoint is not None
+
+        await eventually(at_checkpoint, what="the plan checkpoint after the long step")
+    finally:
+        stop.set()
+        await running
+    assert failed
+    planner = await runs(service, wf.id, role="planner")
+    assert [(r.attempt, r.status) for r in planner] == [(1, AgentRunStatus.COMPLETED)]

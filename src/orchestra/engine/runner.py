@@ -703,7 +703,7 @@ class _Heartbeat:
                 if self._body is not None:
                     self._body.cancel()
                 return
-            except OrchestraError:
+            except Exception:  # not only the database's: a dead heartbeat loses the lease
                 log.warning("heartbeat for %s failed; will retry", lease.workflow_id, exc_info=True)
             await asyncio.sleep(self._worker.settings.heartbeat_s)
 
