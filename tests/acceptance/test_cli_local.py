@@ -265,6 +265,22 @@ def test_run_end_to_end_with_editor_and_notes(db_url: str, tmp_path: Path) -> No
     assert history.workflow.result is not None
 
 
+def test_run_asks_for_a_retrys_timeout(db_url: str, tmp_path: Path) -> None:
+    """At an agent problem, the run asks for the retry's optional timeout (refusing what
+    is not a number within bounds) and sends it with the decision."""
+    (tmp_path / "orchestra.toml").write_text(
+        '[agents.broken]\nadapter = "demo"\n[agents.broken.options]\nfail = "error"\n'
+    )
+    answers = "retry\nsoon\n90\n\ncancel\ny\n\n"  # then it fails again: cancel, confirmed
+    result = ok(orchestra(tmp_path, db_url, "run", "Plan it", "--planner", "broken", input=answers))
+    assert "optional input timeout_s: Timeout (seconds), between 1 and 86400" in result.stdout
+    assert "Answer with a number between 1 and 86400, or Enter to skip." in result.stdout
+    history = show(tmp_path, db_url, workflow_id_of(result.stdout))
+    assert history.workflow.status is WorkflowStatus.CANCELLED
+    first = history.checkpoints[0].resolution
+    assert first is not None and (first.action, first.inputs) == ("retry", {"timeout_s": 90.0})
+
+
 def test_run_stops_cleanly_when_input_ends(db_url: str, tmp_path: Path) -> None:
     result = orchestra(tmp_path, db_url, "run", "Plan something", input="")
     assert result.returncode == 1
