@@ -231,7 +231,8 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
     return str(cp_row["id"])
 
 
-def _lease_guard(lease_token: str | None) -> dict[str, Any] | None:
+def lease_guard(lease_token: str | None) -> dict[str, Any] | None:
+    """The guard that makes a workflow move happen only under this lease (None: no lease)."""
     return None if lease_token is None else {"lease_token": lease_token}
 
 
@@ -239,7 +240,7 @@ def _move_workflow_txn(tx: Tx, row: RowMap, *, lease_token: str | None, **change
     """A workflow status change that must happen: this transaction holds the row
     (locked on Postgres, the single writer on SQLite), so a miss is a conflict —
     or, under a worker's lease, the sign that the lease is gone."""
-    guard = _lease_guard(lease_token)
+    guard = lease_guard(lease_token)
     if not transition_txn(
         tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], guard=guard, **change
     ):
@@ -339,7 +340,7 @@ def fail_txn(tx: Tx, row: RowMap, error: str, *, lease_token: str | None = None)
         old=row["status"],
         new=WorkflowStatus.FAILED,
         values={"error": error, "finished_at": tx.now, **NO_LEASE},
-        guard=_lease_guard(lease_token),
+        guard=lease_guard(lease_token),
         data={"error": error},
     )
     if failed:

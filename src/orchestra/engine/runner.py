@@ -41,6 +41,7 @@ from orchestra.engine.advance import (
     context_of,
     end_running_runs_txn,
     fail_txn,
+    lease_guard,
     load_workflow_txn,
     new_id,
 )
@@ -367,7 +368,7 @@ class Worker:
                     workflow_id=row["id"],
                     old=WorkflowStatus.PENDING,
                     new=WorkflowStatus.RUNNING,
-                    guard={"lease_token": lease.token},
+                    guard=lease_guard(lease.token),
                 )
                 row = {**row, "status": WorkflowStatus.RUNNING.value}
             # Otherwise pending → running into the first agent step: one UPDATE.

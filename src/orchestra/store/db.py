@@ -304,15 +304,14 @@ class Database:
     ) -> None:
         """Ring the bells after this process committed: directly when a bell rings on
         the loop ``here`` (the caller's), through its own loop otherwise."""
-        doorbell, work_bell = self.doorbell, self.work_bell
-        if doorbell.loop is None:  # bound to no loop: nobody in this process listens
-            pass
-        elif doorbell.loop is here:
+        bell_loop = self.doorbell.loop  # None: bound to no loop, nobody listens here
+        if bell_loop is not None and bell_loop is here:
             self._ring_doorbell(appended)
-        else:
+        elif bell_loop is not None:
             with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-                doorbell.loop.call_soon_threadsafe(self._ring_doorbell, appended)
+                bell_loop.call_soon_threadsafe(self._ring_doorbell, appended)
         if wakes:
+            work_bell = self.work_bell
             on_loop = here is not None and work_bell.loop is here
             (work_bell.ring if on_loop else work_bell.ring_threadsafe)()
 
