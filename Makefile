@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test install install-dev lint typecheck pytest bench browser clean
+.PHONY: run test install install-dev lint typecheck pytest bench browser agent-clis clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: install
 	$(BIN)/orchestra serve --no-auth
 
 ## Install everything and run the whole suite: lint, types, tests on SQLite and PostgreSQL.
-test: install-dev browser lint typecheck pytest
+test: install-dev browser agent-clis lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check src tests benchmarks
@@ -33,6 +33,14 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest -q -p no:cacheprovider
+
+## The real agent CLIs the agent tests run (pinned in agents-cli/package-lock.json); reinstalled
+## only when node_modules is missing or older than the lockfile.
+agent-clis: agents-cli/node_modules/.package-lock.json
+
+agents-cli/node_modules/.package-lock.json: agents-cli/package-lock.json
+	npm ci --no-audit --no-fund --prefix agents-cli
+	@touch $@
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium
