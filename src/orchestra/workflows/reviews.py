@@ -13,29 +13,35 @@ from orchestra.domain.models import AgentOutput, Consolidation, ReviewIssue, Rev
 VERDICTS = ("approve", "approve_with_changes", "request_changes", "reject")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
+#: What reviewers are asked to answer. Valid under OpenAI's strict structured-output
+#: rules (codex sends ``--output-schema`` with ``strict: true``): every object has
+#: ``additionalProperties: false`` and lists all its properties in ``required``; the
+#: optional ones are nullable instead, and :func:`parse_review` reads ``null`` as absent.
 REVIEW_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {
         "verdict": {"type": "string", "enum": list(VERDICTS)},
         "summary": {"type": "string"},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "issues": {
             "type": "array",
             "items": {
                 "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "severity": {"type": "string", "enum": list(SEVERITIES)},
-                    "category": {"type": "string"},
+                    "category": {"type": ["string", "null"]},
                     "title": {"type": "string"},
-                    "detail": {"type": "string"},
+                    "detail": {"type": ["string", "null"]},
                 },
-                "required": ["severity", "title"],
+                "required": ["severity", "category", "title", "detail"],
             },
         },
-        "recommendations": {"type": "array", "items": {"type": "string"}},
-        "questions": {"type": "array", "items": {"type": "string"}},
+        "recommendations": {"type": ["array", "null"], "items": {"type": "string"}},
+        "questions": {"type": ["array", "null"], "items": {"type": "string"}},
     },
-    "required": ["verdict", "summary", "issues"],
+    "required": ["verdict", "summary", "confidence", "issues", "recommendations", "questions"],
 }
 
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
@@ -94,7 +100,7 @@ def parse_review(content: str, structured: dict[str, Any] | None = None) -> dict
     confidence = data.get("confidence")
     return {
         "verdict": verdict if verdict in VERDICTS else None,
-        "summary": str(data.get("summary", "")),
+        "summary": str(data.get("summary") or ""),
         "confidence": float(confidence) if isinstance(confidence, int | float) else None,
         "issues": issues,
         "recommendations": [str(r) for r in data.get("recommendations") or []],
