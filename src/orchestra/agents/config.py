@@ -12,6 +12,10 @@ at start-up, not half-way through a workflow::
     [agents.claude-opus.options]
     model = "opus"
 
+    [agents.claude-opus.env]                        # only this agent's program gets these
+    ANTHROPIC_BASE_URL = "https://llm-gateway.internal"
+    ANTHROPIC_API_KEY = { from_env = "OPUS_API_KEY" }  # read from the server's environment
+
     [roles]
     planner = "claude-opus"
     reviewers = ["codex", "gemini"]
@@ -50,6 +54,8 @@ class _AgentEntry(BaseModel):
     adapter: str
     options: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
+    #: ``[agents.NAME.env]``: variables for this agent's program only (CLI agents).
+    env: dict[str, Any] = Field(default_factory=dict)
 
 
 class AgentSpec(_AgentEntry):
@@ -121,6 +127,28 @@ def _explain(error: ValidationError, path: Path) -> str:
     return f"{path}: " + "; ".join(problems) + hint
 
 
+def _agent_options(name: str, entry: _AgentEntry, source: Path) -> dict[str, Any]:
+    """The adapter options of an agent, with its ``env`` table and its ``home``.
+
+    The environment comes from this file only: ``env`` inside ``options`` is
+    refused, so there is one place to read what an agent gets. A relative
+    ``home`` is relative to this file's folder.
+    """
+    options = dict(entry.options)
+    if "env" in options:
+        raise InvalidInput(
+            f"{source}: agent {name!r}: put environment variables in [agents.{name}.env], "
+            "not in its options",
+            details={"agent": name},
+        )
+    if entry.env:
+        options["env"] = dict(entry.env)
+    home = options.get("home")
+    if isinstance(home, str) and home and not home.startswith("~"):
+        options["home"] = str((source.parent / home).absolute())
+    return options
+
+
 def parse_agents_config(text: str, source: Path) -> AgentsConfig:
     """Parse and check the TOML ``text`` read from ``source``."""
     try:
@@ -140,7 +168,10 @@ def parse_agents_config(text: str, source: Path) -> AgentsConfig:
                 details={"agent": name, "adapter": entry.adapter},
             )
         agents[name] = AgentSpec(
-            name=name, adapter=entry.adapter, options=entry.options, timeout_s=entry.timeout_s
+            name=name,
+            adapter=entry.adapter,
+            options=_agent_options(name, entry, source),
+            timeout_s=entry.timeout_s,
         )
     roles = parsed.roles
     for name in [roles.planner, *roles.reviewers]:

@@ -14,7 +14,10 @@ command line and its output format:
   asyncio's 64 KiB line limit, or megabytes of output, arrive intact;
 - stderr is diagnostics: only its tail is kept, for the person deciding what
   to do about a failure;
-- Orchestra's own secrets and ``CLAUDECODE`` never reach the child.
+- Orchestra's own secrets and ``CLAUDECODE`` never reach the child; on top of
+  the rest of our environment come the CLI's quiet defaults (telemetry and
+  update checks off, bounded retries), the agent's own ``home`` and the
+  agent's ``env`` table from the agents file (see :func:`agent_environment`).
 
 Generic helpers shared with the HTTP adapters (option checks, progress
 clipping, structured-answer parsing) live here too, so there is one copy.
@@ -27,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -64,8 +68,11 @@ _EXIT_POLL_S = 0.05
 _SCRUBBED_NAMES = frozenset({"CLAUDECODE", "DATABASE_URL"})
 _SCRUBBED_PREFIXES = ("ORCHESTRA_",)
 
-#: Options every CLI adapter accepts, on top of its own.
-CLI_COMMON_OPTIONS = frozenset({"path", "extra_args", "kill_grace_s"})
+#: Options every CLI adapter accepts, on top of its own. ``env`` is filled from the
+#: agent's ``[agents.NAME.env]`` table by the agents file loader (see agents/config.py).
+CLI_COMMON_OPTIONS = frozenset({"path", "extra_args", "kill_grace_s", "env", "home"})
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 LineHandler = Callable[[str], None]
 
@@ -200,6 +207,87 @@ def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         for key, value in source.items()
         if key not in _SCRUBBED_NAMES and not key.startswith(_SCRUBBED_PREFIXES)
     }
+
+
+def is_scrubbed(name: str) -> bool:
+    """Whether ``name`` is one of Orchestra's own variables, which no agent gets."""
+    return name in _SCRUBBED_NAMES or name.startswith(_SCRUBBED_PREFIXES)
+
+
+def opt_env(adapter: str, options: Mapping[str, Any]) -> dict[str, str | dict[str, str]]:
+    """The agent's ``env`` table: ``NAME = "value"`` or ``NAME = { from_env = "VAR" }``.
+
+    A reference is kept as a reference and looked up when the agent starts, so a
+    secret stays in the server's environment and never lands in the database.
+    References to Orchestra's own variables (``ORCHESTRA_*``, ``DATABASE_URL``)
+    are refused: those are the server's secrets.
+    """
+    value = options.get("env")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"the env of a {adapter} agent must be a table of NAME = value")
+    table: dict[str, str | dict[str, str]] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise InvalidInput(
+                f"env variable name {name!r} of a {adapter} agent is not a valid name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        if is_scrubbed(name):
+            raise InvalidInput(f"env variable {name} is Orchestra's own; no agent may set it")
+        if isinstance(item, str):
+            table[name] = item
+            continue
+        source = item.get("from_env") if isinstance(item, Mapping) else None
+        if (
+            not isinstance(item, Mapping)
+            or set(item) != {"from_env"}
+            or not isinstance(source, str)
+            or not _ENV_NAME.match(source)
+        ):
+            raise InvalidInput(
+                f"env variable {name} of a {adapter} agent must be a string or "
+                '{ from_env = "VARIABLE" } naming one of the server\'s variables'
+            )
+        if is_scrubbed(source):
+            raise InvalidInput(
+                f"env variable {name} of a {adapter} agent refers to {source}, one of "
+                "Orchestra's own variables; agents never get those"
+            )
+        table[name] = {"from_env": source}
+    return table
+
+
+def agent_environment(
+    table: Mapping[str, str | Mapping[str, str]],
+    *,
+    defaults: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment an agent starts with, later layers winning:
+    ours scrubbed (:func:`scrubbed_env`), the CLI's ``defaults``, the agent's ``table``.
+
+    A ``from_env`` reference to a variable the server does not have is a
+    failure that says which one, rather than an agent started without its key.
+    """
+    source = os.environ if base is None else base
+    env = scrubbed_env(source)
+    env.update(defaults or {})
+    for name, item in table.items():
+        if isinstance(item, str):
+            env[name] = item
+            continue
+        wanted = item["from_env"]
+        if wanted not in source:
+            raise AgentFailure(
+                "agent_error",
+                f"the agent's env variable {name} comes from the server's {wanted}, "
+                "which is not set; set it where Orchestra runs, or fix the agents file",
+                retryable=False,
+            )
+        env[name] = source[wanted]
+    return env
 
 
 def locate_program(default_name: str, configured: str | None) -> str:
@@ -477,6 +565,32 @@ class CliAdapter:
         self.path = opt_str(self.name, options, "path")
         self.extra_args = opt_str_list(self.name, options, "extra_args")
         self.grace_s = opt_number(self.name, options, "kill_grace_s", DEFAULT_GRACE_S)
+        self.env_table = opt_env(self.name, options)
+        home = opt_str(self.name, options, "home")
+        self.home = Path(os.path.expanduser(home)).absolute() if home else None
+
+    def default_env(self, home: Path | None) -> dict[str, str]:
+        """The CLI's quiet defaults (telemetry and update checks off, bounded retries)
+        plus what points it at its own ``home``; the agent's ``env`` overrides them."""
+        return {"HOME": str(home)} if home is not None else {}
+
+    def prepare_home(self, home: Path, env: Mapping[str, str]) -> None:
+        """Create the agent's own home; a CLI may write its default settings there."""
+        home.mkdir(parents=True, exist_ok=True)
+
+    def environment(self) -> dict[str, str]:
+        """The environment this agent's program starts with (see :func:`agent_environment`)."""
+        env = agent_environment(self.env_table, defaults=self.default_env(self.home))
+        if self.home is not None:
+            try:
+                self.prepare_home(self.home, env)
+            except OSError as exc:
+                raise AgentFailure(
+                    "agent_error",
+                    f"cannot prepare the agent's home {self.home}: {exc.strerror or exc}",
+                    retryable=False,
+                ) from exc
+        return env
 
     def opt(self, key: str) -> str | None:
         """A string option of this adapter, written as the CLI wants it."""
@@ -490,6 +604,11 @@ class CliAdapter:
     def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
         """The argv (never containing the prompt). ``scratch`` is a private temp dir."""
         raise NotImplementedError
+
+    def stdin_text(self, prompt: str) -> str:
+        """What goes on stdin for ``prompt``: a CLI that reads ``/command`` or
+        ``@file`` in its input gets them neutralised here."""
+        return prompt
 
     def parser(self, request: AgentRequest, progress: ProgressSink) -> OutputParser:
         raise NotImplementedError
@@ -513,15 +632,17 @@ class CliAdapter:
         """Run the agent once; see :func:`run_process` for what is guaranteed."""
         self.prepare(request)
         program = locate_program(self.program, self.path)
+        env = self.environment()
         parser = self.parser(request, progress)
         with tempfile.TemporaryDirectory(prefix=f"orchestra-{self.name}-") as scratch:
             argv = self.command(program, request, Path(scratch))
             outcome = await run_process(
                 argv,
-                stdin_data=request.prompt.encode("utf-8"),
+                stdin_data=self.stdin_text(request.prompt).encode("utf-8"),
                 on_line=parser.feed,
                 timeout_s=request.timeout_s,
                 cwd=request.workspace,
+                env=env,
                 grace_s=self.grace_s,
             )
         reported = parser.failure()
@@ -558,6 +679,7 @@ class CliAdapter:
                 stdin_data=b"",
                 on_line=lines.append,
                 timeout_s=CHECK_TIMEOUT_S,
+                env=self.environment(),
                 grace_s=self.grace_s,
             )
         except AgentFailure as exc:
@@ -566,4 +688,8 @@ class CliAdapter:
             failure = exit_code_failure(self.program, outcome.returncode, outcome.stderr_tail)
             return AgentCheck(ok=False, detail=failure.message)
         version = next((line.strip() for line in lines if line.strip()), "version unknown")
-        return AgentCheck(ok=True, detail=f"{clip(version)} ({program})")
+        return AgentCheck(ok=True, detail=f"{clip(version)} ({program}){self.check_note()}")
+
+    def check_note(self) -> str:
+        """What a person should know about this CLI, shown by ``orchestra agents``."""
+        return ""
