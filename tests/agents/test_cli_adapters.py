@@ -95,7 +95,7 @@ async def test_claude_options_become_flags(fakes: FakeAgents, progress: Progress
     ("scenario", "expected"),
     [
         ("error_max_turns", "error_max_turns: Reached maximum number of turns (1)"),
-        ("api_error", "api_error (HTTP 529): API Error: 529"),
+        ("api_error", "api_error: the model API answered 529: API Error: 529"),
         ("error_during_execution", "error_during_execution: aborted"),
     ],
 )

@@ -5,15 +5,32 @@ happens and a final ``result`` line carrying the answer, session, cost, tokens
 and turns. A run whose output lacks that line was cut off, and is a failure
 rather than an empty answer.
 
-Options: ``model``, ``permission_mode``, ``allowed_tools`` (list, passed as
-``--allowedTools=a,b`` because the space-separated form swallows what follows),
-``max_turns``, ``append_system_prompt``, plus the common ``path``,
-``extra_args`` and ``kill_grace_s``.
+Options: ``model``, ``permission_mode``, ``tools`` (the only built-in tools the
+model is offered, ``--tools=a,b``: the CLI enforces it), ``allowed_tools`` and
+``disallowed_tools`` (pre-approve or refuse tools; passed as ``--allowedTools=a,b``
+because the space-separated form swallows what follows), ``max_turns``,
+``append_system_prompt``, ``max_retries`` (the CLI's API retries, default 1),
+plus the common ``path``, ``extra_args``, ``kill_grace_s``, ``env`` and ``home``.
+
+Measured against the real binary (2.1.328):
+
+- in ``permission_mode = "plan"`` the CLI tells the model to write its plan to
+  ``~/.claude/plans/<slug>.md`` and its final answer is then a pointer to that
+  file; the adapter answers with the plan file instead (the last one written in
+  the run);
+- ``@path`` in the prompt is expanded unless ``CLAUDE_CODE_DISABLE_FILE_MENTIONS=1``
+  (set by default), and a prompt starting with ``/`` runs a slash command: such a
+  prompt gets a leading newline, which the CLI passes on but does not read as a
+  command;
+- without ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`` and friends it phones home,
+  and it retries an API error 10 times (~185 s): both are off or bounded by default.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,10 +49,20 @@ from orchestra.agents.subprocess_runner import (
     as_int,
     clip,
     describe_call,
+    opt_number,
     opt_str_list,
     parse_json_line,
     sum_ints,
 )
+
+log = logging.getLogger(__name__)
+
+#: Where Claude Code's plan mode has the model write its plan.
+PLAN_DIR_MARK = "/.claude/plans/"
+#: A plan file larger than this is not read back (the stream's copy is used).
+PLAN_FILE_MAX_BYTES = 4 * 1024 * 1024
+#: Claude Code retries an API error this often unless told (the CLI's default is 10).
+DEFAULT_MAX_RETRIES = 1
 
 
 class ClaudeAdapter(CliAdapter):
@@ -43,12 +70,41 @@ class ClaudeAdapter(CliAdapter):
     program = "claude"
     version_args = ("-v",)
     options = frozenset(
-        {"model", "permission_mode", "allowed_tools", "max_turns", "append_system_prompt"}
+        {
+            "model",
+            "permission_mode",
+            "tools",
+            "allowed_tools",
+            "disallowed_tools",
+            "max_turns",
+            "append_system_prompt",
+            "max_retries",
+        }
     )
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
+        self.tools = (
+            opt_str_list(self.name, options, "tools") if options.get("tools") is not None else None
+        )
         self.allowed_tools = opt_str_list(self.name, options, "allowed_tools")
+        self.disallowed_tools = opt_str_list(self.name, options, "disallowed_tools")
+        self.max_retries = int(opt_number(self.name, options, "max_retries", DEFAULT_MAX_RETRIES))
+
+    def default_env(self, home: Path | None) -> dict[str, str]:
+        return {
+            **super().default_env(home),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_MAX_RETRIES": str(self.max_retries),
+            "CLAUDE_CODE_DISABLE_FILE_MENTIONS": "1",
+        }
+
+    def stdin_text(self, prompt: str) -> str:
+        # A leading "/" would run a slash command; after a newline it is plain text.
+        return "\n" + prompt if prompt.startswith("/") else prompt
 
     def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
         argv = [program, "-p", "--output-format", "stream-json", "--verbose"]
@@ -61,24 +117,35 @@ class ClaudeAdapter(CliAdapter):
             value = self.opt(option)
             if value is not None:
                 argv += [flag, value]
+        if self.tools is not None:
+            argv.append(f"--tools={','.join(self.tools)}")
         if self.allowed_tools:
             argv.append(f"--allowedTools={','.join(self.allowed_tools)}")
+        if self.disallowed_tools:
+            argv.append(f"--disallowedTools={','.join(self.disallowed_tools)}")
         if request.output_schema is not None:
             argv += ["--json-schema", json.dumps(request.output_schema, separators=(",", ":"))]
         return argv + self.extra_args
 
     def parser(self, request: AgentRequest, progress: ProgressSink) -> OutputParser:
-        return ClaudeStream(progress)
+        home = self.env_table.get("HOME")
+        if not isinstance(home, str):
+            home = str(self.home) if self.home is not None else os.path.expanduser("~")
+        return ClaudeStream(progress, plans_dir=Path(home) / ".claude" / "plans")
 
 
 class ClaudeStream:
     """Reads Claude Code's stream-json: progress from assistant blocks, the answer from
     the final ``result`` line. Unknown line types are ignored, as the format grows."""
 
-    def __init__(self, progress: ProgressSink) -> None:
+    def __init__(self, progress: ProgressSink, plans_dir: Path | None = None) -> None:
         self.progress = progress
+        self.plans_dir = plans_dir
         self.init: JSON = {}
         self.final: JSON | None = None
+        #: The plan file written in plan mode, and the text last written to it.
+        self.plan_path: str | None = None
+        self.plan_text: str | None = None
 
     def feed(self, line: str) -> None:
         event = parse_json_line(line, "claude")
@@ -105,6 +172,39 @@ class ClaudeStream:
                 self.progress(
                     "tool", describe_call(str(block.get("name", "tool")), block.get("input"))
                 )
+                self._plan_write(block)
+
+    def _plan_write(self, block: JSON) -> None:
+        """Remember a write to a plan-mode plan file (``~/.claude/plans/*.md``)."""
+        arguments = as_dict(block.get("input"))
+        path = arguments.get("file_path")
+        if not isinstance(path, str) or PLAN_DIR_MARK not in path or not path.endswith(".md"):
+            return
+        if self.plans_dir is not None:
+            # Only a file inside the agent's own plans folder is read back, never a
+            # path the model made look like one (``…/.claude/plans/../../.ssh/…``).
+            try:
+                Path(path).resolve().relative_to(self.plans_dir.resolve())
+            except (OSError, ValueError):
+                log.info("claude: ignoring a plan write outside %s: %s", self.plans_dir, path)
+                return
+        self.plan_path = path
+        content = arguments.get("content")
+        if block.get("name") == "Write" and isinstance(content, str):
+            self.plan_text = content
+
+    def plan(self) -> str | None:
+        """The plan file's text as it is now (an Edit may follow the Write), else the
+        last text written to it, else ``None`` when no plan file was written."""
+        if self.plan_path is None:
+            return None
+        try:
+            path = Path(self.plan_path)
+            if path.stat().st_size <= PLAN_FILE_MAX_BYTES:
+                return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.info("claude: cannot read the plan file %s: %s", self.plan_path, exc)
+        return self.plan_text
 
     def failure(self) -> AgentFailure | None:
         final = self.final
@@ -126,7 +226,7 @@ class ClaudeStream:
             else str(final.get("terminal_reason") or "an error")
         )
         if status is not None:
-            what += f" (HTTP {status})"
+            what = f"{what}: the model API answered {status}"
         return AgentFailure(
             "agent_error",
             f"claude stopped with {what}: {detail}",
@@ -152,6 +252,12 @@ class ClaudeStream:
         usage = as_dict(final.get("usage"))
         structured = final.get("structured_output")
         cost = final.get("total_cost_usd")
+        plan = self.plan()
+        extra: JSON = {}
+        if plan is not None and plan.strip():
+            # Plan mode: the final text only points at the plan file.
+            extra = {"plan_file": self.plan_path, "final_text": content}
+            content = plan
         return AgentResult(
             content=content,
             structured=structured if isinstance(structured, dict) else None,
@@ -174,5 +280,6 @@ class ClaudeStream:
                 "model": self.init.get("model"),
                 "usage": usage,
                 "permission_denials": final.get("permission_denials") or [],
+                **extra,
             },
         )
