@@ -6,13 +6,25 @@ checkout. The answer is the last ``agent_message`` item; tokens come from
 ``turn.completed``. Codex reports no cost.
 
 Options: ``sandbox`` (read-only, workspace-write, danger-full-access),
-``model``, plus the common ``path``, ``extra_args`` and ``kill_grace_s``.
+``model``, ``model_provider`` (a provider of codex's ``config.toml``; its API
+retries are then bounded by ``max_retries``, default 1: codex refuses overrides
+of its built-in ``openai`` provider, whose retries take a couple of seconds),
+plus the common ``path``, ``extra_args``, ``kill_grace_s``, ``env`` and ``home``
+(with ``home``, ``CODEX_HOME`` is ``<home>/.codex``).
+
+Measured against the real binary (0.169.0): every run tries github.com,
+api.github.com and chatgpt.com (plugin sync, analytics, update checks) unless
+told not to, so the adapter passes ``-c`` overrides turning those off; on an
+HTTP 500 codex replaces the server's message with a generic "high demand" text.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from orchestra.agents.base import (
     JSON,
@@ -26,19 +38,64 @@ from orchestra.agents.subprocess_runner import (
     OutputParser,
     as_dict,
     clip,
+    opt_number,
+    opt_str,
     parse_json_line,
     sum_ints,
 )
+from orchestra.domain.errors import InvalidInput
+
+#: ``-c`` overrides that keep codex from phoning home (plugin sync, analytics, updates).
+QUIET_OVERRIDES = (
+    "check_for_update_on_startup=false",
+    "analytics.enabled=false",
+    "features.plugins=false",
+    "features.remote_plugin=false",
+    "features.apps=false",
+    "features.in_app_updates=false",
+    "features.daemon_auto_start=false",
+)
+DEFAULT_MAX_RETRIES = 1
+_PROVIDER = re.compile(r"^[A-Za-z0-9_-]+$")
+_LAST_STATUS = re.compile(r"last status: (\d{3})")
+#: What codex says instead of the server's message on an HTTP 5xx.
+_HIGH_DEMAND = "high demand"
 
 
 class CodexAdapter(CliAdapter):
     name = "codex"
     program = "codex"
     version_args = ("--version",)
-    options = frozenset({"sandbox", "model"})
+    options = frozenset({"sandbox", "model", "model_provider", "max_retries"})
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self.provider = opt_str(self.name, options, "model_provider")
+        if self.provider is not None and not _PROVIDER.match(self.provider):
+            raise InvalidInput(
+                f"option 'model_provider' of the codex adapter must be a provider name "
+                f"(letters, digits, - and _), not {self.provider!r}"
+            )
+        self.max_retries = int(opt_number(self.name, options, "max_retries", DEFAULT_MAX_RETRIES))
+
+    def default_env(self, home: Path | None) -> dict[str, str]:
+        env = super().default_env(home)
+        if home is not None:
+            env["CODEX_HOME"] = str(home / ".codex")
+        return env
+
+    def prepare_home(self, home: Path, env: Mapping[str, str]) -> None:
+        super().prepare_home(home, env)
+        Path(env.get("CODEX_HOME") or home / ".codex").mkdir(parents=True, exist_ok=True)
 
     def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
         argv = [program, "exec", "--json", "--skip-git-repo-check"]
+        for override in QUIET_OVERRIDES:
+            argv += ["-c", override]
+        if self.provider is not None:
+            argv += ["-c", f"model_provider={json.dumps(self.provider)}"]
+            for key in ("request_max_retries", "stream_max_retries"):
+                argv += ["-c", f"model_providers.{self.provider}.{key}={self.max_retries}"]
         if request.workspace is not None:
             argv += ["-C", str(request.workspace)]
         for option, flag in (("sandbox", "--sandbox"), ("model", "--model")):
@@ -97,9 +154,21 @@ class CodexStream:
         problem = self.turn_failed or self.error
         if problem is None:
             return None
-        return AgentFailure(
-            "agent_error", f"codex failed: {problem}", meta={"thread_id": self.thread_id}
-        )
+        status = _LAST_STATUS.search(problem)
+        meta: JSON = {"thread_id": self.thread_id}
+        if status:
+            cause = f"the model API answered {status.group(1)}: "
+            meta["api_error_status"] = int(status.group(1))
+        elif _HIGH_DEMAND in problem:
+            # codex hides the status of a 5xx behind this text.
+            cause = "the model API answered 500 or another server error (5xx): "
+            meta["api_error_status"] = 500
+        elif "invalid_json_schema" in problem:
+            cause = "the model API refused the output schema: "
+            meta["api_error_status"] = 400
+        else:
+            cause = ""
+        return AgentFailure("agent_error", f"codex failed: {cause}{problem}", meta=meta)
 
     def result(self) -> AgentResult:
         if self.message is None:
