@@ -1,4 +1,4 @@
-"""Google's Gemini CLI as an agent: ``gemini --output-format stream-json``.
+r"""Google's Gemini CLI as an agent: ``gemini --output-format stream-json``.
 
 The prompt goes on stdin (a non-TTY stdin makes gemini headless); the answer is
 the concatenation of the assistant ``message`` deltas, the stats come from the
@@ -6,13 +6,34 @@ final ``result`` line. Gemini's documented exit codes are turned into
 messages a person can act on.
 
 Options: ``model``, ``approval_mode`` (default, auto_edit, yolo, plan: tools
-needing approval are denied headless unless ``yolo``), plus the common
-``path``, ``extra_args`` and ``kill_grace_s``.
+needing approval are denied headless unless ``yolo``), ``max_attempts`` (API
+attempts, default 2, written to the settings of the agent's own ``home``), plus
+the common ``path``, ``extra_args``, ``kill_grace_s``, ``env`` and ``home``.
+
+Measured against the real binary (0.61.0):
+
+- ``@path`` in the prompt inlines that file and ``a@b`` becomes ``a @b``, even
+  headless, and no switch turns that off; only ``\@`` is left alone (the
+  backslash stays). So every ``@`` reaches gemini as ``\@``: no file of the
+  workspace is inlined, but the model sees a backslash before each ``@``
+  (said by ``check`` and in the README);
+- a prompt starting with ``/`` may run a slash command: it gets a leading newline;
+- in a folder it has not been told to trust it exits 55: the adapter sets
+  ``GEMINI_CLI_TRUST_WORKSPACE=true`` (Orchestra chose the workspace);
+- on an API error it exits with the HTTP status mod 256 (500 → 244, 429 → 173);
+- its default retries take ~311 s for a persistent 500; usage statistics,
+  telemetry and auto-update are on by default. These are settings only (no
+  environment variable), so with ``home`` the adapter writes them to
+  ``<home>/.gemini/settings.json`` when that file does not exist yet.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from orchestra.agents.base import (
     JSON,
@@ -28,7 +49,16 @@ from orchestra.agents.subprocess_runner import (
     as_int,
     clip,
     describe_call,
+    opt_number,
     parse_json_line,
+)
+
+DEFAULT_MAX_ATTEMPTS = 2
+_UNESCAPED_AT = re.compile(r"(?<!\\)@")
+#: What ``orchestra agents`` says about prompts, as no switch makes them verbatim.
+AT_NOTE = (
+    "; note: gemini expands @path in prompts and offers no switch to stop it, so "
+    "Orchestra sends every @ as \\@ (no file is inlined; the model sees the backslash)"
 )
 
 #: Gemini reads at most this much from stdin; a longer prompt would be cut silently.
@@ -47,11 +77,60 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
 }
 
 
+def api_status(returncode: int) -> int | None:
+    """The HTTP status an exit code stands for: gemini exits with status mod 256."""
+    status = returncode + 256
+    return status if 400 <= status <= 599 else None
+
+
 class GeminiAdapter(CliAdapter):
     name = "gemini"
     program = "gemini"
     version_args = ("--version",)
-    options = frozenset({"model", "approval_mode"})
+    options = frozenset({"model", "approval_mode", "max_attempts"})
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self.max_attempts = int(
+            opt_number(self.name, options, "max_attempts", DEFAULT_MAX_ATTEMPTS)
+        )
+
+    def default_env(self, home: Path | None) -> dict[str, str]:
+        return {
+            **super().default_env(home),
+            # Orchestra chose the workspace; untrusted, a headless run exits 55.
+            "GEMINI_CLI_TRUST_WORKSPACE": "true",
+            "GEMINI_TELEMETRY_ENABLED": "false",
+        }
+
+    def prepare_home(self, home: Path, env: Mapping[str, str]) -> None:
+        """Write quiet default settings into the agent's own home, once."""
+        super().prepare_home(home, env)
+        settings = home / ".gemini" / "settings.json"
+        if settings.exists():
+            return
+        values: dict[str, Any] = {
+            "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False},
+            "general": {
+                "enableAutoUpdate": False,
+                "enableAutoUpdateNotification": False,
+                "maxAttempts": max(1, self.max_attempts),
+            },
+        }
+        if env.get("GEMINI_API_KEY"):
+            # Headless, gemini needs the auth type chosen in its settings.
+            values["security"] = {"auth": {"selectedType": "gemini-api-key"}}
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+
+    def stdin_text(self, prompt: str) -> str:
+        # Gemini has no switch against @-expansion; an escaped @ is not expanded.
+        text = escape_at(prompt)
+        return "\n" + text if text.startswith("/") else text
+
+    def check_note(self) -> str:
+        return AT_NOTE
 
     def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
         argv = [program, "--output-format", "stream-json"]
@@ -77,6 +156,15 @@ class GeminiAdapter(CliAdapter):
     def exit_failure(
         self, returncode: int, reported: AgentFailure | None, stderr_tail: str
     ) -> AgentFailure:
+        status = api_status(returncode)
+        if status is not None:
+            detail = f": {reported.message}" if reported else ""
+            return AgentFailure(
+                "exit_code",
+                f"the model API answered {status} (gemini exit code {returncode}){detail}",
+                stderr_tail=stderr_tail,
+                meta={"exit_code": returncode, "api_error_status": status},
+            )
         known = EXIT_CODES.get(returncode)
         if known is None:
             return super().exit_failure(returncode, reported, stderr_tail)
@@ -88,6 +176,12 @@ class GeminiAdapter(CliAdapter):
             stderr_tail=stderr_tail,
             meta={"exit_code": returncode, "cause": cause},
         )
+
+
+def escape_at(prompt: str) -> str:
+    """Every ``@`` as ``\\@``: gemini's parser (``(?<!\\\\)@``) expands an ``@`` unless a
+    backslash comes right before it, so exactly those get one."""
+    return _UNESCAPED_AT.sub(r"\\@", prompt)
 
 
 class GeminiStream:
