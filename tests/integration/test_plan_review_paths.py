@@ -406,6 +406,8 @@ async def test_agent_problem_retry_reruns_only_the_failed_agent(
     assert sorted(outputs.values()) == sorted(
         [AgentRunStatus.FAILED, AgentRunStatus.COMPLETED, AgentRunStatus.COMPLETED]
     )
+    # Every output names its role as the rest of Orchestra does (not the step's name).
+    assert {o.role for o in problem.agent_outputs} == {"reviewer"}
 
     # still broken: the retry fails again, and only reviewer-2 ran again
     await decide(service, worker, problem, "retry")

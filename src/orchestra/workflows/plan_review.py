@@ -395,6 +395,10 @@ RETRY_TIMEOUT = ActionInput(
 )
 
 
+#: The role whose agents run in a step, as agent outputs name it elsewhere.
+_ROLE_OF_STEP = {PLAN: "planner", REVIEW: "reviewer"}
+
+
 def _problem_view(ctx: StepContext) -> CheckpointView:
     problem = ctx.state["problem"]
     failures = problem["failures"]
@@ -402,7 +406,7 @@ def _problem_view(ctx: StepContext) -> CheckpointView:
     outputs = [
         AgentOutput(
             agent=f["label"],
-            role=problem["step"],
+            role=_ROLE_OF_STEP.get(problem["step"], problem["step"]),
             content=f["stderr_tail"],
             agent_run_id=f["agent_run_id"],
             status=AgentRunStatus.FAILED,
