@@ -17,6 +17,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from itertools import count
@@ -342,3 +344,44 @@ async def test_each_agent_gets_only_its_own_env(
     assert "ORCHESTRA_SECRET_FOR_TEST" not in env_a
     assert env_a["HOME"] == str(real.tmp / "home-alpha")
     assert "sk-ant-beta" not in env_a.values()
+
+
+# -- orchestra agents --------------------------------------------------------------------
+
+
+def test_orchestra_agents_lists_the_clis_on_path_and_the_toml_to_add(tmp_path: Path) -> None:
+    for cli in CLIS:
+        _binary(cli)
+    (tmp_path / "orchestra.toml").write_text(
+        f'[agents.thinker]\nadapter = "claude"\n[agents.thinker.options]\npath = "{BIN}/claude"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+    env |= {
+        "PATH": f"{BIN}:{env.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "COLUMNS": "250",
+        "NO_COLOR": "1",
+        "ORCHESTRA_CONFIG": str(tmp_path / "orchestra.toml"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestra.cli.main", "--data-dir", str(tmp_path), "agents"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    found = out[out.index("Agent CLIs on PATH") :]
+    rows = {
+        cells[0]: cells
+        for line in found.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 4
+    }
+    assert rows["claude"][1] == "2.1.328" and rows["claude"][3] == "thinker"
+    assert rows["codex"][1] == "codex-cli 0.169.0" and rows["codex"][3] == "—"
+    assert rows["gemini"][1] == "0.61.0" and rows["gemini"][3] == "—"
+    assert '[agents.codex]\nadapter = "codex"' in out
+    assert '[agents.gemini]\nadapter = "gemini"' in out
+    assert "[agents.claude]" not in out  # configured already, as "thinker"

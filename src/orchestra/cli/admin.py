@@ -212,12 +212,15 @@ def token_revoke(
 @app.command("agents")
 @exits_on_errors
 def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
-    """List the configured agents, their roles, and whether each is reachable."""
+    """List the configured agents, their roles, and whether each is reachable; then the
+    agent CLIs found on PATH, with the entry to add for those not configured yet."""
     from orchestra.agents.config import check_agents, load_agents_config
+    from orchestra.agents.discovery import find_clis
 
     settings = settings_for(ctx)
     config = load_agents_config(settings.agents_file)
     checks = asyncio.run(check_agents(config))
+    found = asyncio.run(find_clis(config))
     source = settings.agents_file or "built-in defaults"
     table = table_of(f"Agents ({source})", "Name", "Adapter", "Roles", "Reachable", "Detail")
     rows = []
@@ -246,5 +249,28 @@ def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
         table.add_row(name, spec.adapter, ", ".join(roles) or "—", reachable, escape(check.detail))
     if as_json:
         print_json(rows)
-    else:
-        console.print(table)
+        return
+    console.print(table)
+    if not found:
+        console.print("No agent CLI (claude, codex, gemini) found on PATH.")
+        return
+    clis = table_of("Agent CLIs on PATH", "Program", "Version", "Path", "Configured as")
+    for cli in found:
+        version = cli.version if cli.ok else f"[red]{escape(cli.version)}[/]"
+        clis.add_row(cli.adapter, version, cli.path, ", ".join(cli.configured_as) or "—")
+    console.print(clis)
+    missing = [cli for cli in found if not cli.configured_as]
+    if missing:
+        where = settings.agents_file or "the agents file"
+        console.print(f"To use them, add to {where}:\n")
+        console.print(
+            escape(
+                "\n".join(
+                    cli.toml(
+                        cli.adapter if cli.adapter not in config.agents else f"{cli.adapter}-cli"
+                    )
+                    for cli in missing
+                )
+            ),
+            highlight=False,
+        )
