@@ -27,11 +27,17 @@ from typing import Any
 
 import pytest
 from agent_helpers import Progress, _load, eventually
+from tests.support.engine import decide, pending, runs
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.config import parse_agents_config
 from orchestra.agents.gemini import escape_at
 from orchestra.agents.registry import create_adapter
+from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
+from orchestra.engine.runner import Worker
+from orchestra.service import Orchestra
+from orchestra.store.db import Database
+from orchestra.workflows import plan_review
 from orchestra.workflows.prompts import reviewer_prompt
 from orchestra.workflows.reviews import REVIEW_SCHEMA, parse_review
 
@@ -385,3 +391,44 @@ def test_orchestra_agents_lists_the_clis_on_path_and_the_toml_to_add(tmp_path: P
     assert '[agents.codex]\nadapter = "codex"' in out
     assert '[agents.gemini]\nadapter = "gemini"' in out
     assert "[agents.claude]" not in out  # configured already, as "thinker"
+
+
+# -- the mixed workflow ----------------------------------------------------------------
+
+
+async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
+    real: RealAgents, db: Database, worker: Worker
+) -> None:
+    """claude plans (the README's planner), codex and gemini review; every agent is
+    configured in the agents file, and the workflow names them by name only."""
+    planner, _ = real.config_toml(
+        "claude", "planner", "ok", permission_mode="plan", tools=["Read", "Grep", "Glob"]
+    )
+    codex, codex_prefix = real.config_toml("codex", "rev-codex", "ok")
+    gemini, _ = real.config_toml("gemini", "rev-gemini", "ok")
+    roles = '[roles]\nplanner = "planner"\nreviewers = ["rev-codex", "rev-gemini"]\n'
+    config = parse_agents_config(planner + codex + gemini + roles, real.tmp / "orchestra.toml")
+    service = Orchestra(db, agents=config)
+    wf = await service.create_workflow(
+        name="Real CLIs", prompt="Add a --json flag.", workspace_path=str(real.workspace)
+    )
+    await worker.run_until_idle()
+    plan_cp = await pending(service, wf.id, plan_review.PLAN_READY)
+    assert (plan_cp.editable_content or "").strip() == model_endpoint.ANSWER
+    await decide(service, worker, plan_cp, "approve")
+    review_cp = await pending(service, wf.id, plan_review.REVIEWS_READY)
+    assert review_cp.consolidation is not None
+    assert {v.agent: v.verdict for v in review_cp.consolidation.verdicts} == {
+        "reviewer-1 (rev-codex)": "approve_with_changes",
+        "reviewer-2 (rev-gemini)": "approve_with_changes",
+    }
+    # codex got the strict schema, and the API accepted it
+    assert real.calls(codex_prefix)[0]["body"]["text"]["format"]["strict"] is True
+    done = await decide(service, worker, review_cp, "approve")
+    assert done.status is WorkflowStatus.COMPLETED
+    usage = {r.agent: (r.status, bool(r.tokens_in)) for r in await runs(service, wf.id)}
+    assert usage == {
+        "planner": (AgentRunStatus.COMPLETED, True),
+        "reviewer-1": (AgentRunStatus.COMPLETED, True),
+        "reviewer-2": (AgentRunStatus.COMPLETED, True),
+    }

@@ -291,7 +291,8 @@ def _handler_for(server: ModelEndpoint) -> type[BaseHTTPRequestHandler]:
             return [{"type": "text", "text": self._answer_for(_last_user_text(messages))}]
 
         def _answer_for(self, prompt: str) -> str:
-            if '"verdict"' in prompt:
+            # A reviewer prompt carries the review schema (maybe JSON-escaped once more).
+            if '"verdict"' in prompt or '\\"verdict\\"' in prompt:
                 return json.dumps(REVIEW)
             return ANSWER
 
