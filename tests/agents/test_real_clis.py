@@ -400,9 +400,15 @@ async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
     real: RealAgents, db: Database, worker: Worker
 ) -> None:
     """claude plans (the README's planner), codex and gemini review; every agent is
-    configured in the agents file, and the workflow names them by name only."""
+    configured in the agents file, and the workflow names them by name only; one
+    revision, in which the planner resumes its own session."""
     planner, _ = real.config_toml(
-        "claude", "planner", "ok", permission_mode="plan", tools=["Read", "Grep", "Glob"]
+        "claude",
+        "planner",
+        "ok",
+        permission_mode="plan",
+        tools=["Read", "Grep", "Glob"],
+        resume=True,
     )
     codex, codex_prefix = real.config_toml("codex", "rev-codex", "ok")
     gemini, _ = real.config_toml("gemini", "rev-gemini", "ok")
@@ -424,11 +430,54 @@ async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
     }
     # codex got the strict schema, and the API accepted it
     assert real.calls(codex_prefix)[0]["body"]["text"]["format"]["strict"] is True
-    done = await decide(service, worker, review_cp, "approve")
+    # A revision: the planner (resume = true) continues its own session.
+    await decide(service, worker, review_cp, "revise", notes="Add a rollback step.")
+    (first,) = await runs(service, wf.id, role="planner", iteration=1)
+    (second,) = await runs(service, wf.id, role="planner", iteration=2)
+    assert first.meta and second.meta
+    assert second.meta["resumed_session"] == first.meta["session_id"]
+    assert second.meta["session_id"] == first.meta["session_id"]
+    plan_cp2 = await pending(service, wf.id, plan_review.PLAN_READY)
+    await decide(service, worker, plan_cp2, "approve")
+    review_cp2 = await pending(service, wf.id, plan_review.REVIEWS_READY)
+    done = await decide(service, worker, review_cp2, "approve")
     assert done.status is WorkflowStatus.COMPLETED
-    usage = {r.agent: (r.status, bool(r.tokens_in)) for r in await runs(service, wf.id)}
+    usage = {
+        r.agent: (r.status, bool(r.tokens_in)) for r in await runs(service, wf.id, iteration=2)
+    }
     assert usage == {
         "planner": (AgentRunStatus.COMPLETED, True),
         "reviewer-1": (AgentRunStatus.COMPLETED, True),
         "reviewer-2": (AgentRunStatus.COMPLETED, True),
     }
+
+
+# -- resuming the agent's own session ------------------------------------------------------
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+async def test_resume_continues_the_agents_session(real: RealAgents, cli: str) -> None:
+    adapter, prefix, _ = real.agent(cli, resume=True)
+    first = await adapter.run(real.request("FIRST-PROMPT plan it."), Progress())
+    assert first.session_id
+    second = await adapter.run(
+        real.request("SECOND-PROMPT revise it.", resume_session=first.session_id), Progress()
+    )
+    assert second.meta["resumed_session"] == first.session_id
+    assert second.session_id == first.session_id
+    # The CLI sent the first exchange along: the agent kept its context.
+    last = json.dumps(real.calls(prefix)[-1]["body"])
+    assert "FIRST-PROMPT" in last and "SECOND-PROMPT" in last
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+async def test_a_gone_session_falls_back_to_a_fresh_run_with_a_note(
+    real: RealAgents, cli: str
+) -> None:
+    adapter, _, _ = real.agent(cli, resume=True)
+    gone = "0000aaaa-2222-4333-8444-555555555555"
+    result = await adapter.run(real.request("Revise it.", resume_session=gone), Progress())
+    assert result.content.strip() == model_endpoint.ANSWER
+    assert gone in result.meta["resume_note"] and "fresh session" in result.meta["resume_note"]
+    assert result.session_id != gone
+    assert "resumed_session" not in result.meta

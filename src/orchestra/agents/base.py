@@ -31,6 +31,9 @@ class AgentRequest:
     workspace: Path | None = None
     #: JSON schema of the structured answer wanted (reviews), when any.
     output_schema: JSON | None = None
+    #: The agent's own session to continue (its previous run's ``session_id``), for
+    #: an agent configured with ``resume = true`` whose CLI can resume one.
+    resume_session: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ model is offered, ``--tools=a,b``: the CLI enforces it), ``allowed_tools`` and
 ``disallowed_tools`` (pre-approve or refuse tools; passed as ``--allowedTools=a,b``
 because the space-separated form swallows what follows), ``max_turns``,
 ``append_system_prompt``, ``max_retries`` (the CLI's API retries, default 1),
+``resume`` (continue the previous iteration's session with ``--resume``),
 plus the common ``path``, ``extra_args``, ``kill_grace_s``, ``env`` and ``home``.
 
 Measured against the real binary (2.1.328):
@@ -69,6 +70,7 @@ class ClaudeAdapter(CliAdapter):
     name = "claude"
     program = "claude"
     version_args = ("-v",)
+    session_gone_marks = ("no conversation found with session id",)
     options = frozenset(
         {
             "model",
@@ -123,6 +125,8 @@ class ClaudeAdapter(CliAdapter):
             argv.append(f"--allowedTools={','.join(self.allowed_tools)}")
         if self.disallowed_tools:
             argv.append(f"--disallowedTools={','.join(self.disallowed_tools)}")
+        if request.resume_session is not None:
+            argv.append(f"--resume={request.resume_session}")
         if request.output_schema is not None:
             argv += ["--json-schema", json.dumps(request.output_schema, separators=(",", ":"))]
         return argv + self.extra_args

@@ -6,7 +6,8 @@ checkout. The answer is the last ``agent_message`` item; tokens come from
 ``turn.completed``. Codex reports no cost.
 
 Options: ``sandbox`` (read-only, workspace-write, danger-full-access),
-``model``, ``model_provider`` (a provider of codex's ``config.toml``; its API
+``model``, ``resume`` (continue the previous iteration's session with
+``codex exec resume ID``), ``model_provider`` (a provider of codex's ``config.toml``; its API
 retries are then bounded by ``max_retries``, default 1: codex refuses overrides
 of its built-in ``openai`` provider, whose retries take a couple of seconds),
 plus the common ``path``, ``extra_args``, ``kill_grace_s``, ``env`` and ``home``
@@ -66,6 +67,7 @@ class CodexAdapter(CliAdapter):
     name = "codex"
     program = "codex"
     version_args = ("--version",)
+    session_gone_marks = ("no rollout found for thread id",)
     options = frozenset({"sandbox", "model", "model_provider", "max_retries"})
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -89,25 +91,30 @@ class CodexAdapter(CliAdapter):
         Path(env.get("CODEX_HOME") or home / ".codex").mkdir(parents=True, exist_ok=True)
 
     def command(self, program: str, request: AgentRequest, scratch: Path) -> list[str]:
-        argv = [program, "exec", "--json", "--skip-git-repo-check"]
+        # ``exec resume`` takes -C/--sandbox/--model only before the subcommand.
+        placement: list[str] = []
+        if request.workspace is not None:
+            placement += ["-C", str(request.workspace)]
+        for option, flag in (("sandbox", "--sandbox"), ("model", "--model")):
+            value = self.opt(option)
+            if value is not None:
+                placement += [flag, value]
+        resuming = request.resume_session is not None
+        argv = [program, "exec", *placement, *(["resume"] if resuming else [])]
+        argv += ["--json", "--skip-git-repo-check"]
         for override in QUIET_OVERRIDES:
             argv += ["-c", override]
         if self.provider is not None:
             argv += ["-c", f"model_provider={json.dumps(self.provider)}"]
             for key in ("request_max_retries", "stream_max_retries"):
                 argv += ["-c", f"model_providers.{self.provider}.{key}={self.max_retries}"]
-        if request.workspace is not None:
-            argv += ["-C", str(request.workspace)]
-        for option, flag in (("sandbox", "--sandbox"), ("model", "--model")):
-            value = self.opt(option)
-            if value is not None:
-                argv += [flag, value]
         if request.output_schema is not None:
             # Outside the workspace, so the agent's own file listing never shows it.
             schema_file = scratch / "output-schema.json"
             schema_file.write_text(json.dumps(request.output_schema), encoding="utf-8")
             argv += ["--output-schema", str(schema_file)]
-        return [*argv, *self.extra_args, "-"]
+        session = [request.resume_session] if request.resume_session is not None else []
+        return [*argv, *self.extra_args, *session, "-"]
 
     def parser(self, request: AgentRequest, progress: ProgressSink) -> OutputParser:
         return CodexStream(progress)

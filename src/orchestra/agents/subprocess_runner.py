@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -558,9 +559,17 @@ class CliAdapter:
     program: ClassVar[str]
     version_args: ClassVar[tuple[str, ...]]
     options: ClassVar[frozenset[str]] = frozenset()
+    #: What the CLI says when asked to resume a session it does not have (lower case);
+    #: empty when it cannot resume one. An adapter that sets it accepts ``resume``.
+    session_gone_marks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        check_options(self.name, options, self.options | CLI_COMMON_OPTIONS)
+        resumable = {"resume"} if self.session_gone_marks else set()
+        check_options(self.name, options, self.options | CLI_COMMON_OPTIONS | resumable)
+        if not isinstance(options.get("resume", False), bool):
+            raise InvalidInput(f"option 'resume' of the {self.name} adapter must be true or false")
+        #: Continue the agent's previous session on the next iteration.
+        self.resume = options.get("resume") is True
         self.opts: dict[str, Any] = dict(options)
         self.path = opt_str(self.name, options, "path")
         self.extra_args = opt_str_list(self.name, options, "extra_args")
@@ -629,7 +638,34 @@ class CliAdapter:
             )
 
     async def run(self, request: AgentRequest, progress: ProgressSink) -> AgentResult:
-        """Run the agent once; see :func:`run_process` for what is guaranteed."""
+        """Run the agent; see :func:`run_process` for what is guaranteed.
+
+        With ``resume`` and a session to continue, the CLI resumes it; when that
+        session is gone, the agent runs afresh and its result says so
+        (``meta.resume_note``), rather than the iteration failing.
+        """
+        session = request.resume_session if self.resume else None
+        if session is None:
+            return await self._run_once(dataclasses.replace(request, resume_session=None), progress)
+        try:
+            result = await self._run_once(request, progress)
+        except AgentFailure as failure:
+            said = f"{failure.message}\n{failure.stderr_tail}".lower()
+            if not any(mark in said for mark in self.session_gone_marks):
+                raise
+            log.info("%s: session %s is gone; running afresh", self.name, session)
+            result = await self._run_once(
+                dataclasses.replace(request, resume_session=None), progress
+            )
+            result.meta["resume_note"] = (
+                f"the agent's session {session} could not be resumed (it is gone); "
+                "this run started a fresh session with the full prompt"
+            )
+            return result
+        result.meta["resumed_session"] = session
+        return result
+
+    async def _run_once(self, request: AgentRequest, progress: ProgressSink) -> AgentResult:
         self.prepare(request)
         program = locate_program(self.program, self.path)
         env = self.environment()

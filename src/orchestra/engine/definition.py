@@ -49,6 +49,8 @@ class AgentTask:
     prompt: str
     timeout_s: float
     output_schema: JSON | None = None
+    #: The agent's previous session to continue, when it was configured to resume.
+    resume_session: str | None = None
 
 
 @dataclass(frozen=True)

@@ -548,6 +548,7 @@ class Worker:
                 timeout_s=timeout,
                 workspace=workspace,
                 output_schema=task.output_schema,
+                resume_session=task.resume_session,
             )
             async with asyncio.timeout(timeout + 30):  # the adapter's own limit comes first
                 result = await adapter.run(request, progress.add)

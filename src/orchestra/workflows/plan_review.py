@@ -176,14 +176,18 @@ def _timeout(ctx: StepContext, entry: dict[str, Any], role: str) -> float:
 def _plan_tasks(ctx: StepContext) -> list[AgentTask]:
     entry = ctx.agents["planner"]
     prompt = ctx.state.get("planner_prompt") or prompts.planner_prompt(ctx.prompt)
+    options = entry.get("options", {})
+    # A planner configured with ``resume = true`` continues its own session.
+    session = ctx.state.get("planner_session") if options.get("resume") is True else None
     return [
         AgentTask(
             key="planner",
             role="planner",
             adapter=entry["adapter"],
-            options=entry.get("options", {}),
+            options=options,
             prompt=prompt,
             timeout_s=_timeout(ctx, entry, "planner"),
+            resume_session=session if isinstance(session, str) and session else None,
         )
     ]
 
@@ -204,6 +208,7 @@ def _plan_done(ctx: StepContext, runs: dict[str, AgentRun]) -> Next:
             "planner_prompt": None,
             "problem": None,
             "plan_output": _output_of(run, _agent_label(ctx, "planner")),
+            "planner_session": (run.meta or {}).get("session_id"),
         },
     )
 
