@@ -145,7 +145,7 @@ class GeminiAdapter(CliAdapter):
 
     def prepare(self, request: AgentRequest) -> None:
         super().prepare(request)
-        size = len(request.prompt.encode("utf-8"))
+        size = len(self.stdin_text(request.prompt).encode("utf-8"))  # as sent, escaped
         if size > STDIN_LIMIT_BYTES:
             raise AgentFailure(
                 "agent_error",
