@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import signal
 import sys
 import threading
@@ -55,6 +56,29 @@ def check_binding(settings: Settings) -> None:
             f"`{HOW_TO_CREATE_A_TOKEN}` and start without --no-auth, or bind to 127.0.0.1.",
             details={"field": "no_auth"},
         )
+
+
+#: A credential-looking query parameter (``?token=…``): no route takes one, but a
+#: client may still send it, and the access log must not keep it.
+_SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s]*", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks credential-looking query values in uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+def install_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())
 
 
 class _Server(uvicorn.Server):
@@ -116,7 +140,9 @@ def run_server(settings: Settings, *, stream_settings: StreamSettings | None = N
             timeout_graceful_shutdown=HTTP_GRACE_S,
             lifespan="on",
         )
-        _Server(config, app.state.hub).run()
+        server = _Server(config, app.state.hub)
+        install_log_redaction()  # after uvicorn.Config, which configures its loggers
+        server.run()
     finally:
         runtime.close()
 
