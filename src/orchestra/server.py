@@ -64,9 +64,11 @@ _SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s]*", 
 
 
 class RedactSecrets(logging.Filter):
-    """Blanks credential-looking query values in uvicorn's access log lines."""
+    """Blanks credential-looking query values in uvicorn's request log lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_QUERY.sub(r"\1[redacted]", record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(
                 _SECRET_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
@@ -75,10 +77,15 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+#: Uvicorn logs HTTP requests on the first, WebSocket handshakes on the second.
+_REQUEST_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
 def install_log_redaction() -> None:
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactSecrets) for f in access.filters):
-        access.addFilter(RedactSecrets())
+    for name in _REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class _Server(uvicorn.Server):
