@@ -23,6 +23,7 @@ from types import FrameType
 
 import uvicorn
 
+from orchestra.api.boundary import default_allowed_hosts, is_wildcard
 from orchestra.api.hub import EventHub
 from orchestra.api.streams import StreamSettings
 from orchestra.app import create_app
@@ -134,6 +135,13 @@ def run_server(settings: Settings, *, stream_settings: StreamSettings | None = N
     runtime = open_runtime(settings)
     try:
         app = create_app(runtime, run_worker=settings.worker, stream_settings=stream_settings)
+        if not settings.no_auth and settings.allowed_hosts is None and is_wildcard(settings.host):
+            log.warning(
+                "listening on %s, but only requests to %s are answered; set allowed_hosts "
+                "(ORCHESTRA_ALLOWED_HOSTS) to the names clients use to reach this server",
+                settings.host,
+                ", ".join(default_allowed_hosts(settings.host)),
+            )
         if not settings.no_auth and not asyncio.run(list_tokens(runtime.db)):
             log.warning(
                 "no API tokens exist yet, so every request will be refused; create one with: %s",

@@ -12,15 +12,19 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select, update
+from starlette.datastructures import Headers
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE
+from orchestra.api.boundary import Boundary, default_allowed_hosts
+from orchestra.config import Settings, load_settings
 from orchestra.domain.roles import Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.store.db import Database
@@ -138,6 +142,9 @@ async def test_dns_rebinding_host_is_refused(local: ServerProcess) -> None:
                 pass
         assert refused.value.response.status_code == 400
         assert len((await curl.get("/api/workflows"))["items"]) == count
+        # A load balancer probes by address: /health answers any Host, and says only "up".
+        probe = await curl.client.get("/health", headers={"Host": "10.1.2.3:3030"})
+        assert probe.status_code == 200
         for host in (f"localhost:{_port(local)}", f"[::1]:{_port(local)}", "127.0.0.1"):
             assert (await curl.client.get("/api/workflows", headers={"Host": host})).is_success
 
@@ -285,3 +292,89 @@ async def test_tokens_never_reach_the_server_log(server: ServerProcess) -> None:
     assert "/api/events/stream?token=[redacted]" in log
     assert "WebSocket /ws/workflows/x?token=[redacted]" in log
     assert token not in log
+
+
+# -- the rules themselves, in process ---------------------------------------------------
+
+
+def _boundary(**settings: Any) -> Boundary:
+    return Boundary(Settings(**settings))
+
+
+def _headers(**values: str) -> Headers:
+    return Headers({k.replace("_", "-"): v for k, v in values.items()})
+
+
+def test_which_hosts_are_answered(tmp_path: Path) -> None:
+    local = _boundary(data_dir=tmp_path, no_auth=True, allowed_hosts=["*"])  # ignored
+    for host in ("localhost", "localhost:3030", "127.0.0.1:1", "[::1]:3030", "LOCALHOST"):
+        assert local.host_problem(_headers(host=host)) is None, host
+    for host in (
+        "evil.example",
+        "127.0.0.1.evil.example",
+        "localhost.",
+        "127.0.0.1@evil.example",
+        "127.0.0.1:x",
+        "",
+    ):
+        assert local.host_problem(_headers(host=host)) is not None, host
+    assert local.host_problem(Headers({})) is not None
+
+    assert default_allowed_hosts("0.0.0.0") == ["localhost", "127.0.0.1", "[::1]"]
+    assert default_allowed_hosts("10.0.0.5")[-1] == "10.0.0.5"
+    assert default_allowed_hosts("fd00::1")[-1] == "[fd00::1]"
+    lan = _boundary(data_dir=tmp_path, host="10.0.0.5")
+    assert lan.host_problem(_headers(host="10.0.0.5:3030")) is None
+    assert lan.host_problem(_headers(host="orchestra.example")) is not None
+    named = _boundary(data_dir=tmp_path, allowed_hosts=["orchestra.example", "ci.example:8443"])
+    assert named.host_problem(_headers(host="orchestra.example:1")) is None
+    assert named.host_problem(_headers(host="ci.example:8443")) is None
+    assert named.host_problem(_headers(host="ci.example:8444")) is not None
+    assert named.host_problem(_headers(host="localhost")) is not None  # the list replaces
+    anything = _boundary(data_dir=tmp_path, allowed_hosts=["*"])
+    assert anything.host_problem(_headers(host="whatever.example")) is None
+
+
+def test_which_origins_are_the_servers_own(tmp_path: Path) -> None:
+    http = {"scheme": "http"}
+    local = _boundary(data_dir=tmp_path, no_auth=True)
+    host = "127.0.0.1:3030"
+    for origin in ("http://127.0.0.1:3030", "HTTP://127.0.0.1:3030"):
+        assert local.origin_problem(http, _headers(host=host, origin=origin)) is None
+    assert local.origin_problem(http, _headers(host=host, referer=f"http://{host}/x?y")) is None
+    assert local.origin_problem(http, _headers(host=host)) is None  # curl
+    for origin in (
+        "http://127.0.0.1:3031",
+        "https://127.0.0.1:3030",
+        "null",
+        "http://localhost:3030",
+    ):
+        assert local.origin_problem(http, _headers(host=host, origin=origin)) is not None, origin
+    assert local.origin_problem(http, _headers(host=host, referer="android-app://x")) is not None
+    # Origin wins over Referer, both ways.
+    own_origin = _headers(host=host, origin=f"http://{host}", referer=f"{EVIL}/x")
+    assert local.origin_problem(http, own_origin) is None
+    foreign_origin = _headers(host=host, origin=EVIL, referer=f"http://{host}/")
+    assert local.origin_problem(http, foreign_origin) is not None
+    # A WebSocket's scheme is ws/wss; default ports are implied.
+    ws = {"scheme": "ws"}
+    assert (
+        local.origin_problem(ws, _headers(host="localhost", origin="http://localhost:80")) is None
+    )
+    # Behind a TLS proxy: the listed public name counts as its own.
+    proxied = _boundary(data_dir=tmp_path, allowed_hosts=["orchestra.example"])
+    public = _headers(host="orchestra.example", origin="https://orchestra.example")
+    assert proxied.origin_problem(http, public) is None
+    assert proxied.origin_problem(http, _headers(host="orchestra.example", origin=EVIL)) is not None
+    star = _boundary(data_dir=tmp_path, allowed_hosts=["*"])
+    assert star.origin_problem(http, _headers(host="a.example", origin=EVIL)) is not None
+
+
+def test_allowed_hosts_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRA_ALLOWED_HOSTS", " orchestra.example , ci.example:8443,")
+    monkeypatch.setenv("ORCHESTRA_SESSION_TTL_S", "3600")
+    settings = load_settings(data_dir=tmp_path, config_file=tmp_path / "none.toml")
+    assert settings.allowed_hosts == ["orchestra.example", "ci.example:8443"]
+    assert settings.session_ttl_s == 3600

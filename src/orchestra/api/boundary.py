@@ -6,6 +6,8 @@ Two checks, in one ASGI middleware so that WebSocket handshakes get them too:
   (``Host: evil.example``), so only known names are served: with ``no_auth`` the
   loopback names (``localhost``, ``127.0.0.1``, ``[::1]``, any port); otherwise
   ``settings.allowed_hosts`` (default: those plus the bind host). Else 400.
+  ``GET /health`` alone answers any Host: load balancers probe it by address,
+  and it tells nothing but "up" and the version.
 * **Origin.** On an unsafe method (POST, PUT, PATCH, DELETE) and on a WebSocket
   handshake, an ``Origin`` header (or, without one, a ``Referer``) must be the
   server's own origin (the request's scheme with the Host header) or a host
@@ -30,6 +32,8 @@ from orchestra.config import Settings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Answered under any Host (see the module's docstring).
+PROBE_PATH = "/health"
 ANY_HOST = "*"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
@@ -67,10 +71,15 @@ def _entries(names: list[str] | tuple[str, ...]) -> tuple[HostName, ...]:
     return tuple(h for h in (HostName.parse(n) for n in names if n != ANY_HOST) if h)
 
 
+def is_wildcard(bind_host: str) -> bool:
+    """Whether binding to ``bind_host`` listens on every address (it names none)."""
+    return bind_host in _WILDCARDS
+
+
 def default_allowed_hosts(bind_host: str) -> list[str]:
     """The loopback names, plus the bind host when it names one address."""
     hosts = list(LOOPBACK_NAMES)
-    if bind_host not in _WILDCARDS:
+    if not is_wildcard(bind_host) and bind_host not in hosts:
         try:
             is_v6 = ipaddress.ip_address(bind_host).version == 6
         except ValueError:
@@ -166,6 +175,9 @@ class BoundaryMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if kind == "http" and scope["path"] == PROBE_PATH and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
         status, problem = 400, self.boundary.host_problem(headers)
         if problem is None and (kind == "websocket" or scope.get("method") in UNSAFE_METHODS):
             status, problem = 403, self.boundary.origin_problem(scope, headers)
