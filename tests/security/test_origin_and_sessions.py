@@ -221,6 +221,8 @@ async def test_after_logout_the_old_cookie_is_refused(server: ServerProcess) -> 
         _error(await thief.get("/api/workflows"), 401)
         page = await thief.get("/inbox")
         assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        again = await thief.post("/logout", data={"csrf": csrf})  # a second tab's button
+        assert again.status_code == 303 and again.headers["location"] == "/login"
 
 
 async def test_revoking_the_token_ends_its_sessions(server: ServerProcess) -> None:

@@ -455,11 +455,15 @@ class Web:
 
     async def logout(self, request: Request) -> Response:
         """Ends the session's row, so the cookie is refused even where a copy of it survives."""
-        await session.principal(request)  # finds the session whose CSRF token the form carries
+        response = RedirectResponse("/login", status_code=303)
+        try:
+            await session.principal(request)  # the session whose CSRF token the form carries
+        except PageDenied:  # already ended or expired: nothing is left to end
+            session.clear_session_cookie(response)
+            return response
         await session.read_form(request)
         if (current := session_of(request)) is not None:
             await end_session(self.runtime.db, current.id)
-        response = RedirectResponse("/login", status_code=303)
         session.clear_session_cookie(response)
         return response
 
