@@ -132,6 +132,12 @@ async def identify(
         if method not in SAFE_METHODS and not csrf_ok(conn, conn.headers.get(CSRF_HEADER)):
             raise AuthError(403, f"missing or wrong {CSRF_HEADER} header (CSRF check)")
         info = found.token
+    elif "token" in conn.query_params:
+        raise AuthError(
+            401,
+            "a token in the URL is not accepted (URLs end up in logs); "
+            "send it as Authorization: Bearer <token>",
+        )
     else:
         raise AuthError(
             401,
