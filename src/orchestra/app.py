@@ -18,6 +18,7 @@ from fastapi import FastAPI
 import orchestra
 from orchestra import web
 from orchestra.api import ops, routes, streams
+from orchestra.api.boundary import BoundaryMiddleware
 from orchestra.api.errors import BodyLimitMiddleware, install_error_handlers, log_task_failure
 from orchestra.api.hub import EventHub
 from orchestra.api.ops import Metrics
@@ -64,6 +65,8 @@ def create_app(
     app.state.metrics = Metrics(hub)
     app.state.stream_settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    # Added last, so it runs first: a foreign Host or Origin reaches nothing else.
+    app.add_middleware(BoundaryMiddleware, settings=runtime.settings)
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(streams.router)

@@ -39,6 +39,13 @@ class Settings(BaseModel):
     allowed_roots: list[Path] = Field(default_factory=list)
     #: Serve without tokens (loopback only; must be asked for explicitly).
     no_auth: bool = False
+    #: Host names the server answers to (the Host header; ``name`` for any port or
+    #: ``name:port``). None: the loopback names plus the bind host when it is not a
+    #: wildcard. ``"*"`` accepts any Host: only behind a proxy that checks it.
+    #: Ignored with ``no_auth`` (loopback names only). Env: comma-separated.
+    allowed_hosts: list[str] | None = None
+    #: How long a web login lasts, in seconds (the session cookie's Max-Age).
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=90 * 24 * 3600)
     #: Largest accepted request body, in bytes.
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     log_level: str = "INFO"
@@ -78,6 +85,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             values[name] = _BOOL.get(raw.lower(), raw)
         elif name == "allowed_roots":
             values[name] = [p for p in raw.split(os.pathsep) if p]
+        elif name == "allowed_hosts":
+            values[name] = [h.strip() for h in raw.split(",") if h.strip()]
         else:
             values[name] = raw
     return values

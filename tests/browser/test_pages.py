@@ -42,7 +42,7 @@ def make_runtime(db_url: str, tmp_path: Path) -> Callable[..., Runtime]:
 async def _client(runtime: Runtime) -> Client:
     app = create_app(runtime, run_worker=False)
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", follow_redirects=False
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", follow_redirects=False
     )
 
 
@@ -171,9 +171,11 @@ async def test_login_sets_a_session_and_roles_limit_what_is_offered(
         ok = await client.post("/login", data={"csrf": token, "token": viewer, "next": "/inbox"})
         assert ok.status_code == 303 and ok.headers["location"] == "/inbox"
         cookies = {c.split("=", 1)[0]: c.lower() for c in ok.headers.get_list("set-cookie")}
-        assert "httponly" in cookies["orchestra_token"]
-        assert "samesite=strict" in cookies["orchestra_token"]
-        assert "httponly" not in cookies["orchestra_csrf"]
+        assert "httponly" in cookies["orchestra_session"]
+        assert "samesite=strict" in cookies["orchestra_session"]
+        assert "max-age=43200" in cookies["orchestra_session"]
+        assert viewer.lower() not in " ".join(cookies.values())  # a session, not the token
+        assert "orchestra_token" not in cookies
 
         page = await client.get(f"/workflows/{wf_id}")
         assert page.status_code == 200 and "vera" in page.text
@@ -182,7 +184,7 @@ async def test_login_sets_a_session_and_roles_limit_what_is_offered(
         refused = await client.get("/workflows/new")
         assert refused.status_code == 403 and "may not create" in refused.text
 
-        rotated = await _csrf(client, "/login")  # a login sets a new CSRF cookie
+        rotated = await _csrf(client, "/login")  # the login page's CSRF cookie is new
         assert rotated != token
         outside = await client.post(
             "/login", data={"csrf": rotated, "token": viewer, "next": "//evil.test/x"}

@@ -5,6 +5,10 @@ reconnect, so it wins) or ``?after=``. It gets every event after it, then live
 ones as they commit; a keep-alive comment when idle; nothing else. Each SSE
 frame carries the event id, so a reconnect loses nothing and repeats nothing.
 The WebSocket sends the same event JSON as text messages.
+
+Both authenticate as the rest of the API: the ``Authorization`` header, or the
+web session's cookie (which a browser's EventSource and WebSocket send). There
+is no token in the URL, where access logs and browser history would keep it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
 from orchestra.api.auth import AuthError, Principal, identify, require, runtime_of
-from orchestra.api.errors import error_response, error_responses
+from orchestra.api.boundary import deny_websocket
+from orchestra.api.errors import error_responses
 from orchestra.api.hub import EventHub
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.roles import Permission
@@ -31,15 +36,11 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["events"], responses=error_responses(401, 422, 503))
 
-StreamReader = Annotated[Principal, Depends(require(Permission.READ, allow_query=True))]
+StreamReader = Annotated[Principal, Depends(require(Permission.READ))]
 #: Event ids are 64-bit integers in both databases.
 MAX_EVENT_ID = 2**63 - 1
 After = Annotated[
     int, Query(ge=0, le=MAX_EVENT_ID, description="send the events after this event id")
-]
-TokenQuery = Annotated[
-    str | None,
-    Query(description="an API token, for clients that cannot send headers (EventSource)"),
 ]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -113,7 +114,6 @@ async def stream_all_events(
     request: Request,
     _: StreamReader,
     after: After = 0,
-    token: TokenQuery = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Every workflow's events (dashboards, the inbox)."""
@@ -130,7 +130,6 @@ async def stream_workflow_events(
     workflow_id: str,
     _: StreamReader,
     after: After = 0,
-    token: TokenQuery = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """One workflow's events, after the cursor, then live."""
@@ -141,18 +140,21 @@ async def stream_workflow_events(
 
 @router.websocket("/ws/workflows/{workflow_id}")
 async def workflow_socket(websocket: WebSocket, workflow_id: str) -> None:
-    """The same events as JSON text messages; ``?after=`` and ``?token=`` as for SSE."""
+    """The same events as JSON text messages; ``?after=`` as for SSE (the handshake's
+    Origin was checked by :mod:`orchestra.api.boundary`)."""
     try:
-        await identify(websocket, Permission.READ, allow_query=True)
+        await identify(websocket, Permission.READ)
         cursor = _cursor(0, websocket.query_params.get("after"), "after")
         await runtime_of(websocket).service.get_workflow(workflow_id)
     except AuthError as exc:
-        await _deny(
+        await deny_websocket(
             websocket, exc.status, "unauthorized" if exc.status == 401 else "forbidden", exc.message
         )
         return
     except (InvalidInput, NotFound) as exc:
-        await _deny(websocket, 422 if isinstance(exc, InvalidInput) else 404, exc.code, exc.message)
+        await deny_websocket(
+            websocket, 422 if isinstance(exc, InvalidInput) else 404, exc.code, exc.message
+        )
         return
     await websocket.accept()
     sender = asyncio.create_task(_send_events(websocket, workflow_id, cursor))
@@ -182,11 +184,3 @@ async def _send_events(websocket: WebSocket, workflow_id: str, cursor: int) -> N
     except OrchestraError as exc:
         log.warning("websocket stream for %s failed: %s", workflow_id, exc.message)
         await websocket.close(code=1011)
-
-
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    """Refuse the handshake with an HTTP answer in the error shape (or a close code)."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(status, code, message))
-    else:
-        await websocket.close(code=4000 + status, reason=message[:120])

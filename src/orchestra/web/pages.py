@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.runtime import Macro
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, Principal
+from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_of
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
@@ -40,6 +40,7 @@ from orchestra.domain.statuses import (
 )
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
+from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
 from orchestra.web.diff import line_diff
@@ -149,7 +150,7 @@ class Web:
         no_auth = self.runtime.settings.no_auth
         client = {
             "page": page,
-            "csrfCookie": CSRF_COOKIE,
+            "csrf": session.csrf_value(request),
             "csrfHeader": CSRF_HEADER,
             "vocabulary": VOCABULARY,
             **extra.get("client", {}),
@@ -442,15 +443,28 @@ class Web:
                 next=target,
                 error="That token is unknown or revoked. Check it and try again.",
             )
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous and (old := await find_session(self.runtime.db, previous)) is not None:
+            await end_session(self.runtime.db, old.id)
+        ttl_s = self.runtime.settings.session_ttl_s
+        opened = await open_session(self.runtime.db, info.id, ttl_s)
         response = RedirectResponse(target, status_code=303)
-        session.start_session(request, response, token)
+        session.set_session_cookie(request, response, opened, ttl_s)
         log.info("web login by %s (%s)", info.name, info.role.value)
         return response
 
     async def logout(self, request: Request) -> Response:
-        await session.read_form(request)
+        """Ends the session's row, so the cookie is refused even where a copy of it survives."""
         response = RedirectResponse("/login", status_code=303)
-        session.end_session(response)
+        try:
+            await session.principal(request)  # the session whose CSRF token the form carries
+        except PageDenied:  # already ended or expired: nothing is left to end
+            session.clear_session_cookie(response)
+            return response
+        await session.read_form(request)
+        if (current := session_of(request)) is not None:
+            await end_session(self.runtime.db, current.id)
+        session.clear_session_cookie(response)
         return response
 
 
