@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from orchestra.store.schema import UTCDateTime
-
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -23,9 +21,9 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("token_id", sa.String(length=32), nullable=False),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("expires_at", UTCDateTime(), nullable=False),
-        sa.Column("ended_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["token_id"], ["api_tokens.id"], name=op.f("fk_web_sessions_token_id_api_tokens")
         ),
