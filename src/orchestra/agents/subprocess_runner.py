@@ -9,7 +9,10 @@ command line and its output format:
   ``claude -p`` and ``codex exec`` wait forever);
 - the child leads its own process group, and on timeout or cancellation the
   whole group gets SIGTERM, then SIGKILL, so no grandchild survives holding
-  the pipes;
+  the pipes; so does, on Linux, every process that left the group
+  (``setsid``, a daemon's double fork): each one still below the agent in the
+  process tree, or carrying the run's ``ORCHESTRA_AGENT_RUN`` marker in its
+  environment (see :class:`_RunProcesses`);
 - stdout is read in chunks and split into lines here, so a JSONL line over
   asyncio's 64 KiB line limit, or megabytes of output, arrive intact;
 - stderr is diagnostics: only its tail is kept, for the person deciding what
@@ -27,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -60,6 +64,13 @@ DEFAULT_GRACE_S = 2.0
 CHECK_TIMEOUT_S = 15.0
 #: How often we look whether the group leader has exited (see ``_leader_exit``).
 _EXIT_POLL_S = 0.05
+
+#: Set in every agent's environment to a random value per run (not a secret): how the
+#: processes it started are found again, even outside its process group.
+RUN_MARKER = "ORCHESTRA_AGENT_RUN"
+#: Rounds of "find and SIGKILL" at the end of a run, for processes forked meanwhile.
+_KILL_ROUNDS = 5
+_PROC = Path("/proc")
 
 _SCRUBBED_NAMES = frozenset({"CLAUDECODE", "DATABASE_URL"})
 _SCRUBBED_PREFIXES = ("ORCHESTRA_",)
@@ -306,6 +317,104 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """Every visible process: pid → (parent pid, start time, state), from ``/proc``
+    (empty where there is none: elsewhere only the process group is stopped)."""
+    table: dict[int, tuple[int, int, str]] = {}
+    try:
+        entries = list(os.scandir(_PROC))
+    except OSError:
+        return table
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (_PROC / entry.name / "stat").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(b")", 1)[-1].split()  # the name may hold spaces and ")"
+        try:
+            # fields[0] is stat's 3rd field (state), so ppid is [1] and starttime [19]
+            table[int(entry.name)] = (int(fields[1]), int(fields[19]), fields[0].decode())
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def _carries(pid: int, entry: bytes) -> bool:
+    """Whether the environment ``pid`` was started with holds ``entry`` (``NAME=value``)."""
+    try:
+        environ = (_PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False  # gone, or another user's
+    return entry in environ.split(b"\0")
+
+
+class _RunProcesses:
+    """Everything one agent run started: its group, its process tree, and every
+    process that carries the run's marker in its environment.
+
+    Processes are told apart by (pid, start time), so a pid the kernel reused for
+    somebody else's process is never signalled.
+    """
+
+    def __init__(self, marker: str) -> None:
+        self.entry = f"{RUN_MARKER}={marker}".encode()
+        self.leader: tuple[int, int] | None = None
+        self.seen: dict[int, int] = {}
+
+    def started(self, pid: int) -> None:
+        """Note the agent itself (its start time proves the pid still is ours later)."""
+        found = _process_table().get(pid)
+        if found is not None:
+            self.leader = (pid, found[1])
+
+    def find(self) -> dict[int, int]:
+        """The run's live processes now: pid → start time (remembered for later)."""
+        table = _process_table()
+        ours: dict[int, int] = {}
+        if self.leader is not None and table.get(self.leader[0], (0, -1, ""))[1] == self.leader[1]:
+            children: dict[int, list[int]] = {}
+            for pid, (ppid, _, _) in table.items():
+                children.setdefault(ppid, []).append(pid)
+            todo = [self.leader[0]]
+            while todo:
+                for child in children.get(todo.pop(), []):
+                    if child not in ours:
+                        ours[child] = table[child][1]
+                        todo.append(child)
+        for pid, (_, start, state) in table.items():
+            if pid not in ours and state not in ("Z", "X") and _carries(pid, self.entry):
+                ours[pid] = start
+        for pid, start in self.seen.items():  # found before; their parent may have died since
+            if table.get(pid, (0, -1, ""))[1] == start and pid not in ours:
+                ours[pid] = start
+        ours.pop(os.getpid(), None)
+        alive = {p: s for p, s in ours.items() if table.get(p, (0, 0, "Z"))[2] not in ("Z", "X")}
+        self.seen.update(alive)
+        return alive
+
+    def signal(self, found: Mapping[int, int], sig: signal.Signals) -> None:
+        table = _process_table()
+        for pid, start in found.items():
+            if table.get(pid, (0, -1, ""))[1] == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the run, looking again for new ones (a process may
+        fork between a look and a kill); bounded, so a fork bomb cannot hold us here.
+        A SIGKILL cannot be refused, so a process signalled once is not counted again."""
+        killed: set[tuple[int, int]] = set()
+        for _ in range(_KILL_ROUNDS):
+            fresh = {p: s for p, s in self.find().items() if (p, s) not in killed}
+            if not fresh:
+                return
+            self.signal(fresh, signal.SIGKILL)
+            killed.update(fresh.items())
+        log.warning("agent processes kept appearing after %d rounds of SIGKILL", _KILL_ROUNDS)
+
+
 async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
     """Wait until the child itself has exited.
 
@@ -318,21 +427,29 @@ async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
     return proc.returncode
 
 
-async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> None:
-    """SIGTERM the child's whole group, give it ``grace_s`` to exit, then SIGKILL it.
+async def _stop_group(
+    proc: asyncio.subprocess.Process, grace_s: float, run: _RunProcesses | None = None
+) -> None:
+    """SIGTERM the child's whole group and everything else the run started, give it
+    ``grace_s`` to exit, then SIGKILL all of it.
 
     The SIGKILL goes out even when the child obeyed, for grandchildren that did
     not; it is sent in ``finally`` so a second cancellation cannot skip it. When
-    the child has already exited, what it left in its group is killed at once.
+    the child has already exited, what it left behind is killed at once.
     """
     pgid = proc.pid  # start_new_session: the child leads its own group
+    found = run.find() if run is not None else {}  # before the tree falls apart
     _signal_group(pgid, signal.SIGTERM)
+    if run is not None:
+        run.signal(found, signal.SIGTERM)
     try:
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_leader_exit(proc), grace_s)
     finally:
         _signal_group(pgid, signal.SIGKILL)
+        if run is not None:
+            run.kill_all()
 
 
 async def _settle(
@@ -371,6 +488,10 @@ async def run_process(
     child exits normally, whatever it left running in its group is stopped too.
     """
     started = time.monotonic()
+    marker = secrets.token_hex(16)
+    child_env = dict(scrubbed_env() if env is None else env)
+    child_env[RUN_MARKER] = marker  # after the scrub, which drops every ORCHESTRA_*
+    run = _RunProcesses(marker)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -378,7 +499,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
-            env=dict(scrubbed_env() if env is None else env),
+            env=child_env,
             start_new_session=True,
         )
     except OSError as exc:
@@ -387,6 +508,7 @@ async def run_process(
             f"could not start {argv[0]}: {exc.strerror or exc}; check the agent's `path` option",
             retryable=False,
         ) from exc
+    run.started(proc.pid)
     log.debug("started agent pid %d: %s", proc.pid, argv[0])
     tail = _Tail()
     stdin_task = asyncio.create_task(_feed_stdin(proc.stdin, stdin_data))
@@ -396,10 +518,10 @@ async def run_process(
         async with asyncio.timeout(timeout_s):
             returncode = await _leader_exit(proc)
         # Anything it left behind in its group would hold our pipes open.
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
     except TimeoutError:
         log.warning("agent pid %d timed out after %gs; stopping its group", proc.pid, timeout_s)
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
         await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
         raise AgentFailure(
             "timeout",
@@ -409,7 +531,7 @@ async def run_process(
     except BaseException:
         # Cancellation (or a bug of ours): nothing of the group may outlive the run.
         log.info("agent pid %d: run interrupted; stopping its group", proc.pid)
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
         await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
         raise
     await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
