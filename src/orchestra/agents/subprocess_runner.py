@@ -34,6 +34,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -317,27 +318,32 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """Every visible process: pid → (parent pid, start time, state), from ``/proc``
-    (empty where there is none: elsewhere only the process group is stopped)."""
-    table: dict[int, tuple[int, int, str]] = {}
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, start time, state) of ``pid`` from ``/proc``; ``None`` when gone."""
     try:
-        entries = list(os.scandir(_PROC))
+        stat = (_PROC / str(pid) / "stat").read_bytes()
     except OSError:
-        return table
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (_PROC / entry.name / "stat").read_bytes()
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat.rsplit(b")", 1)[-1].split()  # the name may hold spaces and ")"
-        try:
-            # fields[0] is stat's 3rd field (state), so ppid is [1] and starttime [19]
-            table[int(entry.name)] = (int(fields[1]), int(fields[19]), fields[0].decode())
-        except (IndexError, ValueError):
-            continue
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()  # the name may hold spaces and ")"
+    try:
+        # fields[0] is stat's 3rd field (state), so ppid is [1] and starttime [19]
+        return int(fields[1]), int(fields[19]), fields[0].decode()
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """Every visible process: pid → (parent pid, start time, state) (empty without
+    ``/proc``: elsewhere only the process group is stopped)."""
+    try:
+        names = [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
+    except OSError:
+        return {}
+    table: dict[int, tuple[int, int, str]] = {}
+    for name in names:
+        found = _stat(int(name))
+        if found is not None:
+            table[int(name)] = found
     return table
 
 
@@ -350,26 +356,32 @@ def _carries(pid: int, entry: bytes) -> bool:
     return entry in environ.split(b"\0")
 
 
+def _live(state: str) -> bool:
+    return state not in ("Z", "X")  # a zombie is dead already, only not yet reaped
+
+
 class _RunProcesses:
     """Everything one agent run started: its group, its process tree, and every
     process that carries the run's marker in its environment.
 
     Processes are told apart by (pid, start time), so a pid the kernel reused for
-    somebody else's process is never signalled.
+    somebody else's process is never signalled. Reading ``/proc`` costs a few ms per
+    hundred processes, so the stop runs it in a thread (a lock keeps two at bay).
     """
 
     def __init__(self, marker: str) -> None:
         self.entry = f"{RUN_MARKER}={marker}".encode()
         self.leader: tuple[int, int] | None = None
         self.seen: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
         """Note the agent itself (its start time proves the pid still is ours later)."""
-        found = _process_table().get(pid)
+        found = _stat(pid)
         if found is not None:
             self.leader = (pid, found[1])
 
-    def find(self) -> dict[int, int]:
+    def _find(self) -> dict[int, int]:
         """The run's live processes now: pid → start time (remembered for later)."""
         table = _process_table()
         ours: dict[int, int] = {}
@@ -384,34 +396,42 @@ class _RunProcesses:
                         ours[child] = table[child][1]
                         todo.append(child)
         for pid, (_, start, state) in table.items():
-            if pid not in ours and state not in ("Z", "X") and _carries(pid, self.entry):
+            if pid not in ours and _live(state) and _carries(pid, self.entry):
                 ours[pid] = start
         for pid, start in self.seen.items():  # found before; their parent may have died since
-            if table.get(pid, (0, -1, ""))[1] == start and pid not in ours:
+            if pid not in ours and table.get(pid, (0, -1, ""))[1] == start:
                 ours[pid] = start
         ours.pop(os.getpid(), None)
-        alive = {p: s for p, s in ours.items() if table.get(p, (0, 0, "Z"))[2] not in ("Z", "X")}
+        alive = {p: s for p, s in ours.items() if _live(table[p][2])}
         self.seen.update(alive)
         return alive
 
-    def signal(self, found: Mapping[int, int], sig: signal.Signals) -> None:
-        table = _process_table()
+    @staticmethod
+    def _signal(found: Mapping[int, int], sig: signal.Signals) -> None:
         for pid, start in found.items():
-            if table.get(pid, (0, -1, ""))[1] == start:
+            now = _stat(pid)
+            if now is not None and now[1] == start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM every process of the run (call it while the agent still runs: its
+        tree is complete then)."""
+        with self._lock:
+            self._signal(self._find(), signal.SIGTERM)
 
     def kill_all(self) -> None:
         """SIGKILL every process of the run, looking again for new ones (a process may
         fork between a look and a kill); bounded, so a fork bomb cannot hold us here.
         A SIGKILL cannot be refused, so a process signalled once is not counted again."""
-        killed: set[tuple[int, int]] = set()
-        for _ in range(_KILL_ROUNDS):
-            fresh = {p: s for p, s in self.find().items() if (p, s) not in killed}
-            if not fresh:
-                return
-            self.signal(fresh, signal.SIGKILL)
-            killed.update(fresh.items())
+        with self._lock:
+            killed: set[tuple[int, int]] = set()
+            for _ in range(_KILL_ROUNDS):
+                fresh = {p: s for p, s in self._find().items() if (p, s) not in killed}
+                if not fresh:
+                    return
+                self._signal(fresh, signal.SIGKILL)
+                killed.update(fresh.items())
         log.warning("agent processes kept appearing after %d rounds of SIGKILL", _KILL_ROUNDS)
 
 
@@ -430,26 +450,26 @@ async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
 async def _stop_group(
     proc: asyncio.subprocess.Process, grace_s: float, run: _RunProcesses | None = None
 ) -> None:
-    """SIGTERM the child's whole group and everything else the run started, give it
-    ``grace_s`` to exit, then SIGKILL all of it.
+    """SIGTERM everything the run started (its group, and ``run``'s other processes),
+    give the child ``grace_s`` to exit, then SIGKILL all of it.
 
     The SIGKILL goes out even when the child obeyed, for grandchildren that did
-    not; it is sent in ``finally`` so a second cancellation cannot skip it. When
-    the child has already exited, what it left behind is killed at once.
+    not; it is sent in ``finally``, and the search for the run's processes runs on in
+    its thread, so a second cancellation cannot skip it. When the child has already
+    exited, what it left behind is killed at once.
     """
     pgid = proc.pid  # start_new_session: the child leads its own group
-    found = run.find() if run is not None else {}  # before the tree falls apart
-    _signal_group(pgid, signal.SIGTERM)
-    if run is not None:
-        run.signal(found, signal.SIGTERM)
     try:
+        if run is not None:  # first: the process tree is whole while the child lives
+            await asyncio.to_thread(run.terminate)
+        _signal_group(pgid, signal.SIGTERM)
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_leader_exit(proc), grace_s)
     finally:
         _signal_group(pgid, signal.SIGKILL)
         if run is not None:
-            run.kill_all()
+            await asyncio.shield(asyncio.to_thread(run.kill_all))
 
 
 async def _settle(
