@@ -141,3 +141,50 @@ async def test_each_run_has_its_own_marker(tmp_path: Path) -> None:
             env={"PATH": os.environ.get("PATH", "")},
         )
     assert len(markers) == 2 and markers[0] != markers[1] and all(len(m) >= 32 for m in markers)
+
+
+#: A server that is PID 1 in a container, or a subreaper, becomes the parent of every
+#: orphan: this one runs an agent whose daemon is orphaned, times it out, and prints
+#: its own zombie children afterwards (each would stay for ever: nobody else reaps).
+SUBREAPER = r"""
+import asyncio, ctypes, os, sys, time
+from pathlib import Path
+from orchestra.agents.base import AgentFailure
+from orchestra.agents.subprocess_runner import run_process
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+async def main():
+    try:
+        await run_process(sys.argv[1:], stdin_data=b"", on_line=lambda _: None,
+                          timeout_s=3, grace_s=0.5)
+    except AgentFailure as exc:
+        assert exc.reason == "timeout", exc
+asyncio.run(main())
+time.sleep(0.5)
+me, zombies = os.getpid(), []
+for entry in Path("/proc").iterdir():
+    if entry.name.isdigit():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] == "Z":
+            zombies.append(int(entry.name))
+print("zombies:", zombies)
+"""
+
+
+def test_no_zombie_is_left_when_the_server_is_the_orphans_parent(tmp_path: Path) -> None:
+    argv, pid_file = agent(tmp_path, "double_fork")
+    script = tmp_path / "subreaper.py"
+    script.write_text(SUBREAPER)
+    done = subprocess.run(
+        [sys.executable, str(script), *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "zombies: []" in done.stdout, done.stdout
+    assert not alive(int(pid_file.read_text()))

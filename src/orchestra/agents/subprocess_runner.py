@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from orchestra.agents.base import (
     JSON,
@@ -71,6 +71,8 @@ _EXIT_POLL_S = 0.05
 RUN_MARKER = "ORCHESTRA_AGENT_RUN"
 #: Rounds of "find and SIGKILL" at the end of a run, for processes forked meanwhile.
 _KILL_ROUNDS = 5
+#: How long a killed process of ours gets to become reapable (a SIGKILL is not instant).
+_REAP_WAIT_S = 1.0
 _PROC = Path("/proc")
 
 _SCRUBBED_NAMES = frozenset({"CLAUDECODE", "DATABASE_URL"})
@@ -318,28 +320,41 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _stat(pid: int) -> tuple[int, int, str] | None:
-    """(parent pid, start time, state) of ``pid`` from ``/proc``; ``None`` when gone."""
+class _Proc(NamedTuple):
+    """What ``/proc/<pid>/stat`` says about a process (a zombie has one too)."""
+
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+    state: str
+    pgrp: int
+
+    @property
+    def live(self) -> bool:
+        return self.state not in ("Z", "X")  # a zombie is dead, only not yet reaped
+
+
+def _stat(pid: int) -> _Proc | None:
+    """``pid``'s entry in ``/proc``; ``None`` when it is gone (or there is no ``/proc``)."""
     try:
         stat = (_PROC / str(pid) / "stat").read_bytes()
     except OSError:
         return None
     fields = stat.rsplit(b")", 1)[-1].split()  # the name may hold spaces and ")"
     try:
-        # fields[0] is stat's 3rd field (state), so ppid is [1] and starttime [19]
-        return int(fields[1]), int(fields[19]), fields[0].decode()
+        # fields[0] is stat's 3rd field (state): ppid [1], pgrp [2], starttime [19]
+        return _Proc(int(fields[1]), int(fields[19]), fields[0].decode(), int(fields[2]))
     except (IndexError, ValueError):
         return None
 
 
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """Every visible process: pid → (parent pid, start time, state) (empty without
-    ``/proc``: elsewhere only the process group is stopped)."""
+def _process_table() -> dict[int, _Proc]:
+    """Every visible process (empty without ``/proc``: elsewhere only the process
+    group is stopped)."""
     try:
         names = [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
     except OSError:
         return {}
-    table: dict[int, tuple[int, int, str]] = {}
+    table: dict[int, _Proc] = {}
     for name in names:
         found = _stat(int(name))
         if found is not None:
@@ -356,10 +371,6 @@ def _carries(pid: int, entry: bytes) -> bool:
     return entry in environ.split(b"\0")
 
 
-def _live(state: str) -> bool:
-    return state not in ("Z", "X")  # a zombie is dead already, only not yet reaped
-
-
 class _RunProcesses:
     """Everything one agent run started: its group, its process tree, and every
     process that carries the run's marker in its environment.
@@ -372,45 +383,49 @@ class _RunProcesses:
     def __init__(self, marker: str) -> None:
         self.entry = f"{RUN_MARKER}={marker}".encode()
         self.leader: tuple[int, int] | None = None
-        self.seen: dict[int, int] = {}
+        #: Every process of the run ever found, zombies included: pid → start time.
+        self.known: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
         """Note the agent itself (its start time proves the pid still is ours later)."""
         found = _stat(pid)
         if found is not None:
-            self.leader = (pid, found[1])
+            self.leader = (pid, found.start)
+
+    def _is(self, table: Mapping[int, _Proc], pid: int, start: int) -> bool:
+        found = table.get(pid)
+        return found is not None and found.start == start
 
     def _find(self) -> dict[int, int]:
         """The run's live processes now: pid → start time (remembered for later)."""
         table = _process_table()
         ours: dict[int, int] = {}
-        if self.leader is not None and table.get(self.leader[0], (0, -1, ""))[1] == self.leader[1]:
+        if self.leader is not None and self._is(table, *self.leader):
             children: dict[int, list[int]] = {}
-            for pid, (ppid, _, _) in table.items():
-                children.setdefault(ppid, []).append(pid)
+            for pid, proc in table.items():
+                children.setdefault(proc.ppid, []).append(pid)
             todo = [self.leader[0]]
             while todo:
                 for child in children.get(todo.pop(), []):
                     if child not in ours:
-                        ours[child] = table[child][1]
+                        ours[child] = table[child].start
                         todo.append(child)
-        for pid, (_, start, state) in table.items():
-            if pid not in ours and _live(state) and _carries(pid, self.entry):
-                ours[pid] = start
-        for pid, start in self.seen.items():  # found before; their parent may have died since
-            if pid not in ours and table.get(pid, (0, -1, ""))[1] == start:
+        for pid, proc in table.items():
+            if pid not in ours and proc.live and _carries(pid, self.entry):
+                ours[pid] = proc.start
+        for pid, start in self.known.items():  # found before; their parent may have died since
+            if pid not in ours and self._is(table, pid, start):
                 ours[pid] = start
         ours.pop(os.getpid(), None)
-        alive = {p: s for p, s in ours.items() if _live(table[p][2])}
-        self.seen.update(alive)
-        return alive
+        self.known.update(ours)
+        return {p: s for p, s in ours.items() if table[p].live}
 
     @staticmethod
     def _signal(found: Mapping[int, int], sig: signal.Signals) -> None:
         for pid, start in found.items():
             now = _stat(pid)
-            if now is not None and now[1] == start:
+            if now is not None and now.start == start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
 
@@ -425,14 +440,47 @@ class _RunProcesses:
         fork between a look and a kill); bounded, so a fork bomb cannot hold us here.
         A SIGKILL cannot be refused, so a process signalled once is not counted again."""
         with self._lock:
-            killed: set[tuple[int, int]] = set()
+            killed: dict[int, int] = {}
             for _ in range(_KILL_ROUNDS):
-                fresh = {p: s for p, s in self._find().items() if (p, s) not in killed}
+                fresh = {p: s for p, s in self._find().items() if killed.get(p) != s}
                 if not fresh:
-                    return
+                    break
                 self._signal(fresh, signal.SIGKILL)
-                killed.update(fresh.items())
-        log.warning("agent processes kept appearing after %d rounds of SIGKILL", _KILL_ROUNDS)
+                killed.update(fresh)
+            else:
+                log.warning(
+                    "agent processes kept appearing after %d rounds of SIGKILL", _KILL_ROUNDS
+                )
+            self._reap()
+
+    def _reap(self) -> None:
+        """Collect the run's ended processes whose parent we became (the server runs as
+        PID 1 in a container, or as a subreaper): nobody else would, so each would stay
+        a zombie. Those are the ones found before, and the agent's group's zombies.
+        Never the agent itself, which asyncio waits for; never a pid whose start time
+        differs (a pid reaped elsewhere and reused)."""
+        me = os.getpid()
+        leader = self.leader[0] if self.leader is not None else None
+        table = _process_table()
+        mine = {
+            pid
+            for pid, proc in table.items()
+            if proc.ppid == me
+            and pid != leader
+            and (self._is(table, pid, self.known.get(pid, -1)) or proc.pgrp == leader)
+        }
+        deadline = time.monotonic() + _REAP_WAIT_S
+        while mine:
+            for pid in list(mine):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    mine.discard(pid)
+            if not mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
 
 
 async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
