@@ -30,7 +30,12 @@ def create_app(
     runtime: Runtime, *, run_worker: bool = True, stream_settings: StreamSettings | None = None
 ) -> FastAPI:
     settings = stream_settings or StreamSettings()
-    hub = EventHub(runtime.db, poll_s=settings.poll_s)
+    hub = EventHub(
+        runtime.db,
+        poll_s=settings.poll_s,
+        max_streams=runtime.settings.max_streams,
+        max_streams_per_principal=runtime.settings.max_streams_per_principal,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +64,11 @@ def create_app(
         version=orchestra.__version__,
         description="Durable workflows for AI coding agents, with human checkpoints.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their code from a CDN, outside the pages' CSP: off.
+        # The schema is served by ops.openapi_schema, behind the API's own auth.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     app.state.hub = hub

@@ -48,6 +48,10 @@ class Settings(BaseModel):
     session_ttl_s: int = Field(default=12 * 3600, ge=60, le=90 * 24 * 3600)
     #: Largest accepted request body, in bytes.
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    #: Live event streams (SSE and WebSocket) one token (or ``local``) may hold open.
+    max_streams_per_principal: int = Field(default=20, ge=1)
+    #: Live event streams open on this server, all clients together.
+    max_streams: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
     config_file: Path | None = None
 

@@ -154,6 +154,9 @@ def run_server(settings: Settings, *, stream_settings: StreamSettings | None = N
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=HTTP_GRACE_S,
             lifespan="on",
+            # Named, not "auto": without the websockets package the server must fail to
+            # start, not answer the WebSocket route with a 404.
+            ws="websockets-sansio",
         )
         server = _Server(config, app.state.hub)
         install_log_redaction()  # after uvicorn.Config, which configures its loggers

@@ -47,7 +47,7 @@ async def test_requests_without_a_valid_token_are_refused(server: ServerProcess)
             assert _code(r) == (401, "unauthorized"), (path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
         assert (await anonymous.client.get("/health")).status_code == 200
-        assert (await anonymous.client.get("/openapi.json")).status_code == 200
+        assert _code(await anonymous.client.get("/openapi.json")) == (401, "unauthorized")
     for token in ("orc_not-a-real-token", "Basic-looking"):
         async with Api(server.base_url, token) as forged:
             assert _code(await forged.client.get("/api/workflows")) == (401, "unauthorized")

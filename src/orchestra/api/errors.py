@@ -27,6 +27,7 @@ from orchestra.domain.errors import (
     DatabaseUnavailable,
     InvalidInput,
     LeaseLost,
+    LimitReached,
     NotFound,
     OrchestraError,
 )
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: list[tuple[type[OrchestraError], int]] = [
     (InvalidInput, 422),
     (Conflict, 409),  # also TransitionNotAllowed and ResolutionConflict
     (LeaseLost, 409),
+    (LimitReached, 429),
     (DatabaseUnavailable, 503),
 ]
 
@@ -54,6 +56,7 @@ CODE_BY_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    429: "too_many_requests",
     503: "database_unavailable",
 }
 

@@ -221,8 +221,9 @@ async def resolve_checkpoint(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Checkpoint:
     """Resolve with one of the checkpoint's actions. 409 (with the existing resolution)
-    when it was already resolved; a replay with the winner's ``Idempotency-Key`` gets
-    the original answer."""
+    when it was already resolved; a replay with the winner's ``Idempotency-Key`` (same
+    caller, same body) gets the original answer, and that key with anything else is a 422
+    ``idempotency_key_reused``."""
     return await _service(request).resolve(
         checkpoint_id,
         action=body.action,
