@@ -31,6 +31,7 @@ from orchestra.domain.errors import (
     NotFound,
     OrchestraError,
 )
+from orchestra.domain.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,12 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e["type"]}
+        {
+            # Quoted back safely: a client's key or message may hold a lone surrogate.
+            "loc": [printable(str(p)) for p in e.get("loc", ())],
+            "msg": printable(str(e.get("msg", ""))),
+            "type": e["type"],
+        }
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
