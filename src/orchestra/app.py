@@ -57,6 +57,7 @@ def create_app(
             if worker is not None:
                 await asyncio.wait([worker])
             await hub.stop()
+            web.close_web(app)
             runtime.close()
 
     app = FastAPI(

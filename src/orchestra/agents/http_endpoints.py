@@ -22,7 +22,6 @@ report a cost; endpoints do not). Anthropic also takes ``max_tokens``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -51,6 +50,7 @@ from orchestra.agents.subprocess_runner import (
     sum_ints,
 )
 from orchestra.domain.errors import InvalidInput
+from orchestra.domain.untrusted import UntrustedJSON, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def _error_text(body: bytes) -> str:
     """The message inside an API error body, else the body itself, shortened."""
     text = body.decode("utf-8", errors="replace")
     try:
-        error = as_dict(json.loads(text)).get("error")
-    except json.JSONDecodeError:
+        error = as_dict(loads_bounded(text)).get("error")
+    except UntrustedJSON:
         error = None
     if isinstance(error, dict) and error.get("message"):
         text = str(error["message"])
@@ -363,11 +363,11 @@ class HttpAdapter:
 
 def _parse_event(event: SseEvent, source: str) -> JSON:
     try:
-        value = json.loads(event.data)
-    except json.JSONDecodeError as exc:
+        value = loads_bounded(event.data)
+    except UntrustedJSON as exc:
         raise AgentFailure(
-            "bad_output", f"{source} sent an event that is not JSON: {event.data[:200]}"
-        ) from exc
+            "bad_output", f"{source} sent an event we refuse ({str(exc)[:200]}): {event.data[:200]}"
+        ) from None
     return as_dict(value)
 
 

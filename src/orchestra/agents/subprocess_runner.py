@@ -50,6 +50,7 @@ from orchestra.agents.base import (
     ProgressSink,
 )
 from orchestra.domain.errors import InvalidInput
+from orchestra.domain.untrusted import UntrustedJSON, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +108,26 @@ def describe_call(name: str, arguments: object) -> str:
     return clip(f"{name} {detail}".strip())
 
 
+#: A JSONL line longer than this is refused unparsed (a real event is far smaller).
+MAX_JSON_LINE_CHARS = 64_000_000
+
+
 def parse_json_line(line: str, source: str) -> JSON | None:
-    """One JSONL event, or ``None`` for a blank or foreign line (logged, not fatal)."""
+    """One JSONL event, or ``None`` for a blank or foreign line (logged, not fatal).
+
+    A line beyond the bounds (nested deeper than :data:`AGENT_JSON_DEPTH`, or
+    longer than :data:`MAX_JSON_LINE_CHARS`) raises :class:`UntrustedJSON`: the
+    runner skips it and names it if the answer then turns out to be missing.
+    """
     if not line.strip():
         return None
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        log.debug("%s: ignoring a line that is not JSON: %.200s", source, line)
-        return None
+        value = loads_bounded(line, max_chars=MAX_JSON_LINE_CHARS)
+    except UntrustedJSON as exc:
+        if str(exc).startswith("not JSON"):
+            log.debug("%s: ignoring a line that is not JSON: %.200s", source, line)
+            return None
+        raise UntrustedJSON(f"{source} printed a line of {exc}") from None
     if not isinstance(value, dict):
         log.debug("%s: ignoring a JSON line that is not an object", source)
         return None
@@ -127,14 +139,15 @@ def structured_from_text(text: str) -> JSON | None:
 
     Deliberately strict (plain JSON, or one fenced block): a lenient parser for
     answers that mix prose and JSON belongs to the review parsing, not here.
+    Beyond the bounds (size, depth) the answer is plain text.
     """
     body = text.strip()
     if body.startswith("```") and body.endswith("```"):
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body = body[: body.rfind("```")].strip()
     try:
-        value = json.loads(body)
-    except json.JSONDecodeError:
+        value = loads_bounded(body)
+    except UntrustedJSON:
         return None
     return value if isinstance(value, dict) else None
 
@@ -704,12 +717,21 @@ class CliAdapter:
         self.prepare(request)
         program = locate_program(self.program, self.path)
         parser = self.parser(request, progress)
+        refused: list[str] = []
+
+        def feed(line: str) -> None:
+            try:
+                parser.feed(line)
+            except UntrustedJSON as exc:
+                log.warning("%s: skipping an output line: %s", self.name, exc)
+                refused.append(str(exc))
+
         with tempfile.TemporaryDirectory(prefix=f"orchestra-{self.name}-") as scratch:
             argv = self.command(program, request, Path(scratch))
             outcome = await run_process(
                 argv,
                 stdin_data=request.prompt.encode("utf-8"),
-                on_line=parser.feed,
+                on_line=feed,
                 timeout_s=request.timeout_s,
                 cwd=request.workspace,
                 grace_s=self.grace_s,
@@ -729,6 +751,8 @@ class CliAdapter:
             result = parser.result()
         except AgentFailure as exc:
             exc.stderr_tail = exc.stderr_tail or outcome.stderr_tail
+            if refused:  # the answer was probably on a line we would not parse
+                exc.message += f" ({len(refused)} output line(s) skipped: {refused[0]})"
             log.warning("%s failed: %s: %s", self.name, exc.reason, exc.message)
             raise
         if result.duration_ms is None:

@@ -62,7 +62,7 @@ def loads_bounded(
 def raw_decode_bounded(
     decoder: json.JSONDecoder, text: str, start: int, *, max_depth: int = AGENT_JSON_DEPTH
 ) -> Any:
-    """The JSON value starting at ``text[start]``, within the depth bound (else :class:`UntrustedJSON`)."""
+    """The JSON value at ``text[start]`` within the depth bound, else :class:`UntrustedJSON`."""
     try:
         value, _ = decoder.raw_decode(text, start)
     except RecursionError:
