@@ -40,11 +40,14 @@ RENDER_TIMEOUT_S = 2.0
 #: A worker pool that does not answer a ping within this long is given up on.
 START_TIMEOUT_S = 30.0
 WORKERS = 2
+#: A job still queued at the deadline counts as too slow when its input is this large.
+SLOW_QUEUED_CHARS = 10_000
 CACHE_ENTRIES = 256
 
 TOO_LARGE = "too large to render"
 TOO_SLOW = "took too long to render"
 UNAVAILABLE = "the renderer is not available"
+BUSY = "the renderer was busy"
 
 
 #: Cached in place of a result: this input took too long before, do not try it again soon.
@@ -101,6 +104,7 @@ class RenderPool:
         self._executor: ProcessPoolExecutor | None = None
         self._starting = asyncio.Lock()
         self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[tuple[Any, str]]] = {}
 
     # -- public -------------------------------------------------------------------
 
@@ -118,10 +122,7 @@ class RenderPool:
         for key, (old, new) in zip(diff_keys, pairs, strict=True):
             if key not in self._cache and not _too_large_to_diff(old, new):
                 jobs[key] = (line_diff, (old, new))
-        outcomes = dict(zip(jobs, await self._run(list(jobs.values())), strict=True))
-        for key, (result, reason) in outcomes.items():
-            if result is not None or reason == TOO_SLOW:  # not worth trying again soon
-                self._put(key, result if result is not None else _SLOW)
+        outcomes = await self._outcomes(jobs)
 
         def outcome(key: str) -> tuple[Any, str]:
             if key in outcomes:
@@ -140,6 +141,32 @@ class RenderPool:
             result, reason = outcome(key)
             diffs.append(result if result is not None else diff_note(reason))
         return Rendered(html, diffs)
+
+    async def _outcomes(
+        self, jobs: dict[str, tuple[Callable[..., Any], tuple[str, ...]]]
+    ) -> dict[str, tuple[Any, str]]:
+        """Each job's outcome; a job another page already started is waited for, not
+        started again (every viewer of a live page asks for the same texts at once)."""
+        fresh = {key: job for key, job in jobs.items() if key not in self._inflight}
+        if fresh:
+            loop = asyncio.get_running_loop()
+            for key in fresh:
+                self._inflight[key] = loop.create_future()
+            # A task, so the outcome lands (and is cached) even if this request goes away.
+            task = asyncio.ensure_future(self._run(list(fresh.values())))
+            task.add_done_callback(lambda t: self._settle(list(fresh), t))
+        waiting = {key: self._inflight[key] for key in jobs}
+        return {key: await asyncio.shield(future) for key, future in waiting.items()}
+
+    def _settle(self, keys: list[str], task: asyncio.Task[list[tuple[Any, str]]]) -> None:
+        failed = task.cancelled() or task.exception() is not None
+        outcomes = [(None, UNAVAILABLE)] * len(keys) if failed else task.result()
+        for key, (result, reason) in zip(keys, outcomes, strict=True):
+            if result is not None or reason == TOO_SLOW:  # not worth trying again soon
+                self._put(key, result if result is not None else _SLOW)
+            future = self._inflight.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result((result, reason))
 
     def close(self) -> None:
         """Stop the workers (the app's shutdown)."""
@@ -175,6 +202,9 @@ class RenderPool:
         executor = await self._ready()
         if executor is None:
             return [(None, UNAVAILABLE)] * len(calls)
+        # Small inputs first, so ordinary text is not queued behind a hostile one.
+        order = sorted(range(len(calls)), key=lambda n: sum(map(len, calls[n][1])))
+        calls = [calls[n] for n in order]
         try:
             futures: list[Future[Any]] = [executor.submit(fn, *args) for fn, args in calls]
         except RuntimeError:  # broken or shut down meanwhile
@@ -182,24 +212,33 @@ class RenderPool:
             return [(None, UNAVAILABLE)] * len(calls)
         waiting = [asyncio.wrap_future(f) for f in futures]
         _, late = await asyncio.wait(waiting, timeout=self.timeout_s)
-        stuck = [f for f in futures if f.running()]
+        # Running at the deadline, or large and still queued behind those: too slow (and
+        # remembered as such); small queued ones were only unlucky.
+        stuck = [
+            f
+            for f, w, (_, args) in zip(futures, waiting, calls, strict=True)
+            if w in late and (f.running() or sum(map(len, args)) > SLOW_QUEUED_CHARS)
+        ]
         for f in futures:
             f.cancel()  # the queued ones; running ones end with the workers below
         for w in late:
             w.add_done_callback(_quiet)
-        if late and stuck:
+        if any(f.running() for f in futures):
             log.warning("rendering took over %.1f s; restarting the render workers", self.timeout_s)
             self._drop(executor)
         results: list[tuple[Any, str]] = []
         for f, w in zip(futures, waiting, strict=True):
             if w in late or w.cancelled():
-                results.append((None, TOO_SLOW if f in stuck else UNAVAILABLE))
+                results.append((None, TOO_SLOW if f in stuck else BUSY))
             elif (exc := w.exception()) is not None:
                 log.warning("rendering failed: %r", exc)
                 results.append((None, UNAVAILABLE))
             else:
                 results.append((w.result(), ""))
-        return results
+        unordered: list[tuple[Any, str]] = [(None, "")] * len(results)
+        for n, result in zip(order, results, strict=True):
+            unordered[n] = result
+        return unordered
 
     def _drop(self, executor: ProcessPoolExecutor) -> None:
         if self._executor is executor:
