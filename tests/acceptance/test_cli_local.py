@@ -25,6 +25,7 @@ from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, Workflow
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from tests.acceptance.server import free_port
+from tests.support.engine import use_agents
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,9 @@ async def test_resolve_gives_the_inputs_an_action_takes(
 ) -> None:
     """A retry's longer timeout, given as ``--input timeout_s=…``; bad ones exit 2."""
     failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
-    wf = await service.create_workflow(name="cli", prompt="Plan it", agents=failing)
+    wf = await service.create_workflow(
+        name="cli", prompt="Plan it", agents=use_agents(service, failing)
+    )
     await worker.run_until_idle()
     cp = (await service.get_workflow(wf.id)).pending_checkpoint
     assert cp is not None and cp.step_name == "agent_problem"
@@ -293,11 +296,14 @@ def test_run_stops_cleanly_when_input_ends(db_url: str, tmp_path: Path) -> None:
 async def test_ctrl_c_then_resume_continues_the_same_workflow(
     service: Orchestra, db_url: str, tmp_path: Path
 ) -> None:
+    (tmp_path / "orchestra.toml").write_text(
+        '[agents.demo-slow]\nadapter = "demo"\n[agents.demo-slow.options]\ndelay_s = 5\n'
+    )
     proc = subprocess.Popen(
         command(
             tmp_path,
             db_url,
-            ["run", "A slow plan", "--planner", "demo:delay_s=5", "--reviewer", "demo"],
+            ["run", "A slow plan", "--planner", "demo-slow", "--reviewer", "demo"],
         ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

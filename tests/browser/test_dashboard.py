@@ -330,7 +330,7 @@ def test_a_retry_takes_a_longer_timeout_typed_beside_it(
 ) -> None:
     """The agent-problem checkpoint offers a number for its retry; a bad one is refused
     with the server's message, a good one is sent and shown with the decision."""
-    failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+    failing = {"planner": "demo-failing"}
     wf_id = create_workflow(server, name="Failing planner", agents=failing)
     first = wait_for_checkpoint(server, wf_id)
     assert first["step_name"] == "agent_problem"

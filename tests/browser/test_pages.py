@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.engine import demo, use_agents
 
 from orchestra.app import create_app
 from orchestra.config import Settings
@@ -208,7 +209,7 @@ async def test_the_list_pages(local: tuple[Runtime, Client]) -> None:
 async def test_a_failed_agent_renders_from_the_contract(local: tuple[Runtime, Client]) -> None:
     runtime, client = local
     wf_id = await _at_first_checkpoint(
-        runtime, agents={"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+        runtime, agents=use_agents(runtime.service, {"planner": demo(fail="error")})
     )
     page = await client.get(f"/workflows/{wf_id}")
     cp = (await runtime.service.get_workflow(wf_id)).pending_checkpoint
