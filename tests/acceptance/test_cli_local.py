@@ -195,7 +195,7 @@ async def test_resolve_gives_the_inputs_an_action_takes(
     for bad, says in (
         ("timeout_s", "NAME=NUMBER"),
         ("timeout_s=soon", "NAME=NUMBER"),
-        ("timeout_s=0", "between 1 and 86400"),
+        ("timeout_s=0", "between 1 and 3600"),
         ("timeout=30", "takes no input 'timeout'"),
     ):
         refused = resolve(bad)
@@ -276,8 +276,8 @@ def test_run_asks_for_a_retrys_timeout(db_url: str, tmp_path: Path) -> None:
     )
     answers = "retry\nsoon\n90\n\ncancel\ny\n\n"  # then it fails again: cancel, confirmed
     result = ok(orchestra(tmp_path, db_url, "run", "Plan it", "--planner", "broken", input=answers))
-    assert "optional input timeout_s: Timeout (seconds), between 1 and 86400" in result.stdout
-    assert "Answer with a number between 1 and 86400, or Enter to skip." in result.stdout
+    assert "optional input timeout_s: Timeout (seconds), between 1 and 3600" in result.stdout
+    assert "Answer with a number between 1 and 3600, or Enter to skip." in result.stdout
     history = show(tmp_path, db_url, workflow_id_of(result.stdout))
     assert history.workflow.status is WorkflowStatus.CANCELLED
     first = history.checkpoints[0].resolution
