@@ -104,7 +104,9 @@ async def test_partial_answers_the_live_regions_as_json(local: tuple[Runtime, Cl
     assert 'data-checkpoint-id="' in body["regions"]["decision"]
 
 
-async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Client]) -> None:
+async def test_the_form_creates_nothing_on_bad_input(
+    local: tuple[Runtime, Client], tmp_path: Path
+) -> None:
     runtime, client = local
     token = await _csrf(client, "/workflows/new")
     no_csrf = await client.post("/workflows/new", data={"name": "x", "prompt": "y"})
@@ -115,7 +117,12 @@ async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Clien
     assert 'id="name-error"' in empty.text and 'aria-invalid="true"' in empty.text
     nowhere = await client.post(
         "/workflows/new",
-        data={**base, "name": "n", "prompt": "p", "workspace_path": "/does/not/exist"},
+        data={
+            **base,
+            "name": "n",
+            "prompt": "p",
+            "workspace_path": str(tmp_path / "does-not-exist"),
+        },
     )
     assert nowhere.status_code == 422 and 'id="workspace_path-error"' in nowhere.text
     assert "does not exist" in nowhere.text

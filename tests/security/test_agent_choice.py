@@ -55,13 +55,13 @@ class Receiver:
         received = self.requests
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 received.append(("POST", self.path, dict(self.headers)))
                 self.send_response(500)
                 self.end_headers()
                 self.wfile.write(b'{"error": {"message": "internal details"}}')
 
-            do_GET = do_POST  # noqa: N815
+            do_GET = do_POST
 
             def log_message(self, *_: Any) -> None:
                 pass
