@@ -40,7 +40,7 @@ class Settings(BaseModel):
     allowed_roots: list[Path] = Field(default_factory=list)
     #: The longest an agent may run, in seconds: configured timeouts and a retry's
     #: ``timeout_s`` above it are refused.
-    max_agent_timeout_s: float = Field(default=DEFAULT_MAX_AGENT_TIMEOUT_S, gt=0, le=86_400)
+    max_agent_timeout_s: float = Field(default=DEFAULT_MAX_AGENT_TIMEOUT_S, ge=1, le=86_400)
     #: Serve without tokens (loopback only; must be asked for explicitly).
     no_auth: bool = False
     #: Largest accepted request body, in bytes.
