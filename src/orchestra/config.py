@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
 
 ENV_PREFIX = "ORCHESTRA_"
@@ -35,8 +36,11 @@ class Settings(BaseModel):
     worker: bool = True
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
     lease_ttl_s: float = Field(default=30.0, gt=1)
-    #: Workspaces must lie inside one of these (empty: anywhere).
+    #: Workspaces must lie inside one of these (empty: the home and data directories).
     allowed_roots: list[Path] = Field(default_factory=list)
+    #: The longest an agent may run, in seconds: configured timeouts and a retry's
+    #: ``timeout_s`` above it are refused.
+    max_agent_timeout_s: float = Field(default=DEFAULT_MAX_AGENT_TIMEOUT_S, ge=1, le=86_400)
     #: Serve without tokens (loopback only; must be asked for explicitly).
     no_auth: bool = False
     #: Host names the server answers to (the Host header; ``name`` for any port or
@@ -60,6 +64,11 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'orchestra.db'}"
+
+    @property
+    def workspace_roots(self) -> list[Path]:
+        """Where workspaces may lie: ``allowed_roots``, else the home and data directories."""
+        return list(self.allowed_roots) or [Path.home(), self.data_dir]
 
     @property
     def agents_file(self) -> Path | None:

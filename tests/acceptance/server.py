@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -71,10 +72,33 @@ class ServerProcess:
                 self.kill()
 
 
+#: Named agents every test server offers (clients choose agents by name); a test that
+#: writes its own ``orchestra.toml`` before starting the server keeps it.
+TEST_AGENTS_TOML = """
+[agents.demo]
+adapter = "demo"
+
+[agents.demo-slow]
+adapter = "demo"
+[agents.demo-slow.options]
+delay_s = 1.5
+
+[agents.demo-failing]
+adapter = "demo"
+[agents.demo-failing.options]
+fail = "error"
+"""
+
+
 def _clean_env(extra: dict[str, str], data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
     env.update(TEST_ENV)
+    # Workspaces of tests live under the system's temporary directory.
+    env["ORCHESTRA_ALLOWED_ROOTS"] = tempfile.gettempdir()
     env["ORCHESTRA_CONFIG"] = str(data_dir / "orchestra.toml")
+    config = data_dir / "orchestra.toml"
+    if not config.exists():
+        config.write_text(TEST_AGENTS_TOML)
     env.update(extra)
     return env
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.engine import demo, use_agents
 
 from orchestra.app import create_app
 from orchestra.config import Settings
@@ -103,7 +104,9 @@ async def test_partial_answers_the_live_regions_as_json(local: tuple[Runtime, Cl
     assert 'data-checkpoint-id="' in body["regions"]["decision"]
 
 
-async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Client]) -> None:
+async def test_the_form_creates_nothing_on_bad_input(
+    local: tuple[Runtime, Client], tmp_path: Path
+) -> None:
     runtime, client = local
     token = await _csrf(client, "/workflows/new")
     no_csrf = await client.post("/workflows/new", data={"name": "x", "prompt": "y"})
@@ -114,7 +117,12 @@ async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Clien
     assert 'id="name-error"' in empty.text and 'aria-invalid="true"' in empty.text
     nowhere = await client.post(
         "/workflows/new",
-        data={**base, "name": "n", "prompt": "p", "workspace_path": "/does/not/exist"},
+        data={
+            **base,
+            "name": "n",
+            "prompt": "p",
+            "workspace_path": str(tmp_path / "does-not-exist"),
+        },
     )
     assert nowhere.status_code == 422 and 'id="workspace_path-error"' in nowhere.text
     assert "does not exist" in nowhere.text
@@ -210,7 +218,7 @@ async def test_the_list_pages(local: tuple[Runtime, Client]) -> None:
 async def test_a_failed_agent_renders_from_the_contract(local: tuple[Runtime, Client]) -> None:
     runtime, client = local
     wf_id = await _at_first_checkpoint(
-        runtime, agents={"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+        runtime, agents=use_agents(runtime.service, {"planner": demo(fail="error")})
     )
     page = await client.get(f"/workflows/{wf_id}")
     cp = (await runtime.service.get_workflow(wf_id)).pending_checkpoint

@@ -225,7 +225,7 @@ BAD: list[tuple[str, Any, dict[str, Any], type[OrchestraError], str]] = [
         _at_agent_problem,
         {"action": "retry", "inputs": {"timeout_s": 0}},
         InvalidInput,
-        "between 1 and 86400",
+        "between 1 and 3600",  # capped by max_agent_timeout_s
     ),
     ("already resolved", _resolved, {"action": "approve"}, ResolutionConflict, "already"),
     ("workflow cancelled", _superseded, {"action": "approve"}, ResolutionConflict, "already"),

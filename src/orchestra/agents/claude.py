@@ -45,6 +45,7 @@ class ClaudeAdapter(CliAdapter):
     options = frozenset(
         {"model", "permission_mode", "allowed_tools", "max_turns", "append_system_prompt"}
     )
+    list_options = frozenset({"allowed_tools"})
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)

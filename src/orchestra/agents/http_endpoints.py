@@ -167,6 +167,31 @@ class StreamState:
                 self.progress("text", shown)
 
 
+#: Variables that hold Orchestra's own secrets (tokens, the database URL): never a key.
+_FORBIDDEN_KEY_PREFIXES = ("ORCHESTRA_",)
+_FORBIDDEN_KEY_NAMES = frozenset({"DATABASE_URL"})
+
+
+def _key_env(adapter: str, name: str) -> str:
+    """The variable the API key is read from; one of Orchestra's own is refused, so an
+    endpoint never receives e.g. ``ORCHESTRA_DATABASE_URL`` as a bearer token."""
+    upper = name.upper()
+    if upper.startswith(_FORBIDDEN_KEY_PREFIXES) or upper in _FORBIDDEN_KEY_NAMES:
+        raise InvalidInput(
+            f"option 'api_key_env' of the {adapter} adapter must not name {name!r}: "
+            "ORCHESTRA_* and DATABASE_URL hold Orchestra's own secrets; "
+            "use a variable of its own, e.g. OPENAI_API_KEY",
+            details={"adapter": adapter, "field": "api_key_env"},
+        )
+    if not name or not name.replace("_", "").isalnum():
+        raise InvalidInput(
+            f"option 'api_key_env' of the {adapter} adapter must be an environment "
+            f"variable name (letters, digits, _), not {name!r}",
+            details={"adapter": adapter, "field": "api_key_env"},
+        )
+    return name
+
+
 class HttpAdapter:
     """Shared by both endpoints: options, retries, timeouts, cost; subclasses say the
     URL, headers, body and how to read one streamed event."""
@@ -187,7 +212,9 @@ class HttpAdapter:
             raise InvalidInput(f"the {self.name} adapter needs a `model` option")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.key_env = opt_str(self.name, options, "api_key_env") or self.default_key_env
+        self.key_env = _key_env(
+            self.name, opt_str(self.name, options, "api_key_env") or self.default_key_env
+        )
         self.system = opt_str(self.name, options, "system")
         self.max_attempts = max(1, int(opt_number(self.name, options, "max_attempts", 4)))
         self.retry_base_s = opt_number(self.name, options, "retry_base_s", 1.0)

@@ -673,6 +673,8 @@ class CliAdapter:
     program: ClassVar[str]
     version_args: ClassVar[tuple[str, ...]]
     options: ClassVar[frozenset[str]] = frozenset()
+    #: Those of ``options`` that take a list of strings (the others take one value).
+    list_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         check_options(self.name, options, self.options | CLI_COMMON_OPTIONS)
@@ -680,6 +682,8 @@ class CliAdapter:
         self.path = opt_str(self.name, options, "path")
         self.extra_args = opt_str_list(self.name, options, "extra_args")
         self.grace_s = opt_number(self.name, options, "kill_grace_s", DEFAULT_GRACE_S)
+        for key in self.options - self.list_options:  # a mistyped value stops start-up
+            self.opt(key)
 
     def opt(self, key: str) -> str | None:
         """A string option of this adapter, written as the CLI wants it."""

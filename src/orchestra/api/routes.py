@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
@@ -64,19 +64,25 @@ class Body(BaseModel):
         return data
 
 
-class AgentSpec(Body):
-    adapter: Text = Field(description="an adapter name, e.g. demo, claude, codex")
-    options: dict[str, Any] = Field(default_factory=dict)
-    name: Text | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
-
-
-AgentEntry = Text | AgentSpec
+#: A configured agent's name. Typed loosely on purpose so that anything else (an
+#: object with an adapter and options, say) reaches the service, whose 422 lists
+#: the configured names; the contract still says "a string".
+AgentName = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "description": "the name of a configured agent"}),
+]
 
 
 class AgentsChoice(Body):
-    planner: AgentEntry | None = None
-    reviewers: list[AgentEntry] | None = None
+    """Which configured agents plan and review; omitted: the configured roles."""
+
+    planner: AgentName | None = None
+    reviewers: Annotated[
+        Any,
+        WithJsonSchema(
+            {"type": "array", "items": {"type": "string"}, "description": "configured names"}
+        ),
+    ] = None
 
 
 class CreateWorkflow(Body):

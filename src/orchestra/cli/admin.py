@@ -216,7 +216,7 @@ def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
     from orchestra.agents.config import check_agents, load_agents_config
 
     settings = settings_for(ctx)
-    config = load_agents_config(settings.agents_file)
+    config = load_agents_config(settings.agents_file, max_timeout_s=settings.max_agent_timeout_s)
     checks = asyncio.run(check_agents(config))
     source = settings.agents_file or "built-in defaults"
     table = table_of(f"Agents ({source})", "Name", "Adapter", "Roles", "Reachable", "Detail")
