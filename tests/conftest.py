@@ -93,8 +93,9 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def service(db: Database) -> Orchestra:
-    return Orchestra(db)
+def service(db: Database, tmp_path: Path) -> Orchestra:
+    """The service, with the test's temporary directory allowed for workspaces."""
+    return Orchestra(db, allowed_roots=[tmp_path])
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 import orchestra
 from orchestra import web
 from orchestra.api import ops, routes, streams
+from orchestra.api.boundary import BoundaryMiddleware
 from orchestra.api.errors import BodyLimitMiddleware, install_error_handlers, log_task_failure
 from orchestra.api.hub import EventHub
 from orchestra.api.ops import Metrics
@@ -29,7 +30,12 @@ def create_app(
     runtime: Runtime, *, run_worker: bool = True, stream_settings: StreamSettings | None = None
 ) -> FastAPI:
     settings = stream_settings or StreamSettings()
-    hub = EventHub(runtime.db, poll_s=settings.poll_s)
+    hub = EventHub(
+        runtime.db,
+        poll_s=settings.poll_s,
+        max_streams=runtime.settings.max_streams,
+        max_streams_per_principal=runtime.settings.max_streams_per_principal,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +57,7 @@ def create_app(
             if worker is not None:
                 await asyncio.wait([worker])
             await hub.stop()
+            web.close_web(app)
             runtime.close()
 
     app = FastAPI(
@@ -58,12 +65,19 @@ def create_app(
         version=orchestra.__version__,
         description="Durable workflows for AI coding agents, with human checkpoints.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their code from a CDN, outside the pages' CSP: off.
+        # The schema is served by ops.openapi_schema, behind the API's own auth.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     app.state.hub = hub
     app.state.metrics = Metrics(hub)
     app.state.stream_settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    # Added last, so it runs first: a foreign Host or Origin reaches nothing else.
+    app.add_middleware(BoundaryMiddleware, settings=runtime.settings)
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(streams.router)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
 
 ENV_PREFIX = "ORCHESTRA_"
@@ -35,12 +36,26 @@ class Settings(BaseModel):
     worker: bool = True
     worker_concurrency: int = Field(default=32, ge=1, le=1000)
     lease_ttl_s: float = Field(default=30.0, gt=1)
-    #: Workspaces must lie inside one of these (empty: anywhere).
+    #: Workspaces must lie inside one of these (empty: the home and data directories).
     allowed_roots: list[Path] = Field(default_factory=list)
+    #: The longest an agent may run, in seconds: configured timeouts and a retry's
+    #: ``timeout_s`` above it are refused.
+    max_agent_timeout_s: float = Field(default=DEFAULT_MAX_AGENT_TIMEOUT_S, ge=1, le=86_400)
     #: Serve without tokens (loopback only; must be asked for explicitly).
     no_auth: bool = False
+    #: Host names the server answers to (the Host header; ``name`` for any port or
+    #: ``name:port``). None: the loopback names plus the bind host when it is not a
+    #: wildcard. ``"*"`` accepts any Host: only behind a proxy that checks it.
+    #: Ignored with ``no_auth`` (loopback names only). Env: comma-separated.
+    allowed_hosts: list[str] | None = None
+    #: How long a web login lasts, in seconds (the session cookie's Max-Age).
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=90 * 24 * 3600)
     #: Largest accepted request body, in bytes.
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    #: Live event streams (SSE and WebSocket) one token (or ``local``) may hold open.
+    max_streams_per_principal: int = Field(default=20, ge=1)
+    #: Live event streams open on this server, all clients together.
+    max_streams: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
     config_file: Path | None = None
 
@@ -49,6 +64,11 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'orchestra.db'}"
+
+    @property
+    def workspace_roots(self) -> list[Path]:
+        """Where workspaces may lie: ``allowed_roots``, else the home and data directories."""
+        return list(self.allowed_roots) or [Path.home(), self.data_dir]
 
     @property
     def agents_file(self) -> Path | None:
@@ -78,6 +98,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             values[name] = _BOOL.get(raw.lower(), raw)
         elif name == "allowed_roots":
             values[name] = [p for p in raw.split(os.pathsep) if p]
+        elif name == "allowed_hosts":
+            values[name] = [h.strip() for h in raw.split(",") if h.strip()]
         else:
             values[name] = raw
     return values

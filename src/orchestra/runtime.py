@@ -45,11 +45,13 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     try:
         if migrate:
             upgrade(db.write_engine)
-        agents = load_agents_config(settings.agents_file)
+        agents = load_agents_config(
+            settings.agents_file, max_timeout_s=settings.max_agent_timeout_s
+        )
     except BaseException:
         db.close()
         raise
-    service = Orchestra(db, agents=agents, allowed_roots=settings.allowed_roots)
+    service = Orchestra(db, agents=agents, allowed_roots=settings.workspace_roots)
     log.info("orchestra: %s database at %s", db.kind, _redact(settings.db_url))
     return Runtime(settings, db, service)
 

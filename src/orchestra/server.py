@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from types import FrameType
 
 import uvicorn
 
+from orchestra.api.boundary import default_allowed_hosts, is_wildcard
 from orchestra.api.hub import EventHub
 from orchestra.api.streams import StreamSettings
 from orchestra.app import create_app
@@ -55,6 +57,36 @@ def check_binding(settings: Settings) -> None:
             f"`{HOW_TO_CREATE_A_TOKEN}` and start without --no-auth, or bind to 127.0.0.1.",
             details={"field": "no_auth"},
         )
+
+
+#: A credential-looking query parameter (``?token=…``): no route takes one, but a
+#: client may still send it, and the access log must not keep it.
+_SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s]*", re.IGNORECASE)
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks credential-looking query values in uvicorn's request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_QUERY.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+#: Uvicorn logs HTTP requests on the first, WebSocket handshakes on the second.
+_REQUEST_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+def install_log_redaction() -> None:
+    for name in _REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class _Server(uvicorn.Server):
@@ -103,6 +135,13 @@ def run_server(settings: Settings, *, stream_settings: StreamSettings | None = N
     runtime = open_runtime(settings)
     try:
         app = create_app(runtime, run_worker=settings.worker, stream_settings=stream_settings)
+        if not settings.no_auth and settings.allowed_hosts is None and is_wildcard(settings.host):
+            log.warning(
+                "listening on %s, but only requests to %s are answered; set allowed_hosts "
+                "(ORCHESTRA_ALLOWED_HOSTS) to the names clients use to reach this server",
+                settings.host,
+                ", ".join(default_allowed_hosts(settings.host)),
+            )
         if not settings.no_auth and not asyncio.run(list_tokens(runtime.db)):
             log.warning(
                 "no API tokens exist yet, so every request will be refused; create one with: %s",
@@ -115,8 +154,13 @@ def run_server(settings: Settings, *, stream_settings: StreamSettings | None = N
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=HTTP_GRACE_S,
             lifespan="on",
+            # Named, not "auto": without the websockets package the server must fail to
+            # start, not answer the WebSocket route with a 404.
+            ws="websockets-sansio",
         )
-        _Server(config, app.state.hub).run()
+        server = _Server(config, app.state.hub)
+        install_log_redaction()  # after uvicorn.Config, which configures its loggers
+        server.run()
     finally:
         runtime.close()
 

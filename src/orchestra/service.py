@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import insert
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
-from orchestra.agents.registry import adapter_factories
 from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
@@ -55,7 +54,8 @@ class Orchestra:
     ) -> None:
         self.db = db
         self.agents = agents or default_agents_config()
-        self.allowed_roots = [p.resolve() for p in allowed_roots]
+        #: Where workspaces may lie (empty: the user's home directory).
+        self.allowed_roots = [p.expanduser().resolve() for p in allowed_roots or [Path.home()]]
         #: The worker running in this process, if any: workflows this process makes
         #: runnable are handed to it in the same commit (no separate claim).
         self.worker: Worker | None = None
@@ -140,30 +140,49 @@ class Orchestra:
             self.worker.start(handoff)
 
     def _check_workspace(self, raw: str) -> str:
+        where = {"field": "workspace_path"}
         path = Path(raw).expanduser()
         if not path.is_absolute():
-            raise InvalidInput(
-                "workspace_path must be an absolute path", details={"field": "workspace_path"}
-            )
-        resolved = path.resolve()
-        if not resolved.exists():
-            raise InvalidInput(
-                f"workspace {raw!r} does not exist", details={"field": "workspace_path"}
-            )
-        if not resolved.is_dir():
-            raise InvalidInput(
-                f"workspace {raw!r} is not a directory", details={"field": "workspace_path"}
-            )
-        if self.allowed_roots and not any(resolved.is_relative_to(r) for r in self.allowed_roots):
+            raise InvalidInput("workspace_path must be an absolute path", details=where)
+        resolved = path.resolve()  # symlinks first: the check is on where it really is
+        how = (
+            "to allow another root, set ORCHESTRA_ALLOWED_ROOTS (':'-separated) or "
+            "allowed_roots in orchestra.toml"
+        )
+        if not any(resolved.is_relative_to(r) for r in self.allowed_roots):
             roots = ", ".join(str(r) for r in self.allowed_roots)
             raise InvalidInput(
-                f"workspace {raw!r} is outside the allowed roots ({roots})",
-                details={"field": "workspace_path"},
+                f"workspace {raw!r} is outside the allowed roots ({roots}); {how}", details=where
             )
+        guarded = self._guarded_dir(resolved)
+        if guarded is not None:
+            raise InvalidInput(
+                f"workspace {raw!r} is in {guarded}, a system or secrets directory, where "
+                f"agents must not work; {how} (a root at or inside {guarded})",
+                details=where,
+            )
+        if not resolved.exists():
+            raise InvalidInput(f"workspace {raw!r} does not exist", details=where)
+        if not resolved.is_dir():
+            raise InvalidInput(f"workspace {raw!r} is not a directory", details=where)
         return str(resolved)
 
+    def _guarded_dir(self, resolved: Path) -> Path | None:
+        """The system or secrets directory ``resolved`` lies in, unless a configured root
+        at or inside that directory lets it in (an operator's explicit choice)."""
+        for guarded in guarded_dirs():
+            inside = (
+                resolved == guarded if guarded == Path("/") else resolved.is_relative_to(guarded)
+            )
+            if inside and not any(
+                r.is_relative_to(guarded) and resolved.is_relative_to(r) for r in self.allowed_roots
+            ):
+                return guarded
+        return None
+
     def resolve_agents(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Normalise an ``agents`` entry: names from the configuration, or adapters."""
+        """The ``agents`` choice, by configured name only, as the workflow records it:
+        a client never supplies an adapter, its options or a timeout."""
         raw = dict(raw or {})
         unknown = set(raw) - {"planner", "reviewers"}
         if unknown:
@@ -171,13 +190,16 @@ class Orchestra:
                 f"unknown agents field(s): {', '.join(sorted(unknown))}; use planner and reviewers",
                 details={"field": "agents"},
             )
-        planner = self._agent(raw.get("planner") or self.agents.planner, "agents.planner")
+        planner = raw.get("planner")
+        planner = self._agent(self.agents.planner if planner is None else planner, "agents.planner")
         reviewers_raw = raw.get("reviewers")
         if reviewers_raw is None:
             reviewers_raw = list(self.agents.reviewers)
-        if not isinstance(reviewers_raw, list):
+        if not isinstance(reviewers_raw, list) or not reviewers_raw:
             raise InvalidInput(
-                "agents.reviewers must be a list", details={"field": "agents.reviewers"}
+                "agents.reviewers must be a non-empty list of configured agent names "
+                f"({self._agent_names()})",
+                details={"field": "agents.reviewers"},
             )
         reviewers = [self._agent(r, f"agents.reviewers[{i}]") for i, r in enumerate(reviewers_raw)]
         return {
@@ -185,44 +207,27 @@ class Orchestra:
             "reviewers": reviewers,
             "planner_timeout_s": self.agents.planner_timeout_s,
             "reviewer_timeout_s": self.agents.reviewer_timeout_s,
+            "max_timeout_s": self.agents.max_timeout_s,
         }
 
+    def _agent_names(self) -> str:
+        return ", ".join(sorted(self.agents.agents))
+
     def _agent(self, entry: Any, where: str) -> dict[str, Any]:
-        if isinstance(entry, str):
-            configured = self.agents.agents.get(entry)
-            if configured is not None:
-                return {
-                    "name": configured.name,
-                    "adapter": configured.adapter,
-                    "options": dict(configured.options),
-                    "timeout_s": configured.timeout_s,
-                }
-            entry = {"adapter": entry}
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("adapter"), str):
+        configured = self.agents.agents.get(entry) if isinstance(entry, str) else None
+        if configured is None:
+            given = f"{entry!r}" if isinstance(entry, str) else f"a {type(entry).__name__}"
             raise InvalidInput(
-                f'{where} must be an agent name or {{"adapter": …, "options": {{…}}}}',
-                details={"field": where},
-            )
-        adapter = entry["adapter"]
-        if adapter not in adapter_factories():
-            known = ", ".join(sorted({*adapter_factories(), *self.agents.agents}))
-            raise InvalidInput(
-                f"{where}: unknown agent or adapter {adapter!r}; known: {known}",
-                details={"field": where},
-            )
-        options = entry.get("options") or {}
-        if not isinstance(options, Mapping):
-            raise InvalidInput(f"{where}.options must be an object", details={"field": where})
-        timeout = entry.get("timeout_s")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise InvalidInput(
-                f"{where}.timeout_s must be a positive number", details={"field": where}
+                f"{where} must be the name of a configured agent, one of: "
+                f"{self._agent_names()} (got {given[:80]}); adapters and their options are "
+                "set by the operator in the agents file",
+                details={"field": where, "configured": sorted(self.agents.agents)},
             )
         return {
-            "name": str(entry.get("name") or adapter),
-            "adapter": adapter,
-            "options": dict(options),
-            "timeout_s": timeout,
+            "name": configured.name,
+            "adapter": configured.adapter,
+            "options": dict(configured.options),
+            "timeout_s": configured.timeout_s,
         }
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
@@ -371,6 +376,17 @@ class Orchestra:
         return await self.db.read(
             lambda c: queries.events_after(c, workflow_id=workflow_id, after=after, limit=limit)
         )
+
+
+def guarded_dirs() -> list[Path]:
+    """Directories no workspace may be in by default: the system's, and the user's
+    secrets (``/`` itself only exactly; the home directory is never one)."""
+    home = Path.home().resolve()
+    system = ["/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/dev"]
+    system += ["/proc", "/sys", "/var", "/root", "/run"]
+    found = [Path(p) for p in system if Path(p) != home]
+    found += [home / name for name in (".ssh", ".gnupg", ".aws", ".config")]
+    return found
 
 
 def _check_limit(limit: int, maximum: int = 500) -> None:

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,10 +72,33 @@ class ServerProcess:
                 self.kill()
 
 
+#: Named agents every test server offers (clients choose agents by name); a test that
+#: writes its own ``orchestra.toml`` before starting the server keeps it.
+TEST_AGENTS_TOML = """
+[agents.demo]
+adapter = "demo"
+
+[agents.demo-slow]
+adapter = "demo"
+[agents.demo-slow.options]
+delay_s = 1.5
+
+[agents.demo-failing]
+adapter = "demo"
+[agents.demo-failing.options]
+fail = "error"
+"""
+
+
 def _clean_env(extra: dict[str, str], data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
     env.update(TEST_ENV)
+    # Workspaces of tests live under the system's temporary directory.
+    env["ORCHESTRA_ALLOWED_ROOTS"] = tempfile.gettempdir()
     env["ORCHESTRA_CONFIG"] = str(data_dir / "orchestra.toml")
+    config = data_dir / "orchestra.toml"
+    if not config.exists():
+        config.write_text(TEST_AGENTS_TOML)
     env.update(extra)
     return env
 
@@ -222,6 +247,29 @@ class Api:
             return wf if wf["status"] == status else None
 
         return await wait_for(reached, timeout_s, f"{workflow_id} to be {status}")
+
+
+#: The CSRF field every page's forms carry (the logout form on every signed-in page).
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def page_csrf(client: httpx.AsyncClient, path: str = "/") -> str:
+    """The CSRF token a page hands its forms and script."""
+    page = await client.get(path)
+    match = CSRF_FIELD.search(page.text)
+    assert match, (path, page.status_code, page.text[:300])
+    return match.group(1)
+
+
+@contextlib.asynccontextmanager
+async def web_login(base_url: str, token: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A cookie client signed in through the login page, as a browser is, and its
+    session's CSRF token."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        login_csrf = await page_csrf(client, "/login")
+        r = await client.post("/login", data={"csrf": login_csrf, "token": token})
+        assert r.status_code == 303, (r.status_code, r.text[:300])
+        yield client, await page_csrf(client, "/")
 
 
 async def wait_for(

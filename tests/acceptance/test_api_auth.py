@@ -1,6 +1,7 @@
 """Authentication and roles against a real server on both databases: tokens, the
 session cookie with its CSRF check, the streams, and the refusal to serve
-without authentication beyond loopback."""
+without authentication beyond loopback. (Attacks on the sessions, Host and
+Origin: tests/security/test_origin_and_sessions.py.)"""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, TOKEN_COOKIE
+from orchestra.api.auth import CSRF_HEADER
 from orchestra.config import Settings
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.statuses import CheckpointStatus
 from orchestra.server import check_binding, is_loopback
 from orchestra.store.db import Database
 from orchestra.store.tokens import authenticate_token, list_tokens
-from tests.acceptance.server import Api, ServerProcess, module_server_fixture, revoke
+from tests.acceptance.server import Api, ServerProcess, module_server_fixture, revoke, web_login
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +47,11 @@ async def test_requests_without_a_valid_token_are_refused(server: ServerProcess)
             assert _code(r) == (401, "unauthorized"), (path, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
         assert (await anonymous.client.get("/health")).status_code == 200
-        assert (await anonymous.client.get("/openapi.json")).status_code == 200
+        assert _code(await anonymous.client.get("/openapi.json")) == (401, "unauthorized")
     for token in ("orc_not-a-real-token", "Basic-looking"):
         async with Api(server.base_url, token) as forged:
             assert _code(await forged.client.get("/api/workflows")) == (401, "unauthorized")
-    # The query-string token is for streams only.
+    # A token in the URL is no credential anywhere (URLs end up in logs).
     r = httpx.get(f"{server.base_url}/api/workflows?token={server.tokens['vic']}")
     assert r.status_code == 401
 
@@ -121,9 +122,7 @@ async def test_tokens_are_stored_hashed(server: ServerProcess) -> None:
 
 
 async def test_session_cookie_needs_the_csrf_header_on_writes(server: ServerProcess) -> None:
-    csrf = "a-csrf-value"
-    cookies = {TOKEN_COOKIE: server.tokens["ana"], CSRF_COOKIE: csrf}
-    async with httpx.AsyncClient(base_url=server.base_url, cookies=cookies) as browser:
+    async with web_login(server.base_url, server.tokens["ana"]) as (browser, csrf):
         assert (await browser.get("/api/workflows")).status_code == 200
         body: dict[str, Any] = {"name": "from the browser", "prompt": "p"}
         assert _code(await browser.post("/api/workflows", json=body)) == (403, "forbidden")
@@ -133,13 +132,21 @@ async def test_session_cookie_needs_the_csrf_header_on_writes(server: ServerProc
         assert ok.status_code == 201 and ok.json()["created_by"] == "ana"
 
 
-async def test_streams_take_a_query_token(server: ServerProcess) -> None:
+async def test_streams_take_the_header_or_the_session_never_a_query_token(
+    server: ServerProcess,
+) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         url = f"/api/events/stream?token={server.tokens['vic']}"
         async with client.stream("GET", url) as r:
-            assert r.status_code == 200
-        async with client.stream("GET", "/api/events/stream?token=orc_wrong") as r:
             assert r.status_code == 401
+        bearer = {"Authorization": f"Bearer {server.tokens['vic']}"}
+        async with client.stream("GET", "/api/events/stream", headers=bearer) as r:
+            assert r.status_code == 200
+    async with (
+        web_login(server.base_url, server.tokens["vic"]) as (browser, _),
+        browser.stream("GET", "/api/events/stream") as r,
+    ):
+        assert r.status_code == 200  # what the page's EventSource does
 
 
 def test_no_auth_is_refused_beyond_loopback(tmp_path: Path) -> None:

@@ -266,7 +266,7 @@ async def test_unexpected_errors_are_a_generic_500_and_logged(
 
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             bug = await client.get("/boom/bug")
             assert bug.status_code == 500
             assert bug.json() == {

@@ -198,19 +198,21 @@ async def test_websocket_stream(server: ServerProcess) -> None:
                     received.append(json.loads(await ws.recv()))
         assert received == await _all_events(api, wid)
 
-        # Same cursor semantics: ?after= resumes after an event; ?token= authenticates.
+        # Same cursor semantics: ?after= resumes after an event (a viewer's header).
         cut = received[1]["id"]
         plan_cp = await api.wait_for_checkpoint(wid, PLAN_READY)
         await api.post(f"/api/checkpoints/{plan_cp['id']}/resolve", {"action": "cancel"})
         resumed: list[dict[str, Any]] = []
-        async with connect(f"{ws_url}?after={cut}&token={server.tokens['vic']}") as ws:
+        viewer = {"Authorization": f"Bearer {server.tokens['vic']}"}
+        async with connect(f"{ws_url}?after={cut}", additional_headers=viewer) as ws:
             async with asyncio.timeout(30):
                 while not (resumed and resumed[-1]["data"].get("to") == WorkflowStatus.CANCELLED):
                     resumed.append(json.loads(await ws.recv()))
         last = resumed[-1]["id"]
         assert [e for e in await _all_events(api, wid) if cut < e["id"] <= last] == resumed
 
-        for bad in (ws_url, f"{ws_url}?token=orc_nope"):
+        # No credential, or a token in the URL (never one: URLs end up in logs).
+        for bad in (ws_url, f"{ws_url}?token={server.tokens['vic']}"):
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(bad):
                     pass

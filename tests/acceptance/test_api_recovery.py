@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 PLAN_READY = "plan_ready_for_review"
 REVIEWS_READY = "reviews_ready_for_consolidation"
 #: Long enough to be caught mid-step, short enough to run again quickly.
-SLOW_PLANNER = {"planner": {"adapter": "demo", "options": {"delay_s": 1.5}}}
+SLOW_PLANNER = {"planner": "demo-slow"}  # configured in tests/acceptance/server.py
 
 
 async def _start_slow_workflow(server: ServerProcess) -> str:

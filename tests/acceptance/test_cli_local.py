@@ -25,6 +25,7 @@ from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, Workflow
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from tests.acceptance.server import free_port
+from tests.support.engine import use_agents
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +181,9 @@ async def test_resolve_gives_the_inputs_an_action_takes(
 ) -> None:
     """A retry's longer timeout, given as ``--input timeout_s=…``; bad ones exit 2."""
     failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
-    wf = await service.create_workflow(name="cli", prompt="Plan it", agents=failing)
+    wf = await service.create_workflow(
+        name="cli", prompt="Plan it", agents=use_agents(service, failing)
+    )
     await worker.run_until_idle()
     cp = (await service.get_workflow(wf.id)).pending_checkpoint
     assert cp is not None and cp.step_name == "agent_problem"
@@ -192,7 +195,7 @@ async def test_resolve_gives_the_inputs_an_action_takes(
     for bad, says in (
         ("timeout_s", "NAME=NUMBER"),
         ("timeout_s=soon", "NAME=NUMBER"),
-        ("timeout_s=0", "between 1 and 86400"),
+        ("timeout_s=0", "between 1 and 3600"),
         ("timeout=30", "takes no input 'timeout'"),
     ):
         refused = resolve(bad)
@@ -273,8 +276,8 @@ def test_run_asks_for_a_retrys_timeout(db_url: str, tmp_path: Path) -> None:
     )
     answers = "retry\nsoon\n90\n\ncancel\ny\n\n"  # then it fails again: cancel, confirmed
     result = ok(orchestra(tmp_path, db_url, "run", "Plan it", "--planner", "broken", input=answers))
-    assert "optional input timeout_s: Timeout (seconds), between 1 and 86400" in result.stdout
-    assert "Answer with a number between 1 and 86400, or Enter to skip." in result.stdout
+    assert "optional input timeout_s: Timeout (seconds), between 1 and 3600" in result.stdout
+    assert "Answer with a number between 1 and 3600, or Enter to skip." in result.stdout
     history = show(tmp_path, db_url, workflow_id_of(result.stdout))
     assert history.workflow.status is WorkflowStatus.CANCELLED
     first = history.checkpoints[0].resolution
@@ -293,11 +296,14 @@ def test_run_stops_cleanly_when_input_ends(db_url: str, tmp_path: Path) -> None:
 async def test_ctrl_c_then_resume_continues_the_same_workflow(
     service: Orchestra, db_url: str, tmp_path: Path
 ) -> None:
+    (tmp_path / "orchestra.toml").write_text(
+        '[agents.demo-slow]\nadapter = "demo"\n[agents.demo-slow.options]\ndelay_s = 5\n'
+    )
     proc = subprocess.Popen(
         command(
             tmp_path,
             db_url,
-            ["run", "A slow plan", "--planner", "demo:delay_s=5", "--reviewer", "demo"],
+            ["run", "A slow plan", "--planner", "demo-slow", "--reviewer", "demo"],
         ),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

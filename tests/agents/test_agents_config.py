@@ -88,6 +88,39 @@ def test_mistakes_are_refused_with_a_clear_message(tmp_path: Path, text: str, wo
     assert "agents.toml" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('api_key_env = "ORCHESTRA_DATABASE_URL"', "ORCHESTRA_DATABASE_URL"),
+        ('api_key_env = "orchestra_token"', "orchestra_token"),
+        ('api_key_env = "DATABASE_URL"', "DATABASE_URL"),
+        ('api_key_env = "A KEY; rm"', "environment variable name"),
+        ("max_attempts = true", "max_attempts"),
+    ],
+)
+def test_an_http_agent_never_reads_orchestras_own_secrets(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    toml = f'[agents.gpt]\nadapter = "openai"\n[agents.gpt.options]\nmodel = "m"\n{text}\n'
+    with pytest.raises(InvalidInput) as caught:
+        load_agents_config(write(tmp_path, toml))
+    assert words in caught.value.message and "'gpt'" in caught.value.message
+
+
+def test_timeouts_are_capped_by_the_maximum(tmp_path: Path) -> None:
+    """Above max_agent_timeout_s is refused; unset role timeouts never exceed it."""
+    slow = write(tmp_path, '[agents.slow]\nadapter = "demo"\ntimeout_s = 200\n')
+    with pytest.raises(InvalidInput, match=r"agents\.slow\.timeout_s = 200 is above"):
+        load_agents_config(slow, max_timeout_s=100)
+    config = load_agents_config(write(tmp_path, ""), max_timeout_s=100)
+    assert (config.planner_timeout_s, config.reviewer_timeout_s, config.max_timeout_s) == (
+        100,
+        100,
+        100,
+    )
+    assert load_agents_config(None, max_timeout_s=100).planner_timeout_s == 100
+
+
 def test_unknown_agent_lookup_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="configured agents: demo"):
         load_agents_config(None).spec("claude")

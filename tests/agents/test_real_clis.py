@@ -417,7 +417,7 @@ async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
     gemini, _ = real.config_toml("gemini", "rev-gemini", "ok")
     roles = '[roles]\nplanner = "planner"\nreviewers = ["rev-codex", "rev-gemini"]\n'
     config = parse_agents_config(planner + codex + gemini + roles, real.tmp / "orchestra.toml")
-    service = Orchestra(db, agents=config)
+    service = Orchestra(db, agents=config, allowed_roots=[real.tmp])
     wf = await service.create_workflow(
         name="Real CLIs", prompt="Add a --json flag.", workspace_path=str(real.workspace)
     )

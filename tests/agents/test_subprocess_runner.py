@@ -194,6 +194,8 @@ async def test_orchestra_secrets_and_claudecode_do_not_reach_the_agent(
     names = set(fakes.args()["env_names"])
     assert "SOME_USER_SETTING" in names
     assert not names & {"ORCHESTRA_API_TOKEN", "DATABASE_URL", "CLAUDECODE"}
+    # only the run's marker (not a secret: how its processes are found at the end)
+    assert {n for n in names if n.startswith("ORCHESTRA_")} == {"ORCHESTRA_AGENT_RUN"}
 
 
 def test_scrubbed_env_drops_only_our_variables() -> None:

@@ -55,6 +55,11 @@ adapter = "demo"
 [agents.demo-slow.options]
 delay_s = 3
 
+[agents.demo-failing]
+adapter = "demo"
+[agents.demo-failing.options]
+fail = "error"
+
 [agents.demo-strict]
 adapter = "demo"
 [agents.demo-strict.options]

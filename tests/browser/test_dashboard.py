@@ -330,7 +330,7 @@ def test_a_retry_takes_a_longer_timeout_typed_beside_it(
 ) -> None:
     """The agent-problem checkpoint offers a number for its retry; a bad one is refused
     with the server's message, a good one is sent and shown with the decision."""
-    failing = {"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+    failing = {"planner": "demo-failing"}
     wf_id = create_workflow(server, name="Failing planner", agents=failing)
     first = wait_for_checkpoint(server, wf_id)
     assert first["step_name"] == "agent_problem"
@@ -342,7 +342,7 @@ def test_a_retry_takes_a_longer_timeout_typed_beside_it(
     timeout = cp.get_by_label("Timeout (seconds)")
     timeout.fill("0")
     cp.get_by_role("button", name="Retry failed agents").click()
-    expect(cp.locator("[data-message]")).to_contain_text("between 1 and 86400")
+    expect(cp.locator("[data-message]")).to_contain_text("between 1 and 3600")
     timeout.fill("90")
     cp.get_by_role("button", name="Retry failed agents").click()
     expect(page.locator(".timeline")).to_contain_text("Timeout (seconds): 90")

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.engine import demo, use_agents
 
 from orchestra.app import create_app
 from orchestra.config import Settings
@@ -42,7 +43,7 @@ def make_runtime(db_url: str, tmp_path: Path) -> Callable[..., Runtime]:
 async def _client(runtime: Runtime) -> Client:
     app = create_app(runtime, run_worker=False)
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver", follow_redirects=False
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", follow_redirects=False
     )
 
 
@@ -103,7 +104,9 @@ async def test_partial_answers_the_live_regions_as_json(local: tuple[Runtime, Cl
     assert 'data-checkpoint-id="' in body["regions"]["decision"]
 
 
-async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Client]) -> None:
+async def test_the_form_creates_nothing_on_bad_input(
+    local: tuple[Runtime, Client], tmp_path: Path
+) -> None:
     runtime, client = local
     token = await _csrf(client, "/workflows/new")
     no_csrf = await client.post("/workflows/new", data={"name": "x", "prompt": "y"})
@@ -114,7 +117,12 @@ async def test_the_form_creates_nothing_on_bad_input(local: tuple[Runtime, Clien
     assert 'id="name-error"' in empty.text and 'aria-invalid="true"' in empty.text
     nowhere = await client.post(
         "/workflows/new",
-        data={**base, "name": "n", "prompt": "p", "workspace_path": "/does/not/exist"},
+        data={
+            **base,
+            "name": "n",
+            "prompt": "p",
+            "workspace_path": str(tmp_path / "does-not-exist"),
+        },
     )
     assert nowhere.status_code == 422 and 'id="workspace_path-error"' in nowhere.text
     assert "does not exist" in nowhere.text
@@ -171,9 +179,11 @@ async def test_login_sets_a_session_and_roles_limit_what_is_offered(
         ok = await client.post("/login", data={"csrf": token, "token": viewer, "next": "/inbox"})
         assert ok.status_code == 303 and ok.headers["location"] == "/inbox"
         cookies = {c.split("=", 1)[0]: c.lower() for c in ok.headers.get_list("set-cookie")}
-        assert "httponly" in cookies["orchestra_token"]
-        assert "samesite=strict" in cookies["orchestra_token"]
-        assert "httponly" not in cookies["orchestra_csrf"]
+        assert "httponly" in cookies["orchestra_session"]
+        assert "samesite=strict" in cookies["orchestra_session"]
+        assert "max-age=43200" in cookies["orchestra_session"]
+        assert viewer.lower() not in " ".join(cookies.values())  # a session, not the token
+        assert "orchestra_token" not in cookies
 
         page = await client.get(f"/workflows/{wf_id}")
         assert page.status_code == 200 and "vera" in page.text
@@ -182,7 +192,7 @@ async def test_login_sets_a_session_and_roles_limit_what_is_offered(
         refused = await client.get("/workflows/new")
         assert refused.status_code == 403 and "may not create" in refused.text
 
-        rotated = await _csrf(client, "/login")  # a login sets a new CSRF cookie
+        rotated = await _csrf(client, "/login")  # the login page's CSRF cookie is new
         assert rotated != token
         outside = await client.post(
             "/login", data={"csrf": rotated, "token": viewer, "next": "//evil.test/x"}
@@ -208,7 +218,7 @@ async def test_the_list_pages(local: tuple[Runtime, Client]) -> None:
 async def test_a_failed_agent_renders_from_the_contract(local: tuple[Runtime, Client]) -> None:
     runtime, client = local
     wf_id = await _at_first_checkpoint(
-        runtime, agents={"planner": {"adapter": "demo", "options": {"fail": "error"}}}
+        runtime, agents=use_agents(runtime.service, {"planner": demo(fail="error")})
     )
     page = await client.get(f"/workflows/{wf_id}")
     cp = (await runtime.service.get_workflow(wf_id)).pending_checkpoint

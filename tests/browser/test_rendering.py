@@ -19,7 +19,14 @@ from orchestra.domain.models import (
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
 from orchestra.web.diff import LineKind, line_diff
 from orchestra.web.markdown import render_markdown
-from orchestra.web.view import MAX_PROGRESS_LINES, TONES, documents_of, tone, workflow_view
+from orchestra.web.view import (
+    MAX_PROGRESS_LINES,
+    TONES,
+    documents_of,
+    edit_texts,
+    tone,
+    workflow_view,
+)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -188,7 +195,8 @@ def test_workflow_view_orders_the_timeline_and_collects_progress() -> None:
             )
         ],
     )
-    view = workflow_view(history)
+    edits = {i: line_diff(*texts) for i, texts in edit_texts(history.checkpoints).items()}
+    view = workflow_view(history, edits)
     assert [("run" if i.run else "cp" if i.checkpoint else i.note) for i in view.timeline] == [
         "created",
         "run",

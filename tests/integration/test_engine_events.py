@@ -18,7 +18,14 @@ from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database, Tx
 from orchestra.store.schema import events
-from tests.support.engine import agents, assert_events_ordered, demo, events_of, eventually
+from tests.support.engine import (
+    agents,
+    assert_events_ordered,
+    demo,
+    events_of,
+    eventually,
+    use_agents,
+)
 
 WORKFLOWS = 12
 
@@ -48,7 +55,9 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
     await asyncio.gather(
         *(
             service.create_workflow(
-                name=f"w{i}", prompt="p", agents=agents(planner=quick, reviewers=[quick] * 3)
+                name=f"w{i}",
+                prompt="p",
+                agents=use_agents(service, agents(planner=quick, reviewers=[quick] * 3)),
             )
             for i in range(WORKFLOWS)
         )
@@ -119,7 +128,9 @@ async def test_progress_lines_are_written_while_an_agent_works_and_the_rest_with
     the result); lines reported at the end go out in the result's transaction."""
     slow = demo(delay_s=0.5)  # says "thinking" at once, its plan's title at the end
     wf = await service.create_workflow(
-        name="progress", prompt="p", agents=agents(planner=slow, reviewers=[demo()])
+        name="progress",
+        prompt="p",
+        agents=use_agents(service, agents(planner=slow, reviewers=[demo()])),
     )
     await worker.run_until_idle()
     found = await events_of(

@@ -8,10 +8,12 @@ those are checked by what the database does.
 
 from __future__ import annotations
 
+import ast
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     insert,
     inspect,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +37,8 @@ from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.store.db import normalise_url
 from orchestra.store.migrate import alembic_config, upgrade
 from orchestra.store.schema import checkpoints, metadata, workflows
+
+VERSIONS = Path(__file__).resolve().parents[2] / "src/orchestra/store/migrations/versions"
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -87,19 +92,99 @@ def test_the_comparison_would_notice_a_difference(engine: Engine) -> None:
     assert [d[0] for d in diff] == ["add_column"]
 
 
-def test_status_check_constraints_exist_with_every_status(engine: Engine) -> None:
-    inspector = inspect(engine)
-    for table in ("workflows", "checkpoints", "agent_runs", "events"):
-        declared = {
+def _declared_checks(target: MetaData) -> dict[str, dict[str, set[str]]]:
+    """Each table's CHECK constraints in the schema definition: name → allowed values."""
+    return {
+        table: {
             str(c.name): set(re.findall(r"'([^']*)'", str(c.sqltext)))
-            for c in metadata.tables[table].constraints
+            for c in target.tables[table].constraints
             if isinstance(c, CheckConstraint)
         }
-        found = {
+        for table in CHECKED_TABLES
+    }
+
+
+def _database_checks(engine: Engine) -> dict[str, dict[str, set[str]]]:
+    """Each table's CHECK constraints as the migrated database has them."""
+    inspector = inspect(engine)
+    return {
+        table: {
             c["name"]: set(re.findall(r"'([^']*)'", c["sqltext"]))
             for c in inspector.get_check_constraints(table)
         }
-        assert found == declared, table
+        for table in CHECKED_TABLES
+    }
+
+
+CHECKED_TABLES = ("workflows", "checkpoints", "agent_runs", "events")
+
+
+def test_status_check_constraints_exist_with_every_status(engine: Engine) -> None:
+    """Migrations are frozen (literal values), so a status or event type added to the
+    domain without a migration makes the database and the definition differ here."""
+    assert _database_checks(engine) == _declared_checks(metadata)
+
+
+def test_the_check_comparison_would_notice_a_status_without_a_migration(engine: Engine) -> None:
+    """A definition with one more workflow status (as if the enum grew) no longer matches."""
+    grown = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(grown)
+    wf = grown.tables["workflows"]
+    check = next(c for c in wf.constraints if isinstance(c, CheckConstraint))
+    wf.constraints.discard(check)
+    wf.append_constraint(
+        CheckConstraint(f"{check.sqltext}".replace(")", ", 'paused')"), name=check.name)
+    )
+    assert _database_checks(engine) != _declared_checks(grown)
+
+
+def test_migrations_are_frozen() -> None:
+    """No revision imports Orchestra's code: what a migration did must not change when
+    today's enums or schema module do."""
+    for path in sorted(VERSIONS.glob("[0-9]*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert not any(n.split(".")[0] == "orchestra" for n in names), (path.name, names)
+
+
+def test_upgrade_from_the_frozen_baseline_keeps_rows_and_equals_the_definition(
+    engine: Engine,
+) -> None:
+    """A database made by revision 0001 alone, holding a row written with that day's
+    values, upgrades to head without loss and then equals the definition."""
+    from alembic import command
+
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO workflows (id, name, type, status, max_iterations, prompt, agents,"
+                " state, created_at, updated_at) VALUES ('wf1', 'n', 'plan_review',"
+                " 'awaiting_checkpoint', 3, 'p', '{}', '{}', :now, :now)"
+            ),
+            {"now": NOW},
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert _diff(conn, metadata) == []
+        assert conn.execute(text("SELECT status FROM workflows")).scalar_one() == (
+            "awaiting_checkpoint"
+        )
+    assert _database_checks(engine) == _declared_checks(metadata)
 
 
 def _workflow(**overrides: Any) -> dict[str, Any]:

@@ -459,6 +459,26 @@ async def test_timeout_becomes_an_agent_problem_and_a_retry_may_wait_longer(
     assert len(await runs(service, wf.id, agent="reviewer-1")) == 1
 
 
+async def test_a_retry_never_waits_longer_than_the_configured_maximum(
+    service: Orchestra, worker: Worker
+) -> None:
+    """max_agent_timeout_s caps the doubled timeout of a plain retry, and the retry's
+    input: the contract shows the cap and a larger value is refused."""
+    service.agents = service.agents.model_copy(update={"max_timeout_s": 0.15})
+    slow = demo(delay_s=0.6, timeout_s=0.1)
+    cp = await start(service, worker, prompt=TASK, agents=agents(reviewers=[demo(), slow]))
+    wf = await decide(service, worker, cp, "approve")
+    problem = await pending(service, wf.id, AGENT_PROBLEM)
+    (retry,) = [a for a in problem.actions if a.name == "retry"]
+    assert retry.inputs[0].maximum == 0.15
+    with pytest.raises(InvalidInput, match=r"between 1 and 0\.15"):
+        await service.resolve(problem.id, action="retry", actor="ana", inputs={"timeout_s": 30})
+    await decide(service, worker, problem, "retry")
+    await pending(service, wf.id, AGENT_PROBLEM)
+    slow_runs = await runs(service, wf.id, agent="reviewer-2")
+    assert "0.15s" in (slow_runs[1].error or "")  # not 0.2s
+
+
 async def test_skip_agent_continues_with_the_reviews_that_succeeded(
     service: Orchestra, worker: Worker
 ) -> None:

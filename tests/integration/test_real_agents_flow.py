@@ -33,7 +33,7 @@ from orchestra.workflows import plan_review
 from orchestra.workflows.plan_files import sync_plan, workflow_slug
 from orchestra.workflows.reviews import REVIEW_SCHEMA
 from tests.agents.agent_helpers import FAKES, fakelib, model_server, process_alive
-from tests.support.engine import decide, demo, eventually, pending, runs
+from tests.support.engine import decide, demo, eventually, pending, runs, use_agents
 
 #: The fake model server answers with a JSON review when the prompt carries this, and
 #: the task is part of every reviewer's prompt.
@@ -143,7 +143,7 @@ async def _create(
         name=name,
         prompt=TASK,
         workspace_path=str(setup.workspace),
-        agents={"planner": planner, "reviewers": reviewers or [demo()]},
+        agents=use_agents(service, {"planner": planner, "reviewers": reviewers or [demo()]}),
     )
     await worker.run_until_idle()
     return await pending(service, wf.id, step)
@@ -273,7 +273,7 @@ async def test_cancel_during_a_real_agent_run_kills_its_process_group(
         name="cancel me",
         prompt=TASK,
         workspace_path=str(setup.workspace),
-        agents={"planner": claude.entry(), "reviewers": [demo()]},
+        agents=use_agents(service, {"planner": claude.entry(), "reviewers": [demo()]}),
     )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))

@@ -43,6 +43,7 @@ from tests.support.engine import (
     runs,
     snapshot,
     start,
+    use_agents,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,9 @@ async def test_a_worker_killed_mid_step_is_replaced_without_repeating_work(
 ) -> None:
     slow = demo(delay_s=1.5)
     wf = await service.create_workflow(
-        name="crash", prompt="Survive a crash", agents=agents(reviewers=[demo(), slow, demo()])
+        name="crash",
+        prompt="Survive a crash",
+        agents=use_agents(service, agents(reviewers=[demo(), slow, demo()])),
     )
     first = spawn(db_url, "--lease-ttl", "1.5", "--heartbeat", "0.3", "--name", "first")
     await first.ready()
@@ -203,7 +206,7 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
         await service.create_workflow(
             name=f"shared-{i}",
             prompt=f"Task {i}",
-            agents=agents(planner=slow, reviewers=[slow, slow, slow]),
+            agents=use_agents(service, agents(planner=slow, reviewers=[slow, slow, slow])),
         )
         for i in range(10)
     ]
@@ -389,7 +392,9 @@ async def test_a_failed_heartbeat_is_retried_and_the_lease_kept(
     running = asyncio.create_task(worker.run(stop))
     try:
         slow = agents(planner=demo(delay_s=1.5))  # longer than the lease
-        wf = await service.create_workflow(name="long step", prompt="Plan it", agents=slow)
+        wf = await service.create_workflow(
+            name="long step", prompt="Plan it", agents=use_agents(service, slow)
+        )
 
         async def at_checkpoint() -> bool:
             return (await service.get_workflow(wf.id)).pending_checkpoint is not None

@@ -11,7 +11,11 @@ from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
-from orchestra.engine.checkpoints import MAX_CONTENT_CHARS, ResolutionConflict
+from orchestra.engine.checkpoints import (
+    MAX_CONTENT_CHARS,
+    IdempotencyKeyReused,
+    ResolutionConflict,
+)
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
@@ -94,14 +98,24 @@ async def test_replay_with_the_same_key_returns_the_original_answer(
     )
     assert first.status is CheckpointStatus.EDITED
     before = await snapshot(db)
-    # a retried request (even a confused one) gets the original answer and writes nothing
+    # a retried request gets the original answer and writes nothing
     replays = await asyncio.gather(
         *(
-            service.resolve(cp.id, action="cancel", actor="ana", idempotency_key="req-1")
+            service.resolve(
+                cp.id, action="approve", edited_content=edited, actor="ana", idempotency_key="req-1"
+            )
             for _ in range(5)
         )
     )
     assert all(r == first for r in replays)
+    # the key with another body, or by another caller, is refused: it names one request
+    for other in (
+        {"action": "cancel", "actor": "ana"},
+        {"action": "approve", "edited_content": edited, "actor": "bob"},
+        {"action": "approve", "edited_content": edited, "notes": "x", "actor": "ana"},
+    ):
+        with pytest.raises(IdempotencyKeyReused):
+            await service.resolve(cp.id, idempotency_key="req-1", **other)
     # another key, or none, is another request: it lost
     for key in ("req-2", None):
         with pytest.raises(ResolutionConflict) as caught:
@@ -211,7 +225,7 @@ BAD: list[tuple[str, Any, dict[str, Any], type[OrchestraError], str]] = [
         _at_agent_problem,
         {"action": "retry", "inputs": {"timeout_s": 0}},
         InvalidInput,
-        "between 1 and 86400",
+        "between 1 and 3600",  # capped by max_agent_timeout_s
     ),
     ("already resolved", _resolved, {"action": "approve"}, ResolutionConflict, "already"),
     ("workflow cancelled", _superseded, {"action": "approve"}, ResolutionConflict, "already"),

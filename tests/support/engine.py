@@ -8,12 +8,16 @@ can be asserted literally.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select
 
+from orchestra.agents.config import AgentSpec
+from orchestra.agents.registry import create_adapter
 from orchestra.domain.events import EventType
 from orchestra.domain.models import AgentRun, Checkpoint, Event, Workflow
 from orchestra.domain.statuses import WorkflowStatus
@@ -27,11 +31,48 @@ Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
 def demo(*, timeout_s: float | None = None, **options: Any) -> dict[str, Any]:
-    """An agent entry for the demo adapter with ``options`` (delay_s, fail, …)."""
+    """A demo agent with ``options`` (delay_s, fail, …), for :func:`use_agents` to
+    configure (clients choose agents by name; the operator configures them)."""
     entry: dict[str, Any] = {"adapter": "demo", "options": options}
     if timeout_s is not None:
         entry["timeout_s"] = timeout_s
     return entry
+
+
+def _configured_name(service: Orchestra, entry: str | dict[str, Any]) -> str:
+    """Add ``entry`` to the service's agents configuration (as an operator would in the
+    agents file); return its name. A plain demo keeps the name ``demo``."""
+    if isinstance(entry, str):
+        return entry
+    name = entry.get("name")
+    if name is None and not entry.get("options") and entry.get("timeout_s") is None:
+        name = entry["adapter"]
+    elif name is None:
+        digest = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+        name = f"{entry['adapter']}-{digest[:6]}"
+    spec = AgentSpec(
+        name=name,
+        adapter=entry["adapter"],
+        options=entry.get("options") or {},
+        timeout_s=entry.get("timeout_s"),
+    )
+    create_adapter(spec.adapter, spec.options)  # checked as the agents file would be
+    service.agents = service.agents.model_copy(
+        update={"agents": {**service.agents.agents, name: spec}}
+    )
+    return name
+
+
+def use_agents(service: Orchestra, choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Configure the agents ``choice`` describes on ``service``; return the choice by name."""
+    if choice is None:
+        return None
+    named: dict[str, Any] = {}
+    if "planner" in choice:
+        named["planner"] = _configured_name(service, choice["planner"])
+    if "reviewers" in choice:
+        named["reviewers"] = [_configured_name(service, r) for r in choice["reviewers"]]
+    return named
 
 
 def agents(
@@ -63,6 +104,7 @@ async def start(
     **create: Any,
 ) -> Checkpoint:
     """Create a workflow, run it to its first checkpoint and return that checkpoint."""
+    create["agents"] = use_agents(service, create.get("agents"))
     wf = await service.create_workflow(name=create.pop("name", "test"), prompt=prompt, **create)
     await worker.run_until_idle()
     return await pending(service, wf.id, step)

@@ -83,6 +83,7 @@ class ClaudeAdapter(CliAdapter):
             "max_retries",
         }
     )
+    list_options = frozenset({"tools", "allowed_tools", "disallowed_tools"})
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)

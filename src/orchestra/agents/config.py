@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_AGENT = "demo"
 DEFAULT_PLANNER_TIMEOUT_S = 600.0
 DEFAULT_REVIEWER_TIMEOUT_S = 300.0
+#: The longest any agent may run (``max_agent_timeout_s``): one agent cannot hold a
+#: worker slot for longer, whatever its configuration or a retry asks for.
+DEFAULT_MAX_AGENT_TIMEOUT_S = 3600.0
 #: ``orchestra agents`` must answer even when an endpoint hangs.
 CHECK_TIMEOUT_S = 20.0
 
@@ -83,6 +86,8 @@ class AgentsConfig(_Roles):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     agents: dict[str, AgentSpec]
+    #: The cap on every agent timeout, a retry's included (``max_agent_timeout_s``).
+    max_timeout_s: float = Field(default=DEFAULT_MAX_AGENT_TIMEOUT_S, gt=0)
 
     def spec(self, name: str) -> AgentSpec:
         """The agent called ``name``; an unknown name is bad input."""
@@ -109,9 +114,14 @@ class _File(BaseModel):
     roles: _Roles = Field(default_factory=_Roles)
 
 
-def default_agents_config() -> AgentsConfig:
+def default_agents_config(max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S) -> AgentsConfig:
     """The offline default: the demo agent plans and reviews."""
-    return AgentsConfig(agents={DEFAULT_AGENT: AgentSpec(name=DEFAULT_AGENT, adapter="demo")})
+    return AgentsConfig(
+        agents={DEFAULT_AGENT: AgentSpec(name=DEFAULT_AGENT, adapter="demo")},
+        max_timeout_s=max_timeout_s,
+        planner_timeout_s=min(DEFAULT_PLANNER_TIMEOUT_S, max_timeout_s),
+        reviewer_timeout_s=min(DEFAULT_REVIEWER_TIMEOUT_S, max_timeout_s),
+    )
 
 
 def _explain(error: ValidationError, path: Path) -> str:
@@ -149,8 +159,11 @@ def _agent_options(name: str, entry: _AgentEntry, source: Path) -> dict[str, Any
     return options
 
 
-def parse_agents_config(text: str, source: Path) -> AgentsConfig:
-    """Parse and check the TOML ``text`` read from ``source``."""
+def parse_agents_config(
+    text: str, source: Path, *, max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S
+) -> AgentsConfig:
+    """Parse and check the TOML ``text`` read from ``source``; no timeout may exceed
+    ``max_timeout_s``."""
     try:
         raw = tomllib.loads(text)
         parsed = _File.model_validate(raw)
@@ -185,26 +198,50 @@ def parse_agents_config(text: str, source: Path) -> AgentsConfig:
                 details={"agent": name},
             )
         agents[name] = AgentSpec(name=name, adapter=name)
+    _check_timeouts(parsed, source, max_timeout_s)
     for spec in agents.values():
         # Building the adapter checks its options; building does no I/O.
         try:
             create_adapter(spec.adapter, spec.options)
         except OrchestraError as exc:
             raise InvalidInput(f"{source}: agent {spec.name!r}: {exc.message}") from exc
-    return AgentsConfig(agents=agents, **roles.model_dump())
+    role_values = roles.model_dump()
+    for key in ("planner_timeout_s", "reviewer_timeout_s"):
+        if key not in roles.model_fields_set:  # a default never exceeds the cap
+            role_values[key] = min(role_values[key], max_timeout_s)
+    return AgentsConfig(agents=agents, max_timeout_s=max_timeout_s, **role_values)
 
 
-def load_agents_config(path: Path | None) -> AgentsConfig:
+def _check_timeouts(parsed: _File, source: Path, cap: float) -> None:
+    """Refuse a timeout above the cap: it would hold a worker slot for longer."""
+    found = [(f"agents.{n}.timeout_s", e.timeout_s) for n, e in parsed.agents.items()]
+    found += [
+        (f"roles.{key}", getattr(parsed.roles, key))
+        for key in ("planner_timeout_s", "reviewer_timeout_s")
+        if key in parsed.roles.model_fields_set
+    ]
+    for where, value in found:
+        if value is not None and value > cap:
+            raise InvalidInput(
+                f"{source}: {where} = {value:g} is above max_agent_timeout_s ({cap:g}); "
+                "lower it, or raise max_agent_timeout_s",
+                details={"field": where},
+            )
+
+
+def load_agents_config(
+    path: Path | None, *, max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S
+) -> AgentsConfig:
     """The configuration in ``path``; without a file, the offline defaults."""
     if path is None or not path.exists():
         if path is not None:
             log.info("no agents file at %s; using the offline demo agent", path)
-        return default_agents_config()
+        return default_agents_config(max_timeout_s)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read the agents file {path}: {exc}") from exc
-    return parse_agents_config(text, path)
+    return parse_agents_config(text, path, max_timeout_s=max_timeout_s)
 
 
 async def _check_one(spec: AgentSpec) -> AgentCheck:

@@ -3,8 +3,8 @@
 It lets every path of a workflow run on a machine without any agent installed.
 Options:
 
-- ``delay_s`` (float): hold the run open this long (to watch progress, or to
-  exceed the timeout).
+- ``delay_s`` (float, at most 600): hold the run open this long (to watch
+  progress, or to exceed the timeout).
 - ``fail``: ``"error"`` fails at once; ``"timeout"`` sleeps past the timeout.
 - ``fail_unless_exists`` (path): fail with an error while that file is absent,
   so a test can make a later retry succeed.
@@ -23,6 +23,14 @@ from typing import Any
 import orjson
 
 from orchestra.agents.base import AgentCheck, AgentFailure, AgentRequest, AgentResult, ProgressSink
+from orchestra.agents.subprocess_runner import check_options, opt_number, opt_str
+from orchestra.domain.errors import InvalidInput
+from orchestra.workflows.reviews import VERDICTS
+
+#: The demo's longest delay: it is for watching progress, not for holding a worker.
+MAX_DELAY_S = 600.0
+_OPTIONS = frozenset({"delay_s", "fail", "fail_unless_exists", "verdict"})
+_FAILS = ("error", "timeout")
 
 DEMO_NOTICE = "This was written by Orchestra's offline demo agent, not by a real model."
 
@@ -31,10 +39,16 @@ class DemoAdapter:
     name = "demo"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self.delay_s = float(options.get("delay_s", 0.0))
-        self.fail = options.get("fail")
-        self.fail_unless_exists = options.get("fail_unless_exists")
-        self.verdict = options.get("verdict")
+        check_options(self.name, options, _OPTIONS)
+        self.delay_s = opt_number(self.name, options, "delay_s", 0.0)
+        if self.delay_s > MAX_DELAY_S:
+            raise InvalidInput(
+                f"option 'delay_s' of the demo adapter must be at most {MAX_DELAY_S:g} seconds",
+                details={"adapter": self.name, "field": "delay_s"},
+            )
+        self.fail = _one_of(options, "fail", _FAILS)
+        self.fail_unless_exists = opt_str(self.name, options, "fail_unless_exists")
+        self.verdict = _one_of(options, "verdict", VERDICTS)
 
     async def check(self) -> AgentCheck:
         return AgentCheck(ok=True, detail="built in (offline demo)")
@@ -115,3 +129,13 @@ class DemoAdapter:
             "recommendations": ["Keep the change small."],
             "questions": [],
         }
+
+
+def _one_of(options: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str | None:
+    value = options.get(key)
+    if value is not None and value not in allowed:
+        raise InvalidInput(
+            f"option {key!r} of the demo adapter must be one of {', '.join(allowed)}",
+            details={"adapter": "demo", "field": key},
+        )
+    return value

@@ -22,7 +22,6 @@ report a cost; endpoints do not). Anthropic also takes ``max_tokens``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -51,6 +50,7 @@ from orchestra.agents.subprocess_runner import (
     sum_ints,
 )
 from orchestra.domain.errors import InvalidInput
+from orchestra.domain.untrusted import UntrustedJSON, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def _error_text(body: bytes) -> str:
     """The message inside an API error body, else the body itself, shortened."""
     text = body.decode("utf-8", errors="replace")
     try:
-        error = as_dict(json.loads(text)).get("error")
-    except json.JSONDecodeError:
+        error = as_dict(loads_bounded(text)).get("error")
+    except UntrustedJSON:
         error = None
     if isinstance(error, dict) and error.get("message"):
         text = str(error["message"])
@@ -167,6 +167,31 @@ class StreamState:
                 self.progress("text", shown)
 
 
+#: Variables that hold Orchestra's own secrets (tokens, the database URL): never a key.
+_FORBIDDEN_KEY_PREFIXES = ("ORCHESTRA_",)
+_FORBIDDEN_KEY_NAMES = frozenset({"DATABASE_URL"})
+
+
+def _key_env(adapter: str, name: str) -> str:
+    """The variable the API key is read from; one of Orchestra's own is refused, so an
+    endpoint never receives e.g. ``ORCHESTRA_DATABASE_URL`` as a bearer token."""
+    upper = name.upper()
+    if upper.startswith(_FORBIDDEN_KEY_PREFIXES) or upper in _FORBIDDEN_KEY_NAMES:
+        raise InvalidInput(
+            f"option 'api_key_env' of the {adapter} adapter must not name {name!r}: "
+            "ORCHESTRA_* and DATABASE_URL hold Orchestra's own secrets; "
+            "use a variable of its own, e.g. OPENAI_API_KEY",
+            details={"adapter": adapter, "field": "api_key_env"},
+        )
+    if not name or not name.replace("_", "").isalnum():
+        raise InvalidInput(
+            f"option 'api_key_env' of the {adapter} adapter must be an environment "
+            f"variable name (letters, digits, _), not {name!r}",
+            details={"adapter": adapter, "field": "api_key_env"},
+        )
+    return name
+
+
 class HttpAdapter:
     """Shared by both endpoints: options, retries, timeouts, cost; subclasses say the
     URL, headers, body and how to read one streamed event."""
@@ -187,7 +212,9 @@ class HttpAdapter:
             raise InvalidInput(f"the {self.name} adapter needs a `model` option")
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.key_env = opt_str(self.name, options, "api_key_env") or self.default_key_env
+        self.key_env = _key_env(
+            self.name, opt_str(self.name, options, "api_key_env") or self.default_key_env
+        )
         self.system = opt_str(self.name, options, "system")
         self.max_attempts = max(1, int(opt_number(self.name, options, "max_attempts", 4)))
         self.retry_base_s = opt_number(self.name, options, "retry_base_s", 1.0)
@@ -363,11 +390,11 @@ class HttpAdapter:
 
 def _parse_event(event: SseEvent, source: str) -> JSON:
     try:
-        value = json.loads(event.data)
-    except json.JSONDecodeError as exc:
+        value = loads_bounded(event.data)
+    except UntrustedJSON as exc:
         raise AgentFailure(
-            "bad_output", f"{source} sent an event that is not JSON: {event.data[:200]}"
-        ) from exc
+            "bad_output", f"{source} sent an event we refuse ({str(exc)[:200]}): {event.data[:200]}"
+        ) from None
     return as_dict(value)
 
 

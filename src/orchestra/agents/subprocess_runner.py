@@ -9,7 +9,10 @@ command line and its output format:
   ``claude -p`` and ``codex exec`` wait forever);
 - the child leads its own process group, and on timeout or cancellation the
   whole group gets SIGTERM, then SIGKILL, so no grandchild survives holding
-  the pipes;
+  the pipes; so does, on Linux, every process that left the group
+  (``setsid``, a daemon's double fork): each one still below the agent in the
+  process tree, or carrying the run's ``ORCHESTRA_AGENT_RUN`` marker in its
+  environment (see :class:`_RunProcesses`);
 - stdout is read in chunks and split into lines here, so a JSONL line over
   asyncio's 64 KiB line limit, or megabytes of output, arrive intact;
 - stderr is diagnostics: only its tail is kept, for the person deciding what
@@ -32,14 +35,16 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from orchestra.agents.base import (
     JSON,
@@ -50,6 +55,7 @@ from orchestra.agents.base import (
     ProgressSink,
 )
 from orchestra.domain.errors import InvalidInput
+from orchestra.domain.untrusted import UntrustedJSON, loads_bounded
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,15 @@ DEFAULT_GRACE_S = 2.0
 CHECK_TIMEOUT_S = 15.0
 #: How often we look whether the group leader has exited (see ``_leader_exit``).
 _EXIT_POLL_S = 0.05
+
+#: Set in every agent's environment to a random value per run (not a secret): how the
+#: processes it started are found again, even outside its process group.
+RUN_MARKER = "ORCHESTRA_AGENT_RUN"
+#: Rounds of "find and SIGKILL" at the end of a run, for processes forked meanwhile.
+_KILL_ROUNDS = 5
+#: How long a killed process of ours gets to become reapable (a SIGKILL is not instant).
+_REAP_WAIT_S = 1.0
+_PROC = Path("/proc")
 
 _SCRUBBED_NAMES = frozenset({"CLAUDECODE", "DATABASE_URL"})
 _SCRUBBED_PREFIXES = ("ORCHESTRA_",)
@@ -101,15 +116,26 @@ def describe_call(name: str, arguments: object) -> str:
     return clip(f"{name} {detail}".strip())
 
 
+#: A JSONL line longer than this is refused unparsed (a real event is far smaller).
+MAX_JSON_LINE_CHARS = 64_000_000
+
+
 def parse_json_line(line: str, source: str) -> JSON | None:
-    """One JSONL event, or ``None`` for a blank or foreign line (logged, not fatal)."""
+    """One JSONL event, or ``None`` for a blank or foreign line (logged, not fatal).
+
+    A line beyond the bounds (nested deeper than :data:`AGENT_JSON_DEPTH`, or
+    longer than :data:`MAX_JSON_LINE_CHARS`) raises :class:`UntrustedJSON`: the
+    runner skips it and names it if the answer then turns out to be missing.
+    """
     if not line.strip():
         return None
     try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        log.debug("%s: ignoring a line that is not JSON: %.200s", source, line)
-        return None
+        value = loads_bounded(line, max_chars=MAX_JSON_LINE_CHARS)
+    except UntrustedJSON as exc:
+        if str(exc).startswith("not JSON"):
+            log.debug("%s: ignoring a line that is not JSON: %.200s", source, line)
+            return None
+        raise UntrustedJSON(f"{source} printed a line of {exc}") from None
     if not isinstance(value, dict):
         log.debug("%s: ignoring a JSON line that is not an object", source)
         return None
@@ -121,14 +147,15 @@ def structured_from_text(text: str) -> JSON | None:
 
     Deliberately strict (plain JSON, or one fenced block): a lenient parser for
     answers that mix prose and JSON belongs to the review parsing, not here.
+    Beyond the bounds (size, depth) the answer is plain text.
     """
     body = text.strip()
     if body.startswith("```") and body.endswith("```"):
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body = body[: body.rfind("```")].strip()
     try:
-        value = json.loads(body)
-    except json.JSONDecodeError:
+        value = loads_bounded(body)
+    except UntrustedJSON:
         return None
     return value if isinstance(value, dict) else None
 
@@ -395,6 +422,169 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+class _Proc(NamedTuple):
+    """What ``/proc/<pid>/stat`` says about a process (a zombie has one too)."""
+
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+    state: str
+    pgrp: int
+
+    @property
+    def live(self) -> bool:
+        return self.state not in ("Z", "X")  # a zombie is dead, only not yet reaped
+
+
+def _stat(pid: int) -> _Proc | None:
+    """``pid``'s entry in ``/proc``; ``None`` when it is gone (or there is no ``/proc``)."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()  # the name may hold spaces and ")"
+    try:
+        # fields[0] is stat's 3rd field (state): ppid [1], pgrp [2], starttime [19]
+        return _Proc(int(fields[1]), int(fields[19]), fields[0].decode(), int(fields[2]))
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_table() -> dict[int, _Proc]:
+    """Every visible process (empty without ``/proc``: elsewhere only the process
+    group is stopped)."""
+    try:
+        names = [e.name for e in os.scandir(_PROC) if e.name.isdigit()]
+    except OSError:
+        return {}
+    table: dict[int, _Proc] = {}
+    for name in names:
+        found = _stat(int(name))
+        if found is not None:
+            table[int(name)] = found
+    return table
+
+
+def _carries(pid: int, entry: bytes) -> bool:
+    """Whether the environment ``pid`` was started with holds ``entry`` (``NAME=value``)."""
+    try:
+        environ = (_PROC / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False  # gone, or another user's
+    return entry in environ.split(b"\0")
+
+
+class _RunProcesses:
+    """Everything one agent run started: its group, its process tree, and every
+    process that carries the run's marker in its environment.
+
+    Processes are told apart by (pid, start time), so a pid the kernel reused for
+    somebody else's process is never signalled. Reading ``/proc`` costs a few ms per
+    hundred processes, so the stop runs it in a thread (a lock keeps two at bay).
+    """
+
+    def __init__(self, marker: str) -> None:
+        self.entry = f"{RUN_MARKER}={marker}".encode()
+        self.leader: tuple[int, int] | None = None
+        #: Every process of the run ever found, zombies included: pid → start time.
+        self.known: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def started(self, pid: int) -> None:
+        """Note the agent itself (its start time proves the pid still is ours later)."""
+        found = _stat(pid)
+        if found is not None:
+            self.leader = (pid, found.start)
+
+    def _is(self, table: Mapping[int, _Proc], pid: int, start: int) -> bool:
+        found = table.get(pid)
+        return found is not None and found.start == start
+
+    def _find(self) -> dict[int, int]:
+        """The run's live processes now: pid → start time (remembered for later)."""
+        table = _process_table()
+        ours: dict[int, int] = {}
+        if self.leader is not None and self._is(table, *self.leader):
+            children: dict[int, list[int]] = {}
+            for pid, proc in table.items():
+                children.setdefault(proc.ppid, []).append(pid)
+            todo = [self.leader[0]]
+            while todo:
+                for child in children.get(todo.pop(), []):
+                    if child not in ours:
+                        ours[child] = table[child].start
+                        todo.append(child)
+        for pid, proc in table.items():
+            if pid not in ours and proc.live and _carries(pid, self.entry):
+                ours[pid] = proc.start
+        for pid, start in self.known.items():  # found before; their parent may have died since
+            if pid not in ours and self._is(table, pid, start):
+                ours[pid] = start
+        ours.pop(os.getpid(), None)
+        self.known.update(ours)
+        return {p: s for p, s in ours.items() if table[p].live}
+
+    @staticmethod
+    def _signal(found: Mapping[int, int], sig: signal.Signals) -> None:
+        for pid, start in found.items():
+            now = _stat(pid)
+            if now is not None and now.start == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM every process of the run (call it while the agent still runs: its
+        tree is complete then)."""
+        with self._lock:
+            self._signal(self._find(), signal.SIGTERM)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the run, looking again for new ones (a process may
+        fork between a look and a kill); bounded, so a fork bomb cannot hold us here.
+        A SIGKILL cannot be refused, so a process signalled once is not counted again."""
+        with self._lock:
+            killed: dict[int, int] = {}
+            for _ in range(_KILL_ROUNDS):
+                fresh = {p: s for p, s in self._find().items() if killed.get(p) != s}
+                if not fresh:
+                    break
+                self._signal(fresh, signal.SIGKILL)
+                killed.update(fresh)
+            else:
+                log.warning(
+                    "agent processes kept appearing after %d rounds of SIGKILL", _KILL_ROUNDS
+                )
+            self._reap()
+
+    def _reap(self) -> None:
+        """Collect the run's ended processes whose parent we became (the server runs as
+        PID 1 in a container, or as a subreaper): nobody else would, so each would stay
+        a zombie. Those are the ones found before, and the agent's group's zombies.
+        Never the agent itself, which asyncio waits for; never a pid whose start time
+        differs (a pid reaped elsewhere and reused)."""
+        me = os.getpid()
+        leader = self.leader[0] if self.leader is not None else None
+        table = _process_table()
+        mine = {
+            pid
+            for pid, proc in table.items()
+            if proc.ppid == me
+            and pid != leader
+            and (self._is(table, pid, self.known.get(pid, -1)) or proc.pgrp == leader)
+        }
+        deadline = time.monotonic() + _REAP_WAIT_S
+        while mine:
+            for pid in list(mine):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    mine.discard(pid)
+            if not mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+
+
 async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
     """Wait until the child itself has exited.
 
@@ -407,21 +597,29 @@ async def _leader_exit(proc: asyncio.subprocess.Process) -> int:
     return proc.returncode
 
 
-async def _stop_group(proc: asyncio.subprocess.Process, grace_s: float) -> None:
-    """SIGTERM the child's whole group, give it ``grace_s`` to exit, then SIGKILL it.
+async def _stop_group(
+    proc: asyncio.subprocess.Process, grace_s: float, run: _RunProcesses | None = None
+) -> None:
+    """SIGTERM everything the run started (its group, and ``run``'s other processes),
+    give the child ``grace_s`` to exit, then SIGKILL all of it.
 
     The SIGKILL goes out even when the child obeyed, for grandchildren that did
-    not; it is sent in ``finally`` so a second cancellation cannot skip it. When
-    the child has already exited, what it left in its group is killed at once.
+    not; it is sent in ``finally``, and the search for the run's processes runs on in
+    its thread, so a second cancellation cannot skip it. When the child has already
+    exited, what it left behind is killed at once.
     """
     pgid = proc.pid  # start_new_session: the child leads its own group
-    _signal_group(pgid, signal.SIGTERM)
     try:
+        if run is not None:  # first: the process tree is whole while the child lives
+            await asyncio.to_thread(run.terminate)
+        _signal_group(pgid, signal.SIGTERM)
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_leader_exit(proc), grace_s)
     finally:
         _signal_group(pgid, signal.SIGKILL)
+        if run is not None:
+            await asyncio.shield(asyncio.to_thread(run.kill_all))
 
 
 async def _settle(
@@ -460,6 +658,10 @@ async def run_process(
     child exits normally, whatever it left running in its group is stopped too.
     """
     started = time.monotonic()
+    marker = secrets.token_hex(16)
+    child_env = dict(scrubbed_env() if env is None else env)
+    child_env[RUN_MARKER] = marker  # after the scrub, which drops every ORCHESTRA_*
+    run = _RunProcesses(marker)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -467,7 +669,7 @@ async def run_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
-            env=dict(scrubbed_env() if env is None else env),
+            env=child_env,
             start_new_session=True,
         )
     except OSError as exc:
@@ -476,6 +678,7 @@ async def run_process(
             f"could not start {argv[0]}: {exc.strerror or exc}; check the agent's `path` option",
             retryable=False,
         ) from exc
+    run.started(proc.pid)
     log.debug("started agent pid %d: %s", proc.pid, argv[0])
     tail = _Tail()
     stdin_task = asyncio.create_task(_feed_stdin(proc.stdin, stdin_data))
@@ -485,10 +688,10 @@ async def run_process(
         async with asyncio.timeout(timeout_s):
             returncode = await _leader_exit(proc)
         # Anything it left behind in its group would hold our pipes open.
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
     except TimeoutError:
         log.warning("agent pid %d timed out after %gs; stopping its group", proc.pid, timeout_s)
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
         await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
         raise AgentFailure(
             "timeout",
@@ -498,7 +701,7 @@ async def run_process(
     except BaseException:
         # Cancellation (or a bug of ours): nothing of the group may outlive the run.
         log.info("agent pid %d: run interrupted; stopping its group", proc.pid)
-        await _stop_group(proc, grace_s)
+        await _stop_group(proc, grace_s, run)
         await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
         raise
     await _settle(proc, [stdin_task, stdout_task, stderr_task], grace_s)
@@ -559,6 +762,8 @@ class CliAdapter:
     program: ClassVar[str]
     version_args: ClassVar[tuple[str, ...]]
     options: ClassVar[frozenset[str]] = frozenset()
+    #: Those of ``options`` that take a list of strings (the others take one value).
+    list_options: ClassVar[frozenset[str]] = frozenset()
     #: What the CLI says when asked to resume a session it does not have (lower case);
     #: empty when it cannot resume one. An adapter that sets it accepts ``resume``.
     session_gone_marks: ClassVar[tuple[str, ...]] = ()
@@ -574,6 +779,8 @@ class CliAdapter:
         self.path = opt_str(self.name, options, "path")
         self.extra_args = opt_str_list(self.name, options, "extra_args")
         self.grace_s = opt_number(self.name, options, "kill_grace_s", DEFAULT_GRACE_S)
+        for key in self.options - self.list_options:  # a mistyped value stops start-up
+            self.opt(key)
         self.env_table = opt_env(self.name, options)
         home = opt_str(self.name, options, "home")
         self.home = Path(os.path.expanduser(home)).absolute() if home else None
@@ -670,12 +877,21 @@ class CliAdapter:
         program = locate_program(self.program, self.path)
         env = self.environment()
         parser = self.parser(request, progress)
+        refused: list[str] = []
+
+        def feed(line: str) -> None:
+            try:
+                parser.feed(line)
+            except UntrustedJSON as exc:
+                log.warning("%s: skipping an output line: %s", self.name, exc)
+                refused.append(str(exc))
+
         with tempfile.TemporaryDirectory(prefix=f"orchestra-{self.name}-") as scratch:
             argv = self.command(program, request, Path(scratch))
             outcome = await run_process(
                 argv,
                 stdin_data=self.stdin_text(request.prompt).encode("utf-8"),
-                on_line=parser.feed,
+                on_line=feed,
                 timeout_s=request.timeout_s,
                 cwd=request.workspace,
                 env=env,
@@ -696,6 +912,8 @@ class CliAdapter:
             result = parser.result()
         except AgentFailure as exc:
             exc.stderr_tail = exc.stderr_tail or outcome.stderr_tail
+            if refused:  # the answer was probably on a line we would not parse
+                exc.message += f" ({len(refused)} output line(s) skipped: {refused[0]})"
             log.warning("%s failed: %s: %s", self.name, exc.reason, exc.message)
             raise
         if result.duration_ms is None:

@@ -1,10 +1,14 @@
 """Who is asking, and may they: bearer tokens, the web session cookie, and roles.
 
-Credentials, in order: ``Authorization: Bearer <token>``; the ``orchestra_token``
-cookie (set by the web login page: HttpOnly, SameSite=Strict); and, for the
-event streams only (EventSource and WebSocket cannot set headers), ``?token=``.
-When the cookie is the credential on an unsafe method, the request must also
-carry ``X-CSRF-Token`` equal to the ``orchestra_csrf`` cookie (double submit).
+Credentials, in order: ``Authorization: Bearer <token>``; the ``orchestra_session``
+cookie (set by the web login page: HttpOnly, SameSite=Strict), whose secret names
+a server-side session row (:mod:`orchestra.store.sessions`). The API token is never
+in a cookie nor in a URL (URLs end up in logs): the browser's EventSource and
+WebSocket send the session cookie, other clients the header. When the cookie is
+the credential on an unsafe method, the request must also carry ``X-CSRF-Token``
+equal to the session's own CSRF token. Without a session (``no_auth``), pages use
+the ``orchestra_csrf`` cookie instead (double submit); in both cases
+:mod:`orchestra.api.boundary` has already refused a foreign Origin.
 
 Missing, unknown or revoked token → 401; a role without the permission → 403.
 With ``settings.no_auth`` (loopback only, asked for explicitly) everyone is
@@ -24,15 +28,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from orchestra.domain.roles import Permission, Role
+from orchestra.store.sessions import WebSession, find_session
 from orchestra.store.tokens import authenticate_token
 
 if TYPE_CHECKING:
     from orchestra.runtime import Runtime
 
-TOKEN_COOKIE = "orchestra_token"
+SESSION_COOKIE = "orchestra_session"
 CSRF_COOKIE = "orchestra_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-QUERY_TOKEN = "token"
+#: Where :func:`identify` leaves the session it found, for the pages' CSRF checks.
+SESSION_SCOPE = "orchestra.session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOCAL = "local"
 
@@ -47,14 +53,28 @@ class Principal:
 
 
 def new_csrf_token() -> str:
-    """A fresh value for the ``orchestra_csrf`` cookie (the web login sets it)."""
+    """A fresh value for the ``orchestra_csrf`` cookie (pages without a session)."""
     return secrets.token_urlsafe(32)
 
 
+def session_of(conn: HTTPConnection) -> WebSession | None:
+    """The web session :func:`identify` found for this connection, if any."""
+    found = conn.scope.get(SESSION_SCOPE)
+    return found if isinstance(found, WebSession) else None
+
+
+def expected_csrf(conn: HTTPConnection) -> str | None:
+    """The CSRF token this connection must send: its session's, else the cookie's."""
+    found = session_of(conn)
+    return found.csrf_token if found is not None else conn.cookies.get(CSRF_COOKIE)
+
+
 def csrf_ok(conn: HTTPConnection, submitted: str | None) -> bool:
-    """Whether ``submitted`` (header or form field) matches the CSRF cookie."""
-    expected = conn.cookies.get(CSRF_COOKIE)
-    return bool(expected and submitted and secrets.compare_digest(expected, submitted))
+    """Whether ``submitted`` (header or form field) is this connection's CSRF token."""
+    expected = expected_csrf(conn)
+    return bool(
+        expected and submitted and secrets.compare_digest(expected.encode(), submitted.encode())
+    )
 
 
 def bearer_of(conn: HTTPConnection) -> str | None:
@@ -89,7 +109,6 @@ async def identify(
     permission: Permission,
     *,
     bearer: str | None = None,
-    allow_query: bool = False,
     method: str = "GET",
 ) -> Principal:
     """Authenticate ``conn`` and check ``permission``; raises :class:`AuthError`.
@@ -100,36 +119,38 @@ async def identify(
     if runtime.settings.no_auth:
         return Principal(LOCAL, Role.ADMIN)
     token = bearer if bearer is not None else bearer_of(conn)
-    from_cookie = False
-    if token is None:
-        token = conn.cookies.get(TOKEN_COOKIE)
-        from_cookie = token is not None
-    if token is None and allow_query:
-        token = conn.query_params.get(QUERY_TOKEN)
-    if not token:
+    secret = conn.cookies.get(SESSION_COOKIE) if token is None else None
+    if token:
+        info = await authenticate_token(runtime.db, token)
+        if info is None:
+            raise AuthError(401, "unknown or revoked token")
+    elif secret:
+        found = await find_session(runtime.db, secret)
+        if found is None:
+            raise AuthError(401, "your session has ended or expired (or its token was revoked)")
+        conn.scope[SESSION_SCOPE] = found
+        if method not in SAFE_METHODS and not csrf_ok(conn, conn.headers.get(CSRF_HEADER)):
+            raise AuthError(403, f"missing or wrong {CSRF_HEADER} header (CSRF check)")
+        info = found.token
+    elif "token" in conn.query_params:
+        raise AuthError(
+            401,
+            "a token in the URL is not accepted (URLs end up in logs); "
+            "send it as Authorization: Bearer <token>",
+        )
+    else:
         raise AuthError(
             401,
             "authentication required: send Authorization: Bearer <token> "
             "(create one with: orchestra token create --name NAME --role ROLE)",
         )
-    info = await authenticate_token(runtime.db, token)
-    if info is None:
-        raise AuthError(401, "unknown or revoked token")
-    if (
-        from_cookie
-        and method not in SAFE_METHODS
-        and not csrf_ok(conn, conn.headers.get(CSRF_HEADER))
-    ):
-        raise AuthError(403, f"missing or wrong {CSRF_HEADER} header (CSRF check)")
     principal = Principal(info.name, info.role)
     if not principal.may(permission):
         raise AuthError(403, f"the {info.role.value} role may not {permission.value}; ask an admin")
     return principal
 
 
-def require(
-    permission: Permission, *, allow_query: bool = False
-) -> Callable[..., Awaitable[Principal]]:
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency yielding the :class:`Principal` allowed ``permission``."""
 
     async def dependency(
@@ -142,7 +163,6 @@ def require(
                 conn,
                 permission,
                 bearer=bearer,
-                allow_query=allow_query,
                 method=conn.scope.get("method", "GET"),
             )
         except AuthError as exc:

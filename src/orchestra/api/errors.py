@@ -27,9 +27,11 @@ from orchestra.domain.errors import (
     DatabaseUnavailable,
     InvalidInput,
     LeaseLost,
+    LimitReached,
     NotFound,
     OrchestraError,
 )
+from orchestra.domain.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ STATUS_BY_ERROR: list[tuple[type[OrchestraError], int]] = [
     (InvalidInput, 422),
     (Conflict, 409),  # also TransitionNotAllowed and ResolutionConflict
     (LeaseLost, 409),
+    (LimitReached, 429),
     (DatabaseUnavailable, 503),
 ]
 
@@ -54,6 +57,7 @@ CODE_BY_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    429: "too_many_requests",
     503: "database_unavailable",
 }
 
@@ -106,7 +110,12 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e["type"]}
+        {
+            # Quoted back safely: a client's key or message may hold a lone surrogate.
+            "loc": [printable(str(p)) for p in e.get("loc", ())],
+            "msg": printable(str(e.get("msg", ""))),
+            "type": e["type"],
+        }
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):

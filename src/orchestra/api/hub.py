@@ -8,6 +8,9 @@ database first. So a thousand subscribers cost one query per commit, not a
 thousand, and every client still gets exactly the rows after its own cursor:
 the rows are the message, the hub is only a cache that may be dropped at any
 moment.
+
+:class:`StreamSlots` caps how many streams are open, per principal and in all,
+so one client cannot hold every connection (and the memory behind each).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import bisect
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from orchestra.api.errors import log_task_failure
-from orchestra.domain.errors import OrchestraError
+from orchestra.domain.errors import LimitReached, OrchestraError
 from orchestra.domain.models import Event
 from orchestra.service import Orchestra
 from orchestra.store import queries
@@ -50,6 +54,59 @@ class Entry:
         return cls(event.id, event.workflow_id, body, frame)
 
 
+class TooManyStreams(LimitReached):
+    code = "too_many_streams"
+
+
+class StreamSlot:
+    """One open stream's place under the caps; :meth:`release` (idempotent) frees it."""
+
+    def __init__(self, slots: StreamSlots, principal: str) -> None:
+        self._slots: StreamSlots | None = slots
+        self.principal = principal
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots._release(self.principal)
+            self._slots = None
+
+
+class StreamSlots:
+    """Caps on open SSE and WebSocket streams: per principal (a token's name; ``local``
+    under no-auth) and overall. Taken before a stream starts, so a refusal is a plain
+    429; the event loop is the only thread, so plain counters suffice."""
+
+    def __init__(self, *, per_principal: int, total: int) -> None:
+        self.per_principal = per_principal
+        self.total = total
+        self.open = 0
+        self._by_principal: Counter[str] = Counter()
+
+    def acquire(self, principal: str) -> StreamSlot:
+        """A slot for ``principal``'s new stream, or :class:`TooManyStreams`."""
+        if self.open >= self.total:
+            raise TooManyStreams(
+                f"the server already has {self.total} live streams open (its max_streams); "
+                "try again later",
+                details={"limit": self.total, "scope": "server"},
+            )
+        if self._by_principal[principal] >= self.per_principal:
+            raise TooManyStreams(
+                f"{principal} already has {self.per_principal} live streams open "
+                "(max_streams_per_principal); close one before opening another",
+                details={"limit": self.per_principal, "scope": "principal"},
+            )
+        self.open += 1
+        self._by_principal[principal] += 1
+        return StreamSlot(self, principal)
+
+    def _release(self, principal: str) -> None:
+        self.open -= 1
+        self._by_principal[principal] -= 1
+        if self._by_principal[principal] <= 0:
+            del self._by_principal[principal]
+
+
 class EventHub:
     def __init__(
         self,
@@ -58,8 +115,11 @@ class EventHub:
         poll_s: float = 1.0,
         capacity: int = 20_000,
         page: int = 1000,
+        max_streams: int = 1000,
+        max_streams_per_principal: int = 20,
     ) -> None:
         self.db = db
+        self.slots = StreamSlots(per_principal=max_streams_per_principal, total=max_streams)
         self.poll_s = poll_s
         self.capacity = capacity
         self.page = page

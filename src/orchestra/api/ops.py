@@ -1,4 +1,5 @@
-"""Operations endpoints: ``/health`` for load balancers, ``/metrics`` for Prometheus.
+"""Operations endpoints: ``/health`` for load balancers, ``/metrics`` for Prometheus,
+``/openapi.json`` for API clients (behind the API's auth; no interactive docs).
 
 Counts (workflows by status, pending checkpoints) are read from the database
 at scrape time, so they are true whichever process did the work. Timings
@@ -68,6 +69,14 @@ async def health(request: Request) -> Any:
         database=DatabaseHealth(kind=db.kind, ok=ok),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_schema(
+    request: Request, _: Annotated[Principal, Depends(require(Permission.READ))]
+) -> JSONResponse:
+    """The OpenAPI schema, for whoever may read the API (it maps every route and field)."""
+    return JSONResponse(request.app.openapi())
 
 
 @router.get(

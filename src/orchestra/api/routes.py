@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
@@ -18,6 +18,7 @@ from orchestra.api.streams import After
 from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.domain.untrusted import encodable, request_problem
 from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
 from orchestra.store import tokens
 from orchestra.store.tokens import TokenInfo
@@ -35,33 +36,53 @@ Limit = Annotated[int, Query(description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
 
 
-def _no_nul(value: str) -> str:
+def _storable(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    if not encodable(value):
+        raise ValueError("cannot be encoded as UTF-8 (it holds a lone surrogate such as \\ud800)")
     return value
 
 
-#: Text from a client: any string without NUL (which no database column accepts).
-Text = Annotated[str, AfterValidator(_no_nul)]
+#: Text from a client: any string a database column accepts (no NUL, encodable as UTF-8).
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        """The whole body, free-form parts too (``options``): not too deep, all text encodable.
 
-class AgentSpec(Body):
-    adapter: Text = Field(description="an adapter name, e.g. demo, claude, codex")
-    options: dict[str, Any] = Field(default_factory=dict)
-    name: Text | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
+        Deeper bodies used to reach ``orjson`` (254 levels) or the database as a 500.
+        """
+        problem = request_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
+        return data
 
 
-AgentEntry = Text | AgentSpec
+#: A configured agent's name. Typed loosely on purpose so that anything else (an
+#: object with an adapter and options, say) reaches the service, whose 422 lists
+#: the configured names; the contract still says "a string".
+AgentName = Annotated[
+    Any,
+    WithJsonSchema({"type": "string", "description": "the name of a configured agent"}),
+]
 
 
 class AgentsChoice(Body):
-    planner: AgentEntry | None = None
-    reviewers: list[AgentEntry] | None = None
+    """Which configured agents plan and review; omitted: the configured roles."""
+
+    planner: AgentName | None = None
+    reviewers: Annotated[
+        Any,
+        WithJsonSchema(
+            {"type": "array", "items": {"type": "string"}, "description": "configured names"}
+        ),
+    ] = None
 
 
 class CreateWorkflow(Body):
@@ -221,8 +242,9 @@ async def resolve_checkpoint(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Checkpoint:
     """Resolve with one of the checkpoint's actions. 409 (with the existing resolution)
-    when it was already resolved; a replay with the winner's ``Idempotency-Key`` gets
-    the original answer."""
+    when it was already resolved; a replay with the winner's ``Idempotency-Key`` (same
+    caller, same body) gets the original answer, and that key with anything else is a 422
+    ``idempotency_key_reused``."""
     return await _service(request).resolve(
         checkpoint_id,
         action=body.action,

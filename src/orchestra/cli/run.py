@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -53,27 +52,20 @@ NAME_CHARS = 60
 DIFF_LINES = 40
 
 
-def parse_agent(raw: str) -> str | dict[str, Any]:
-    """``NAME`` (a configured agent or an adapter) or ``ADAPTER:key=value,key=value``.
+def parse_agent(raw: str) -> str:
+    """``NAME``: an agent configured in the agents file (the server checks which exist).
 
-    Values are JSON when they parse as JSON (``delay_s=5`` is a number), else text.
-    """
-    adapter, sep, rest = raw.partition(":")
-    adapter = adapter.strip()
-    if not adapter:
+    Adapters and their options are the operator's, set in that file, never on the
+    command line, so ``ADAPTER:key=value`` is refused here with the way to do it."""
+    name = raw.strip()
+    if not name:
         raise typer.BadParameter(f"{raw!r}: the agent name is empty")
-    if not sep:
-        return adapter
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise typer.BadParameter(f"{raw!r}: options are key=value pairs separated by commas")
-        try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
-            options[key.strip()] = value
-    return {"adapter": adapter, "options": options}
+    if ":" in name or "=" in name:
+        raise typer.BadParameter(
+            f"{raw!r}: give a configured agent's name; options are set in the agents file "
+            "([agents.NAME] with [agents.NAME.options]), see `orchestra agents`"
+        )
+    return name
 
 
 # -- progress ----------------------------------------------------------------
@@ -376,8 +368,7 @@ def run(
         str | None,
         typer.Option(
             "--planner",
-            help="Agent that plans: a configured agent, an adapter, or ADAPTER:key=value,… "
-            "(e.g. demo:delay_s=5).",
+            help="Agent that plans: the name of a configured agent (see `orchestra agents`).",
             show_default=False,
         ),
     ] = None,
@@ -385,7 +376,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--reviewer",
-            help="Agent that reviews (repeat for several); same forms as --planner.",
+            help="Agent that reviews (repeat for several): a configured agent's name.",
             show_default=False,
         ),
     ] = None,
@@ -411,7 +402,7 @@ def run(
         raise typer.BadParameter("give a prompt, or --resume ID", param_hint="PROMPT")
     if resume is not None and prompt is not None:
         raise typer.BadParameter("give either a prompt or --resume ID", param_hint="--resume")
-    agents: dict[str, Any] | None = None
+    agents: dict[str, str | list[str]] | None = None
     if planner is not None or reviewers:
         agents = {}
         if planner is not None:

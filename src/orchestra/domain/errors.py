@@ -37,6 +37,13 @@ class TransitionNotAllowed(Conflict):
     code = "transition_not_allowed"
 
 
+class LimitReached(OrchestraError):
+    """A configured cap is reached (e.g. open live streams): try again later; nothing
+    was changed."""
+
+    code = "limit_reached"
+
+
 class LeaseLost(OrchestraError):
     """A worker tried to write for a workflow it no longer owns; nothing was written."""
 

@@ -16,13 +16,20 @@ from sqlalchemy import bindparam, func, insert, select
 
 from orchestra.domain.errors import Conflict, LeaseLost, NotFound
 from orchestra.domain.events import EventType
+from orchestra.domain.models import CheckpointAction
 from orchestra.domain.statuses import (
     AgentRunStatus,
     CheckpointStatus,
     Entity,
     WorkflowStatus,
 )
-from orchestra.engine.definition import CheckpointStep, Next, StepContext, get_definition
+from orchestra.engine.definition import (
+    CheckpointStep,
+    CheckpointView,
+    Next,
+    StepContext,
+    get_definition,
+)
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
 from orchestra.store.fast import execute_dml, fetch_all
@@ -180,6 +187,18 @@ def _apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None) 
     return {**moved, "status": new.value}
 
 
+def _capped(action: CheckpointAction, view: CheckpointView) -> CheckpointAction:
+    """``action`` with the view's lower input maxima applied."""
+    if not action.inputs or not view.input_maximum:
+        return action
+    inputs = []
+    for spec in action.inputs:
+        cap = view.input_maximum.get(spec.name)
+        lower = cap is not None and (spec.maximum is None or cap < spec.maximum)
+        inputs.append(spec.model_copy(update={"maximum": cap}) if lower else spec)
+    return action.model_copy(update={"inputs": inputs})
+
+
 def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
     """Insert the checkpoint for the workflow's current step visit; return its id.
 
@@ -187,7 +206,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
     declarative :class:`CheckpointStep` and the workflow state; the database refuses
     a second checkpoint for the same step visit and a second pending one per workflow."""
     view = step.view(context_of(row))
-    actions = [a for a in step.actions if a.name not in view.hide_actions]
+    actions = [_capped(a, view) for a in step.actions if a.name not in view.hide_actions]
     body: dict[str, Any] = {
         "title": step.title,
         "instructions": view.instructions,

@@ -5,8 +5,9 @@ The action is validated against the checkpoint's own actions, then
 the guarded ``pending → approved|edited|rejected`` change, the recorded
 resolution and the workflow's next state commit in one transaction. Of two
 concurrent resolutions exactly one wins; the other gets :class:`ResolutionConflict`
-carrying the winner's resolution; a replay with the winner's idempotency key
-gets the original answer.
+carrying the winner's resolution; a replay with the winner's idempotency key,
+by the same caller with the same body, gets the original answer (anything else
+with that key is :class:`IdempotencyKeyReused`, as payment APIs do).
 """
 
 from __future__ import annotations
@@ -51,6 +52,44 @@ class ResolutionConflict(Conflict):
         self.checkpoint = checkpoint
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """An Idempotency-Key replayed by another caller or with another body: a key
+    names one request, so the original answer must not leak to a different one."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used for a different request; use a new key",
+            details={"field": "idempotency_key"},
+        )
+
+
+def _same_request(
+    cp: Checkpoint,
+    *,
+    actor: str,
+    action: str,
+    edited_content: str | None,
+    notes: str | None,
+    inputs: Mapping[str, float] | None,
+) -> bool:
+    """Whether a replay is the request that resolved ``cp``: caller and body as recorded."""
+    done = cp.resolution
+    if done is None:
+        return False
+    given = dict(inputs or {})
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in given.values()):
+        return False  # the recorded inputs are all numbers
+    return (
+        done.resolved_by == actor
+        and done.action == action
+        and done.edited_content == edited_content
+        and done.notes == notes
+        and given == (done.inputs or {})
+    )
+
+
 def resolve_txn(
     tx: Tx,
     checkpoint_id: str,
@@ -74,6 +113,16 @@ def resolve_txn(
     cp = to_checkpoint(cp_row)
     if cp.status is not CheckpointStatus.PENDING:
         if idempotency_key is not None and cp_row["idempotency_key"] == idempotency_key:
+            replay = _same_request(
+                cp,
+                actor=actor,
+                action=action,
+                edited_content=edited_content,
+                notes=notes,
+                inputs=inputs,
+            )
+            if not replay:
+                raise IdempotencyKeyReused()
             return cp  # a replay of the request that won
         who = cp.resolution.resolved_by if cp.resolution else "someone"
         verb = f"resolved by {who} with {cp.resolution.action!r}" if cp.resolution else cp.status

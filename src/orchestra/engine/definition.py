@@ -101,6 +101,10 @@ class CheckpointView:
     context: JSON = field(default_factory=dict)
     #: Names of actions to leave out this time (e.g. skip_agent with no reviews).
     hide_actions: frozenset[str] = frozenset()
+    #: Lower upper bounds for action inputs this time, by input name (e.g. a retry's
+    #: ``timeout_s`` capped by the workflow's maximum agent timeout). The stored
+    #: contract shows them, and a resolution is checked against them.
+    input_maximum: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

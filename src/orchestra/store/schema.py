@@ -200,3 +200,18 @@ api_tokens = Table(
     Column("last_used_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
 )
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    #: sha256 of the session secret; the secret lives only in the browser's cookie.
+    Column("id", String(64), primary_key=True),
+    Column("token_id", String(32), ForeignKey("api_tokens.id"), nullable=False),
+    #: What the session's forms and script send back (X-CSRF-Token / the csrf field).
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    #: Set by logout (ended and expired rows are swept at the next login).
+    Column("ended_at", UTCDateTime),
+    Index("ix_web_sessions_token_id", "token_id"),
+)

@@ -93,7 +93,7 @@ async def create_token(db: Database, *, name: str, role: Role) -> str:
 async def list_tokens(db: Database) -> list[TokenInfo]:
     def read(conn: Connection) -> list[TokenInfo]:
         rows = conn.execute(select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.name))
-        return [_info(r._mapping) for r in rows]
+        return [token_info(r._mapping) for r in rows]
 
     return await db.read(read)
 
@@ -122,14 +122,19 @@ async def authenticate_token(db: Database, token: str) -> TokenInfo | None:
 
     def read(conn: Connection) -> TokenInfo | None:
         row = conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest)).first()
-        return _info(row._mapping) if row is not None else None
+        return token_info(row._mapping) if row is not None else None
 
     info = await db.read(read)
     if info is None or info.revoked:
         return None
+    await touch(db, info)
+    return info
+
+
+async def touch(db: Database, info: TokenInfo) -> None:
+    """Record a use of the token (a write at most once per :data:`TOUCH_EVERY`)."""
     if info.last_used_at is None or utcnow() - info.last_used_at >= TOUCH_EVERY:
         await db.write(lambda tx: _touch_txn(tx, info.id))
-    return info
 
 
 def _touch_txn(tx: Tx, token_id: str) -> None:
@@ -138,5 +143,6 @@ def _touch_txn(tx: Tx, token_id: str) -> None:
     )
 
 
-def _info(row: Mapping[Any, Any]) -> TokenInfo:
+def token_info(row: Mapping[Any, Any]) -> TokenInfo:
+    """A :class:`TokenInfo` from a row holding the ``api_tokens`` columns."""
     return TokenInfo.model_validate({k: row[k] for k in TokenInfo.model_fields})

@@ -21,4 +21,11 @@ def mount_web(app: FastAPI, runtime: Runtime) -> None:
     mount(app, runtime)
 
 
-__all__ = ["mount_web"]
+def close_web(app: FastAPI) -> None:
+    """Stop what the pages started (the render workers); the app's shutdown calls it."""
+    web = getattr(app.state, "web", None)
+    if web is not None:
+        web.renders.close()
+
+
+__all__ = ["close_web", "mount_web"]

@@ -2,6 +2,8 @@
 
 The templates render the lines; marking is by kind (added, removed, same,
 skipped), so no HTML is built here and every line is escaped by Jinja.
+Diffing is quadratic on crafted input, so pages call it through
+:mod:`orchestra.web.render_pool`, never on the event loop.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class Diff:
     lines: list[DiffLine]
     added: int
     removed: int
+    #: Why the lines are not shown (too large or too slow to compare), when they are not.
+    note: str = ""
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added or self.removed or self.note)
 
 
 def line_diff(old: str, new: str, *, context: int = 3) -> Diff:

@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jinja2.runtime import Macro
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER, Principal
+from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_of
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
@@ -38,14 +38,17 @@ from orchestra.domain.statuses import (
     CheckpointStatus,
     WorkflowStatus,
 )
+from orchestra.domain.untrusted import encodable
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
+from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
-from orchestra.web.diff import line_diff
-from orchestra.web.markdown import render_markdown
+from orchestra.web.diff import Diff
+from orchestra.web.markdown import RENDERED, markdown_filter
+from orchestra.web.render_pool import RenderPool
 from orchestra.web.session import BadForm, PageDenied, first
-from orchestra.web.view import humanize, tone, workflow_view
+from orchestra.web.view import DiffChoice, edit_texts, humanize, tone, workflow_view
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,8 @@ def build_environment() -> Environment:
     )
     versions = _static_versions()
     env.globals["static_url"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
-    env.globals["line_diff"] = line_diff
-    env.filters["markdown"] = render_markdown
+    # Looks up what the handler rendered off the loop (Web.rich_page); never renders itself.
+    env.filters["markdown"] = markdown_filter
     env.filters["humanize"] = humanize
     env.filters["tone"] = tone
     env.filters["duration"] = format_duration
@@ -140,6 +143,7 @@ class Web:
         self.runtime = runtime
         self.service = runtime.service
         self.env = build_environment()
+        self.renders = RenderPool()
 
     # -- rendering -------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class Web:
         no_auth = self.runtime.settings.no_auth
         client = {
             "page": page,
-            "csrfCookie": CSRF_COOKIE,
+            "csrf": session.csrf_value(request),
             "csrfHeader": CSRF_HEADER,
             "vocabulary": VOCABULARY,
             **extra.get("client", {}),
@@ -183,17 +187,71 @@ class Web:
         **extra: Any,
     ) -> Response:
         ctx = self._context(request, who, page, extra)
+        return self._respond(request, template, ctx, status, extra)
+
+    async def rich_page(
+        self,
+        request: Request,
+        template: str,
+        *,
+        who: Principal | None,
+        page: str,
+        status: int = 200,
+        diffs: Callable[[list[Diff]], Mapping[str, Any]] | None = None,
+        pairs: list[tuple[str, str]] | None = None,
+        **extra: Any,
+    ) -> Response:
+        """A page with agent or client markdown (and diffs): rendered off the loop first.
+
+        The template is run once to collect the texts its ``|markdown`` asks for,
+        they (and ``pairs``, to diff) are rendered in :class:`RenderPool`, and the
+        template is run again with the results; ``diffs`` turns the diffs into
+        more context.
+        """
+        ctx = self._context(request, who, page, extra)
+        partial = bool(request.query_params.get("partial"))
+        wanted: set[str] = set()
+        token = RENDERED.set(wanted)
+        try:
+            self._render(template, ctx, partial)
+        finally:
+            RENDERED.reset(token)
+        done = await self.renders.render(wanted, pairs or [])
+        if diffs is not None:
+            more = diffs(done.diffs)
+            ctx.update(more)
+            extra = {**extra, **more}
+        token = RENDERED.set(done.html)
+        try:
+            return self._respond(request, template, ctx, status, extra)
+        finally:
+            RENDERED.reset(token)
+
+    def _render(self, template: str, ctx: dict[str, Any], partial: bool) -> str | dict[str, str]:
+        """The whole page, or (``partial``) its live regions by name."""
         tmpl = self.env.get_template(template)
-        if request.query_params.get("partial"):
+        if partial:
             context = tmpl.new_context(ctx)
-            regions = {
+            return {
                 name.removeprefix(REGION): "".join(block(context))
                 for name, block in tmpl.blocks.items()
                 if name.startswith(REGION)
             }
-            body = {"regions": regions, "last_event_id": extra.get("client", {}).get("after")}
-            return session.finish(request, JSONResponse(body, status_code=status))
-        response = HTMLResponse(tmpl.render(ctx), status_code=status, headers=SECURITY_HEADERS)
+        return tmpl.render(ctx)
+
+    def _respond(
+        self,
+        request: Request,
+        template: str,
+        ctx: dict[str, Any],
+        status: int,
+        extra: Mapping[str, Any],
+    ) -> Response:
+        body = self._render(template, ctx, bool(request.query_params.get("partial")))
+        if isinstance(body, dict):
+            data = {"regions": body, "last_event_id": extra.get("client", {}).get("after")}
+            return session.finish(request, JSONResponse(data, status_code=status))
+        response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
         return session.finish(request, response)
 
     def error_page(self, request: Request, status: int, message: str) -> Response:
@@ -342,18 +400,30 @@ class Web:
         new: int | None = None,
     ) -> Response:
         who = await session.principal(request)
-        view = workflow_view(await self.service.history(workflow_id))
-        choice = view.diff(doc, old, new)
+        history = await self.service.history(workflow_id)
+        view = workflow_view(history)
+        edits = edit_texts(history.checkpoints)
+        chosen = view.diff_texts(doc, old, new)
+        pairs = list(edits.values()) + ([chosen[3:]] if chosen else [])
+
+        def with_diffs(diffs: list[Diff]) -> dict[str, Any]:
+            """The view again, with the edits' diffs, and the chosen versions' diff."""
+            done = workflow_view(history, dict(zip(edits, diffs, strict=False)))
+            choice = DiffChoice(*chosen[:3], diffs[-1]) if chosen else None
+            return {"view": done, "diff": choice}
+
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
         partial = f"{request.url.path}?{urlencode(query)}"
-        return self.page(
+        return await self.rich_page(
             request,
             "workflow.html",
             who=who,
             page="workflow",
             wf=view.workflow,
             view=view,
-            diff=choice,
+            diff=None,
+            pairs=pairs,
+            diffs=with_diffs,
             client={
                 "stream": f"/api/workflows/{workflow_id}/events/stream",
                 "after": view.last_event_id,
@@ -366,9 +436,7 @@ class Web:
         """One checkpoint's panel (the inbox opens them in place)."""
         who = await session.principal(request)
         cp = await self.service.get_checkpoint(checkpoint_id)
-        ctx = self._context(request, who, "panel", {})
-        html = self.env.get_template("panel.html").render({**ctx, "cp": cp})
-        return session.finish(request, HTMLResponse(html, headers=SECURITY_HEADERS))
+        return await self.rich_page(request, "panel.html", who=who, page="panel", cp=cp)
 
     # -- inbox --------------------------------------------------------------------------
 
@@ -413,8 +481,12 @@ class Web:
         text, original = body.get("text"), body.get("original")
         if not isinstance(text, str) or not isinstance(original, str | None):
             raise BadForm(400, "text (and original) must be strings")
-        diff = self.env.get_template("diff.html").render(diff=line_diff(original or "", text))
-        return JSONResponse({"html": str(render_markdown(text)), "diff_html": diff})
+        for name, value in (("text", text), ("original", original or "")):
+            if not encodable(value):
+                raise BadForm(422, f"{name} cannot be encoded as UTF-8 (a lone surrogate)")
+        done = await self.renders.render([text], [(original or "", text)])
+        diff = self.env.get_template("diff.html").render(diff=done.diffs[0])
+        return JSONResponse({"html": str(done.html[text]), "diff_html": diff})
 
     # -- login --------------------------------------------------------------------------
 
@@ -442,15 +514,28 @@ class Web:
                 next=target,
                 error="That token is unknown or revoked. Check it and try again.",
             )
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous and (old := await find_session(self.runtime.db, previous)) is not None:
+            await end_session(self.runtime.db, old.id)
+        ttl_s = self.runtime.settings.session_ttl_s
+        opened = await open_session(self.runtime.db, info.id, ttl_s)
         response = RedirectResponse(target, status_code=303)
-        session.start_session(request, response, token)
+        session.set_session_cookie(request, response, opened, ttl_s)
         log.info("web login by %s (%s)", info.name, info.role.value)
         return response
 
     async def logout(self, request: Request) -> Response:
-        await session.read_form(request)
+        """Ends the session's row, so the cookie is refused even where a copy of it survives."""
         response = RedirectResponse("/login", status_code=303)
-        session.end_session(response)
+        try:
+            await session.principal(request)  # the session whose CSRF token the form carries
+        except PageDenied:  # already ended or expired: nothing is left to end
+            session.clear_session_cookie(response)
+            return response
+        await session.read_form(request)
+        if (current := session_of(request)) is not None:
+            await end_session(self.runtime.db, current.id)
+        session.clear_session_cookie(response)
         return response
 
 

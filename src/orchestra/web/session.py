@@ -1,11 +1,12 @@
-"""Who is looking at a page, and the session cookies the login page sets.
+"""Who is looking at a page, and the session cookie the login page sets.
 
 The API's :func:`orchestra.api.auth.identify` decides who a request comes from
-(bearer token, the ``orchestra_token`` cookie, or ``no_auth``); this module
-adds what pages need on top: a redirect to the login page instead of a 401,
-the CSRF cookie every page ensures (double submit: forms carry it in a hidden
-field, the script sends it as ``X-CSRF-Token``), and reading a form body
-without a multipart library (pages post ``application/x-www-form-urlencoded``).
+(bearer token, the ``orchestra_session`` cookie, or ``no_auth``); this module
+adds what pages need on top: a redirect to the login page instead of a 401, the
+CSRF token forms carry in a hidden field and the script sends as
+``X-CSRF-Token`` (the session's own; without a session, the ``orchestra_csrf``
+cookie every page ensures, double submit), and reading a form body without a
+multipart library (pages post ``application/x-www-form-urlencoded``).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from starlette.responses import Response
 from orchestra.api.auth import (
     CSRF_COOKIE,
     CSRF_HEADER,
-    TOKEN_COOKIE,
+    SESSION_COOKIE,
     AuthError,
     Principal,
     csrf_ok,
     identify,
     new_csrf_token,
+    session_of,
 )
 from orchestra.domain.roles import Permission
+from orchestra.store.sessions import OpenedSession
 
 CSRF_FIELD = "csrf"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -75,7 +78,11 @@ def safe_next(raw: str | None) -> str:
 
 
 def csrf_value(request: Request) -> str:
-    """The CSRF cookie's value, or a new one that :func:`finish` will set."""
+    """The CSRF token for this page's forms and script: the session's, else the
+    cookie's, else a new one that :func:`finish` will set as the cookie."""
+    found = session_of(request)
+    if found is not None:
+        return found.csrf_token
     existing = request.cookies.get(CSRF_COOKIE)
     if existing:
         return existing
@@ -102,15 +109,25 @@ def finish(request: Request, response: Response) -> Response:
     return response
 
 
-def start_session(request: Request, response: Response, token: str) -> None:
+def set_session_cookie(
+    request: Request, response: Response, opened: OpenedSession, ttl_s: int
+) -> None:
+    """The session's secret (never the API token), for as long as the session lasts."""
     response.set_cookie(
-        TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request), path="/"
+        SESSION_COOKIE,
+        opened.secret,
+        max_age=ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/",
     )
-    set_csrf_cookie(request, response, new_csrf_token())
+    # The no-session CSRF cookie is of no use while signed in; a new one comes after logout.
+    response.delete_cookie(CSRF_COOKIE, path="/")
 
 
-def end_session(response: Response) -> None:
-    response.delete_cookie(TOKEN_COOKIE, path="/")
+def clear_session_cookie(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
 
 

@@ -5,11 +5,15 @@ agent runs by time; iteration documents are the checkpoints' editable content
 grouped by their ``editable_label`` (a plan, a prompt, feedback …), as resolved;
 progress lines come from ``agent_progress`` events. Status colours are
 *tones* keyed by the status enums, so no status is spelled out in CSS or JS.
+Nothing here diffs or renders: the texts to diff are handed to the page
+handler (:func:`edit_texts`, :meth:`WorkflowView.diff_texts`), which diffs them
+off the event loop and passes the results in.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,7 +21,7 @@ from enum import StrEnum
 from orchestra.domain.events import EventType
 from orchestra.domain.models import AgentRun, Checkpoint, Event, History, Workflow
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
-from orchestra.web.diff import Diff, line_diff
+from orchestra.web.diff import Diff
 
 
 class Tone(StrEnum):
@@ -140,17 +144,18 @@ class WorkflowView:
     def document(self, label: str | None) -> Document | None:
         return next((d for d in self.documents if d.label == label), None)
 
-    def diff(self, label: str | None, old: int | None, new: int | None) -> DiffChoice | None:
-        """The diff asked for, or by default the primary document's last two versions."""
+    def diff_texts(
+        self, label: str | None, old: int | None, new: int | None
+    ) -> tuple[str, int, int, str, str] | None:
+        """The diff asked for, or by default the primary document's last two versions:
+        ``(label, old version, new version, old text, new text)``."""
         doc = self.document(label) or next((d for d in self.documents if len(d.versions) > 1), None)
         if doc is None or len(doc.versions) < 2:
             return None
         versions = sorted(doc.versions)
         new_v = new if new in doc.versions else versions[-1]
         old_v = old if old in doc.versions else versions[max(0, versions.index(new_v) - 1)]
-        return DiffChoice(
-            doc.label, old_v, new_v, line_diff(doc.versions[old_v], doc.versions[new_v])
-        )
+        return doc.label, old_v, new_v, doc.versions[old_v], doc.versions[new_v]
 
 
 def resolved_text(cp: Checkpoint) -> str | None:
@@ -160,12 +165,13 @@ def resolved_text(cp: Checkpoint) -> str | None:
     return cp.editable_content
 
 
-def edit_of(cp: Checkpoint) -> Diff | None:
-    """What the person changed in the editable content, when they changed it."""
-    if cp.resolution is None or cp.resolution.edited_content is None:
-        return None
-    diff = line_diff(cp.editable_content or "", cp.resolution.edited_content)
-    return diff if diff.changed else None
+def edit_texts(checkpoints: list[Checkpoint]) -> dict[str, tuple[str, str]]:
+    """Checkpoint id → (original, edited content), where a person edited the content."""
+    return {
+        cp.id: (cp.editable_content or "", cp.resolution.edited_content)
+        for cp in checkpoints
+        if cp.resolution is not None and cp.resolution.edited_content is not None
+    }
 
 
 def _slug(label: str, taken: set[str]) -> str:
@@ -209,7 +215,8 @@ def _progress(events: list[Event]) -> dict[str, tuple[list[ProgressLine], int]]:
     return out
 
 
-def workflow_view(history: History) -> WorkflowView:
+def workflow_view(history: History, edits: Mapping[str, Diff] | None = None) -> WorkflowView:
+    """The page's view; ``edits`` are the diffs of :func:`edit_texts` (by checkpoint id)."""
     wf = history.workflow
     progress = _progress(history.events)
     runs: dict[str, RunView] = {}
@@ -229,8 +236,14 @@ def workflow_view(history: History) -> WorkflowView:
     for cp in history.checkpoints:
         chosen = cp.action(cp.resolution.action) if cp.resolution else None
         label = chosen.label if chosen else (cp.resolution.action if cp.resolution else "")
+        edit = (edits or {}).get(cp.id)
         timeline.append(
-            TimelineItem(cp.created_at, checkpoint=cp, edit=edit_of(cp), action_label=label)
+            TimelineItem(
+                cp.created_at,
+                checkpoint=cp,
+                edit=edit if edit is not None and edit.changed else None,
+                action_label=label,
+            )
         )
     timeline += [TimelineItem(r.started_at, run=r) for r in history.agent_runs]
     if wf.finished_at is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import ActionInput, AgentOutput, AgentRun, CheckpointAction
 from orchestra.domain.statuses import ActionStyle, AgentRunStatus, WorkflowStatus
@@ -390,18 +391,25 @@ def _limit_resolve(ctx: StepContext, decision: Decision) -> Next:
     )
 
 
-#: A retry may give the failed agents a longer timeout (seconds, for that retry).
+#: A retry may give the failed agents a longer timeout (seconds, for that retry); each
+#: checkpoint caps it at the workflow's maximum agent timeout (``_max_timeout``).
 RETRY_TIMEOUT = ActionInput(
     name="timeout_s",
     label="Timeout (seconds)",
     minimum=1,
     maximum=86_400,
-    help="For this retry only; left empty, a timed-out agent gets twice its last timeout.",
+    help="For this retry only; left empty, a timed-out agent gets twice its last timeout "
+    "(up to the configured maximum).",
 )
 
 
 #: The role whose agents run in a step, as agent outputs name it elsewhere.
 _ROLE_OF_STEP = {PLAN: "planner", REVIEW: "reviewer"}
+
+
+def _max_timeout(ctx: StepContext) -> float:
+    """The operator's cap on agent timeouts, as the workflow recorded it at creation."""
+    return float(ctx.agents.get("max_timeout_s") or DEFAULT_MAX_AGENT_TIMEOUT_S)
 
 
 def _problem_view(ctx: StepContext) -> CheckpointView:
@@ -435,6 +443,7 @@ def _problem_view(ctx: StepContext) -> CheckpointView:
         editable_content="",
         context={"failed_step": problem["step"], "failures": failures},
         hide_actions=hide,
+        input_maximum={RETRY_TIMEOUT.name: _max_timeout(ctx)},
     )
 
 
@@ -449,7 +458,7 @@ def _problem_resolve(ctx: StepContext, decision: Decision) -> Next:
         for f in problem["failures"]:
             longer = chosen
             if longer is None and f["error"].startswith("timeout") and f["timeout_s"]:
-                longer = 2 * float(f["timeout_s"])
+                longer = min(2 * float(f["timeout_s"]), _max_timeout(ctx))
             retry[f["agent"]] = longer
         return Next(step=step, state={"_retry": retry, "problem": None})
     if step == PLAN:  # manual_input: the person's text is the plan

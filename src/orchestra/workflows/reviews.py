@@ -9,6 +9,12 @@ from collections import Counter
 from typing import Any
 
 from orchestra.domain.models import AgentOutput, Consolidation, ReviewIssue, ReviewVerdict
+from orchestra.domain.untrusted import (
+    AGENT_JSON_CHARS,
+    UntrustedJSON,
+    loads_bounded,
+    raw_decode_bounded,
+)
 
 VERDICTS = ("approve", "approve_with_changes", "request_changes", "reject")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
@@ -44,33 +50,53 @@ REVIEW_SCHEMA: dict[str, Any] = {
     "required": ["verdict", "summary", "confidence", "issues", "recommendations", "questions"],
 }
 
-_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+#: Candidate starts of a JSON object inside prose tried at most (each is a linear parse).
+MAX_JSON_CANDIDATES = 50
+_OBJECT_START = re.compile(r'\{\s*"')
 
 
 def _is_review(value: object) -> bool:
     return isinstance(value, dict) and "verdict" in value
 
 
+def _fenced_blocks(text: str) -> list[str]:
+    """The insides of ```-fenced blocks (a leading ``json`` tag dropped), in linear time."""
+    pieces = text.split("```")
+    blocks = []
+    for inside in pieces[1:-1:2]:  # odd pieces sit between an opening and a closing fence
+        body = inside.removeprefix("json").strip()
+        if body.startswith("{"):
+            blocks.append(body)
+    return blocks
+
+
 def _first_review_object(text: str) -> dict[str, Any] | None:
     """The first JSON object with a verdict in ``text``: fenced, bare, inside prose,
-    or nested in another object (``{"review": {...}}``)."""
-    for match in _FENCED.finditer(text):
+    or nested in another object (``{"review": {...}}``).
+
+    Bounded, since the text is an agent's: only the first
+    :data:`~orchestra.domain.untrusted.AGENT_JSON_CHARS` characters are searched,
+    at most :data:`MAX_JSON_CANDIDATES` starts are tried, and a document nested
+    deeper than :data:`~orchestra.domain.untrusted.AGENT_JSON_DEPTH` is no review.
+    """
+    text = text[:AGENT_JSON_CHARS]
+    for block in _fenced_blocks(text)[:MAX_JSON_CANDIDATES]:
         try:
-            value = json.loads(match.group(1))
-        except json.JSONDecodeError:
+            value = loads_bounded(block)
+        except UntrustedJSON:
             continue
         if _is_review(value):
             return dict(value)
     decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start != -1:
+    for n, match in enumerate(_OBJECT_START.finditer(text)):
+        if n >= MAX_JSON_CANDIDATES:
+            break
         try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            value = None
+            value = raw_decode_bounded(decoder, text, match.start())
+        except UntrustedJSON:
+            continue
         if _is_review(value):
             return dict(value)
-        start = text.find("{", start + 1)
     return None
 
 

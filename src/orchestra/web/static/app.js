@@ -17,18 +17,12 @@
 
   // -- small helpers ---------------------------------------------------------
 
-  function cookie(name) {
-    for (const part of document.cookie.split(';')) {
-      const [key, ...rest] = part.trim().split('=');
-      if (key === name) return decodeURIComponent(rest.join('='));
-    }
-    return '';
-  }
-
+  // The CSRF token comes with the page (the session's own; the session cookie
+  // itself is HttpOnly and the API token is never in a cookie).
   function jsonHeaders(extra) {
     return Object.assign(
       { 'Content-Type': 'application/json', Accept: 'application/json' },
-      { [DATA.csrfHeader]: cookie(DATA.csrfCookie) },
+      { [DATA.csrfHeader]: DATA.csrf },
       extra || {},
     );
   }

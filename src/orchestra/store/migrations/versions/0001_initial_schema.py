@@ -10,9 +10,25 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from orchestra.domain.events import EventType
-from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
-from orchestra.store.schema import PENDING_ONLY, UTCDateTime, one_of
+# Frozen: a migration spells out the values of its day. It never imports the
+# domain's enums or the schema module, which change; a later status or event type
+# gets a migration of its own (tests/integration/test_migrations.py fails without).
+WORKFLOW_STATUSES = (
+    "'pending', 'running', 'awaiting_checkpoint', 'completed', 'failed', 'cancelled'"
+)
+AGENT_RUN_STATUSES = "'running', 'completed', 'failed', 'interrupted', 'cancelled', 'skipped'"
+CHECKPOINT_STATUSES = "'pending', 'approved', 'edited', 'rejected', 'superseded'"
+EVENT_TYPES = (
+    "'workflow_created', 'workflow_status_changed', 'checkpoint_status_changed', "
+    "'agent_run_status_changed', 'step_started', 'checkpoint_created', 'agent_run_started', "
+    "'agent_progress'"
+)
+PENDING_ONLY = sa.text("status = 'pending'")
+
+
+def one_of(table: str, column: str, values: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(f"{column} IN ({values})", name=op.f(f"ck_{table}_{column}_valid"))
+
 
 revision = "0001"
 down_revision = None
@@ -27,9 +43,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("role", sa.String(length=32), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("last_used_at", UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("name", name=op.f("uq_api_tokens_name")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
@@ -67,10 +83,10 @@ def upgrade() -> None:
         sa.Column("lease_token", sa.String(length=32), nullable=True),
         sa.Column("lease_expires_at", sa.Float(), nullable=True),
         sa.Column("created_by", sa.String(length=128), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), nullable=False),
-        sa.Column("finished_at", UTCDateTime(), nullable=True),
-        one_of("status", WorkflowStatus),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        one_of("workflows", "status", WORKFLOW_STATUSES),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflows")),
     )
     with op.batch_alter_table("workflows", schema=None) as batch_op:
@@ -101,10 +117,10 @@ def upgrade() -> None:
         sa.Column("tokens_in", sa.Integer(), nullable=True),
         sa.Column("tokens_out", sa.Integer(), nullable=True),
         sa.Column("cost_usd", sa.Float(), nullable=True),
-        sa.Column("started_at", UTCDateTime(), nullable=False),
-        sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("duration_ms", sa.Integer(), nullable=True),
-        one_of("status", AgentRunStatus),
+        one_of("agent_runs", "status", AGENT_RUN_STATUSES),
         sa.ForeignKeyConstraint(
             ["workflow_id"], ["workflows.id"], name=op.f("fk_agent_runs_workflow_id_workflows")
         ),
@@ -135,10 +151,10 @@ def upgrade() -> None:
         sa.Column("edited_content", sa.Text(), nullable=True),
         sa.Column("notes", sa.Text(), nullable=True),
         sa.Column("resolved_by", sa.String(length=128), nullable=True),
-        sa.Column("resolved_at", UTCDateTime(), nullable=True),
+        sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("idempotency_key", sa.String(length=200), nullable=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        one_of("status", CheckpointStatus),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        one_of("checkpoints", "status", CHECKPOINT_STATUSES),
         sa.ForeignKeyConstraint(
             ["workflow_id"], ["workflows.id"], name=op.f("fk_checkpoints_workflow_id_workflows")
         ),
@@ -177,8 +193,8 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        one_of("type", EventType),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        one_of("events", "type", EVENT_TYPES),
         sa.ForeignKeyConstraint(
             ["workflow_id"], ["workflows.id"], name=op.f("fk_events_workflow_id_workflows")
         ),
