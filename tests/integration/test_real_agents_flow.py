@@ -167,6 +167,12 @@ async def test_mixed_workflow_completes_with_structured_reviews_usage_and_plan_f
     # the planner's answer is the plan, on the checkpoint and on disk
     assert plan_cp.editable_content == CLAUDE_PLAN
     assert [o.agent for o in plan_cp.agent_outputs] == ["planner (claude)"]
+
+    async def plan_on_disk() -> bool:
+        # the worker writes it right after the commit that made the checkpoint visible
+        return (plans / "plan-v1.md").exists()
+
+    await eventually(plan_on_disk, what="plan-v1.md in the workspace")
     assert (plans / "plan-v1.md").read_text() == CLAUDE_PLAN
     assert Path(claude.args()["cwd"]).resolve() == setup.workspace.resolve()
 
