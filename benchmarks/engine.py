@@ -38,7 +38,8 @@ from typing import Any
 import psycopg
 
 from orchestra.domain.events import EventType
-from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.domain.models import Decision
+from orchestra.engine.api import WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
 from orchestra.store.follow import LogFollower
@@ -80,14 +81,16 @@ class Tail:
         return fut
 
 
+APPROVE = Decision(action="approve")
+
+
 async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
     db = Database(url)
     upgrade(db.write_engine)
-    service = Orchestra(db)
-    worker = Worker(db, WorkerSettings(concurrency=max(32, concurrency * 2)))
-    service.worker = worker  # as `orchestra serve` does: hand-offs skip the claim commit
+    # As `orchestra serve` does: the engine's own worker, so hand-offs skip the claim commit.
+    service = Orchestra(db, worker=WorkerSettings(concurrency=max(32, concurrency * 2)))
     stop = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(stop))
+    worker_task = asyncio.create_task(service.engine.run(stop))
     tail = Tail(db)
     tail_task = asyncio.create_task(tail.run())
     latencies: list[float] = []
@@ -99,10 +102,10 @@ async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
         cp_id = await first
         second = tail.expect(wf.id)
         t0 = time.perf_counter()
-        await service.resolve(cp_id, action="approve", actor="bench")
+        await service.resolve(cp_id, APPROVE, actor="bench")
         cp_id = await second
         latencies.append(time.perf_counter() - t0)
-        await service.resolve(cp_id, action="approve", actor="bench")
+        await service.resolve(cp_id, APPROVE, actor="bench")
 
     async def client() -> None:
         for _ in counter:

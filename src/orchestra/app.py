@@ -44,10 +44,8 @@ def create_app(
         stop = asyncio.Event()
         worker: asyncio.Task[None] | None = None
         if run_worker:
-            embedded = runtime.worker()
-            # Workflows this process makes runnable go straight to its own worker.
-            runtime.service.worker = embedded
-            worker = asyncio.create_task(embedded.run(stop), name="embedded-worker")
+            engine = runtime.service.engine
+            worker = asyncio.create_task(engine.run(stop), name="embedded-worker")
             worker.add_done_callback(log_task_failure("the embedded worker stopped with an error"))
         try:
             yield

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from orchestra.agents.config import load_agents_config
 from orchestra.config import Settings
-from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.engine.api import WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
 from orchestra.store.migrate import upgrade
@@ -24,14 +24,6 @@ class Runtime:
     settings: Settings
     db: Database
     service: Orchestra
-
-    def worker(self) -> Worker:
-        return Worker(
-            self.db,
-            WorkerSettings(
-                concurrency=self.settings.worker_concurrency, lease_ttl_s=self.settings.lease_ttl_s
-            ),
-        )
 
     def close(self) -> None:
         self.db.close()
@@ -51,7 +43,10 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     except BaseException:
         db.close()
         raise
-    service = Orchestra(db, agents=agents, allowed_roots=settings.workspace_roots)
+    worker = WorkerSettings(
+        concurrency=settings.worker_concurrency, lease_ttl_s=settings.lease_ttl_s
+    )
+    service = Orchestra(db, agents=agents, allowed_roots=settings.workspace_roots, worker=worker)
     log.info("orchestra: %s database at %s", db.kind, _redact(settings.db_url))
     return Runtime(settings, db, service)
 

@@ -181,7 +181,7 @@ async def _work(runtime: Runtime) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await runtime.worker().run(stop)
+        await runtime.service.engine.run(stop)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

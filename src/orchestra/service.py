@@ -1,8 +1,9 @@
 """The operations shared by the HTTP API, the web pages, the CLI and Python users.
 
 Every function validates its input before writing anything (bad input raises
-:class:`InvalidInput` and changes nothing), then runs one transaction through
-the engine. Nothing here keeps workflow state in memory.
+:class:`InvalidInput` and changes nothing), then makes one call through the
+engine's front door (:class:`orchestra.engine.api.Engine`); reads go to the
+store's queries. Nothing here writes SQL or keeps workflow state in memory.
 """
 
 from __future__ import annotations
@@ -11,35 +12,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
 from orchestra.agents.config import AgentsConfig, default_agents_config
-from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
-from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
-from orchestra.domain.statuses import (
-    TERMINAL_WORKFLOW_STATUSES,
-    CheckpointStatus,
-    Entity,
-    WorkflowStatus,
-)
-from orchestra.engine.advance import NO_LEASE, cancel_txn, load_workflow_txn, new_id
-from orchestra.engine.checkpoints import resolve_txn
-from orchestra.engine.definition import get_definition
-from orchestra.engine.runner import RETRY_KEY, Handoff, Worker, after_commit
-from orchestra.engine.transition import transition_txn
+from orchestra.domain.errors import InvalidInput
+from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.store import queries
-from orchestra.store.db import Database, Tx
-from orchestra.store.fast import execute_dml
-from orchestra.store.schema import workflows
+from orchestra.store.db import Database
 
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
-
-_INSERT_WORKFLOW = insert(workflows)
 
 
 class Orchestra:
@@ -51,14 +36,14 @@ class Orchestra:
         *,
         agents: AgentsConfig | None = None,
         allowed_roots: Sequence[Path] = (),
+        worker: WorkerSettings | None = None,
     ) -> None:
         self.db = db
         self.agents = agents or default_agents_config()
         #: Where workspaces may lie (empty: the user's home directory).
         self.allowed_roots = [p.expanduser().resolve() for p in allowed_roots or [Path.home()]]
-        #: The worker running in this process, if any: workflows this process makes
-        #: runnable are handed to it in the same commit (no separate claim).
-        self.worker: Worker | None = None
+        #: The engine: every write goes through it (``worker``: its worker's settings).
+        self.engine = Engine(db, worker)
 
     # -- workflows -----------------------------------------------------------
 
@@ -89,55 +74,16 @@ class Orchestra:
                 details={"field": "max_iterations"},
             )
         workspace = self._check_workspace(workspace_path) if workspace_path else None
-        chosen = self.resolve_agents(agents)
-        state = definition.initial_state(chosen)
-        workflow_id = new_id()
-        row: dict[str, Any] = {
-            "id": workflow_id,
-            "name": name,
-            "type": type,
-            "status": WorkflowStatus.PENDING.value,
-            "current_step": None,
-            "step_index": 0,
-            "iteration": 1,
-            "max_iterations": max_iterations,
-            "prompt": prompt,
-            "workspace_path": workspace,
-            "agents": chosen,
-            "state": state,
-            "result": None,
-            "error": None,
-            "version": 0,
-            "created_by": created_by,
-            **NO_LEASE,
-            "finished_at": None,
-        }
-
-        def txn(tx: Tx) -> tuple[dict[str, Any], Handoff | None]:
-            values = {**row, "created_at": tx.now, "updated_at": tx.now}
-            execute_dml(tx.conn, _INSERT_WORKFLOW, values)
-            tx.emit(
-                workflow_id,
-                EventType.WORKFLOW_CREATED,
-                {"id": workflow_id, "name": name, "type": type, "created_by": created_by},
-            )
-            tx.wake_workers(workflow_id)
-            tx.workflow_rows[workflow_id] = values
-            handoff = self._adopt_txn(tx, workflow_id)
-            if handoff is not None and handoff[1] is not None:
-                values = dict(handoff[1].row)
-            return values, handoff
-
-        values, handoff = await self.db.write(txn)
-        self._start(handoff)
-        return queries.to_workflow(values)
-
-    def _adopt_txn(self, tx: Tx, workflow_id: str) -> Handoff | None:
-        return self.worker.adopt_txn(tx, workflow_id) if self.worker is not None else None
-
-    def _start(self, handoff: Handoff | None) -> None:
-        if self.worker is not None:
-            self.worker.start(handoff)
+        new = NewWorkflow(
+            name=name,
+            type=definition.type,
+            prompt=prompt,
+            agents=self.resolve_agents(agents),
+            max_iterations=max_iterations,
+            workspace_path=workspace,
+            created_by=created_by,
+        )
+        return (await self.engine.create(new)).value
 
     def _check_workspace(self, raw: str) -> str:
         where = {"field": "workspace_path"}
@@ -268,84 +214,29 @@ class Orchestra:
     async def resolve(
         self,
         checkpoint_id: str,
+        decision: Decision,
         *,
-        action: str,
-        edited_content: str | None = None,
-        notes: str | None = None,
         actor: str,
         idempotency_key: str | None = None,
-        inputs: Mapping[str, float] | None = None,
     ) -> Checkpoint:
-        """Resolve a checkpoint; raises ResolutionConflict if someone else already did.
-        ``inputs``: numbers the chosen action takes (e.g. a retry's ``timeout_s``)."""
+        """Resolve a checkpoint; raises ResolutionConflict if someone else already did."""
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise InvalidInput(
                 "Idempotency-Key must be 1–200 characters", details={"field": "idempotency_key"}
             )
-
-        def txn(tx: Tx) -> tuple[Checkpoint, dict[str, Any] | None, Handoff | None]:
-            checkpoint = resolve_txn(
-                tx,
-                checkpoint_id,
-                action=action,
-                edited_content=edited_content,
-                notes=notes,
-                actor=actor,
-                idempotency_key=idempotency_key,
-                inputs=inputs,
-            )
-            # The workflow as the resolution left it (absent on an idempotent replay).
-            row = tx.workflow_rows.get(checkpoint.workflow_id)
-            return checkpoint, row, self._adopt_txn(tx, checkpoint.workflow_id)
-
-        checkpoint, row, handoff = await self.db.write(txn)
-        self._start(handoff)
-        if row is not None and row["workspace_path"]:
-            await after_commit(row)  # e.g. plans written into the workspace
-        return checkpoint
+        resolved = await self.engine.resolve(
+            checkpoint_id, decision, actor=actor, idempotency_key=idempotency_key
+        )
+        return resolved.value
 
     # -- cancel and retry ----------------------------------------------------
 
     async def cancel(self, workflow_id: str, *, actor: str) -> Workflow:
-        def txn(tx: Tx) -> None:
-            row = load_workflow_txn(tx, workflow_id)
-            if WorkflowStatus(row["status"]) in TERMINAL_WORKFLOW_STATUSES:
-                raise TransitionNotAllowed(
-                    f"workflow {workflow_id} is {row['status']} and cannot be cancelled",
-                    details={"status": row["status"]},
-                )
-            cancel_txn(tx, row, reason=f"cancelled by {actor}")
-
-        await self.db.write(txn)
-        return await self.get_workflow(workflow_id)
+        return (await self.engine.cancel(workflow_id, actor=actor)).value
 
     async def retry(self, workflow_id: str, *, actor: str) -> Workflow:
         """Run a failed workflow's current step again (a recorded transition)."""
-
-        def txn(tx: Tx) -> None:
-            row = load_workflow_txn(tx, workflow_id)
-            if row["status"] != WorkflowStatus.FAILED:
-                raise TransitionNotAllowed(
-                    f"workflow {workflow_id} is {row['status']}; only a failed workflow can be "
-                    "retried",
-                    details={"status": row["status"]},
-                )
-            state = {**row["state"], RETRY_KEY: {"*": None}}
-            if not transition_txn(
-                tx,
-                Entity.WORKFLOW,
-                workflow_id,
-                workflow_id=workflow_id,
-                old=row["status"],
-                new=WorkflowStatus.RUNNING,
-                values={"error": None, "finished_at": None, "state": state, **NO_LEASE},
-                data={"retried_by": actor},
-            ):
-                raise AssertionError("workflow row locked but changed")
-            tx.wake_workers(workflow_id)
-
-        await self.db.write(txn)
-        return await self.get_workflow(workflow_id)
+        return (await self.engine.retry(workflow_id, actor=actor)).value
 
     # -- history and events --------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra.domain.models import History, Page, Workflow
+from orchestra.domain.models import Decision, History, Page, Workflow
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
@@ -416,7 +416,7 @@ async def test_resolve_with_editor_and_content_file_reach_the_planner(
 ) -> None:
     wf = await _waiting_workflow(service, worker)
     assert wf.pending_checkpoint is not None
-    await service.resolve(wf.pending_checkpoint.id, action="approve", actor="ana")
+    await service.resolve(wf.pending_checkpoint.id, Decision(action="approve"), actor="ana")
     await worker.run_until_idle()
     reviews = (await service.get_workflow(wf.id)).pending_checkpoint
     assert reviews is not None and reviews.step_name == "reviews_ready_for_consolidation"
@@ -493,7 +493,7 @@ async def test_list_show_cancel_retry_watch(
     cp_id = second.pending_checkpoint.id
 
     async def cancel_it() -> None:
-        await service.resolve(cp_id, action="cancel", actor="ana")
+        await service.resolve(cp_id, Decision(action="cancel"), actor="ana")
 
     events = await watch_while(
         command(tmp_path, db_url, ["watch", second.id, "--json"]), cli_env(tmp_path), cancel_it

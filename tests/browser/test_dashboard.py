@@ -27,6 +27,7 @@ from tests.browser.conftest import (
 )
 
 from orchestra.config import load_settings
+from orchestra.domain.models import Decision
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
 from orchestra.runtime import open_runtime
 
@@ -223,7 +224,9 @@ def resolve_offline(server: ServerProcess, data_dir: Path, checkpoint_id: str) -
     settings = load_settings(data_dir=str(data_dir), database_url=server.database_url)
     runtime = open_runtime(settings)
     try:
-        asyncio.run(runtime.service.resolve(checkpoint_id, action="approve", actor="offline-ana"))
+        asyncio.run(
+            runtime.service.resolve(checkpoint_id, Decision(action="approve"), actor="offline-ana")
+        )
     finally:
         runtime.close()
 

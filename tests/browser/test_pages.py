@@ -65,7 +65,7 @@ async def _at_first_checkpoint(runtime: Runtime, **kwargs: Any) -> str:
     wf = await runtime.service.create_workflow(
         name=kwargs.pop("name", "flag"), prompt=kwargs.pop("prompt", "Add a flag"), **kwargs
     )
-    await runtime.worker().run_until_idle()
+    await runtime.service.engine.worker.run_until_idle()
     return wf.id
 
 

@@ -13,7 +13,7 @@ import asyncio
 from sqlalchemy import insert, select
 
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Event
+from orchestra.domain.models import Decision, Event
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database, Tx
@@ -70,7 +70,7 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
         await eventually(all_waiting, what="every plan checkpoint")
         pending = (await service.list_checkpoints()).items
         await asyncio.gather(
-            *(service.resolve(cp.id, action="approve", actor="ana") for cp in pending)
+            *(service.resolve(cp.id, Decision(action="approve"), actor="ana") for cp in pending)
         )
         await eventually(all_waiting, what="every review checkpoint")
     finally:

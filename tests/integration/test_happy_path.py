@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from orchestra.domain.events import EventType
-from orchestra.domain.models import CheckpointAction
+from orchestra.domain.models import CheckpointAction, Decision
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.definition import (
     AgentStep,
@@ -32,7 +33,9 @@ async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker
     cp = wf.pending_checkpoint
     assert cp is not None and cp.step_name == "plan_ready_for_review"
     edited = cp.editable_content + "\n5. Also document the flag.\n"
-    resolved = await service.resolve(cp.id, action="approve", edited_content=edited, actor="ana")
+    resolved = await service.resolve(
+        cp.id, Decision(action="approve", edited_content=edited), actor="ana"
+    )
     assert resolved.status is CheckpointStatus.EDITED
     assert resolved.resolution is not None and resolved.resolution.resolved_by == "ana"
 
@@ -46,7 +49,7 @@ async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker
     assert len(reviewer_prompts) == 3
     assert all("5. Also document the flag." in p for p in reviewer_prompts)
 
-    await service.resolve(review_cp.id, action="approve", actor="ana")
+    await service.resolve(review_cp.id, Decision(action="approve"), actor="ana")
     wf = await service.get_workflow(wf.id)
     assert wf.status is WorkflowStatus.COMPLETED
     assert wf.result is not None and "5. Also document the flag." in wf.result["plan"]
@@ -87,7 +90,7 @@ async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker
         await worker.run_until_idle()
         cp = (await service.get_workflow(wf.id)).pending_checkpoint
         assert cp is not None and cp.step_name == "ask"
-        await service.resolve(cp.id, action="approve", actor="ana")
+        await service.resolve(cp.id, Decision(action="approve"), actor="ana")
         done = await service.get_workflow(wf.id)
         assert done.status is WorkflowStatus.COMPLETED and done.result == {"ok": True}
         assert await _moves(service, wf.id) == [
@@ -146,28 +149,32 @@ async def _moves(service: Orchestra, workflow_id: str) -> list[tuple[str, str]]:
 
 
 async def test_work_a_worker_keeps_rings_no_bell(
-    service: Orchestra, worker: Worker, db: Database
+    service: Orchestra, db: Database, tmp_path: Path
 ) -> None:
-    """Handed to the local worker in the creating and resolving commits, and driven
-    by it from step to step, a workflow never calls the other workers (no empty
-    claim commits); a resolution nobody adopts does."""
+    """Handed to the engine's own worker in the creating and resolving commits, and
+    driven by it from step to step, a workflow never calls the other workers (no
+    empty claim commits); a workflow nobody adopts does."""
     stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(0)  # the worker starts accepting hand-offs
-    service.worker = worker
+    running = asyncio.create_task(service.engine.run(stop))
+
+    async def accepting() -> bool:
+        return service.engine.worker.accepting
+
+    await eventually(accepting, what="the worker taking hand-offs")
     try:
         rung = db.work_bell.generation
         wf = await service.create_workflow(name="flag", prompt="Add a --json flag to list")
         cp = await eventually(lambda: _pending(service, wf.id), what="the plan checkpoint")
-        await service.resolve(cp.id, action="approve", actor="ana")
+        await service.resolve(cp.id, Decision(action="approve"), actor="ana")
         await eventually(
             lambda: _pending(service, wf.id, "reviews_ready_for_consolidation"),
             what="the reviews checkpoint",
         )
         assert db.work_bell.generation == rung
 
-        service.worker = None  # now nobody adopts the next one: the bell must ring
-        other = await service.create_workflow(name="other", prompt="p")
+        # Another process's service (its worker not running) adopts nothing: it rings.
+        elsewhere = Orchestra(db, allowed_roots=[tmp_path])
+        other = await elsewhere.create_workflow(name="other", prompt="p")
         assert db.work_bell.generation > rung
         await eventually(lambda: _pending(service, other.id), what="the other plan")
     finally:

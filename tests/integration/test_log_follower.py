@@ -18,8 +18,7 @@ import psycopg
 import pytest
 
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Event
-from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.domain.models import Decision, Event
 from orchestra.service import Orchestra
 from orchestra.store import follow, queries
 from orchestra.store.db import NOTIFY_CHANNEL, Database, Tx
@@ -175,10 +174,8 @@ async def test_a_workflow_followed_by_rings_alone_matches_its_history(
     """A whole Plan & Review run seen through the follower equals the stored log."""
     collector = Collector(db)
     await collector.started()
-    worker = Worker(db, WorkerSettings(poll_s=0.05))
-    service.worker = worker
     stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
+    running = asyncio.create_task(service.engine.run(stop))
     try:
         wf = await service.create_workflow(name="f", prompt="Add a flag")
 
@@ -188,7 +185,7 @@ async def test_a_workflow_followed_by_rings_alone_matches_its_history(
         await eventually(at_checkpoint, what="the plan checkpoint")
         cp = (await service.get_workflow(wf.id)).pending_checkpoint
         assert cp is not None
-        await service.resolve(cp.id, action="cancel", actor="ana")
+        await service.resolve(cp.id, Decision(action="cancel"), actor="ana")
         logged = await _log(db)
         followed = await collector.until(len(logged))
     finally:

@@ -9,6 +9,7 @@ those are checked by what the database does.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     insert,
     inspect,
+    select,
     text,
 )
 from sqlalchemy.exc import IntegrityError
@@ -185,6 +187,51 @@ def test_upgrade_from_the_frozen_baseline_keeps_rows_and_equals_the_definition(
             "awaiting_checkpoint"
         )
     assert _database_checks(engine) == _declared_checks(metadata)
+
+
+def _migrate(engine: Engine, how: str, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, how)(config, revision)
+
+
+def test_0005_moves_leases_to_timestamps_and_retries_out_of_the_state(engine: Engine) -> None:
+    """A lease in force keeps its expiry (to the second) as a timestamp, and a retry
+    recorded in the definition's state moves to its own column; down and up again
+    gives the same rows."""
+    _migrate(engine, "downgrade", "0004")
+    expires = datetime(2026, 1, 1, 12, 30, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO workflows (id, name, type, status, max_iterations, prompt, agents,"
+                " state, lease_token, lease_expires_at, created_at, updated_at) VALUES"
+                " ('wf1', 'n', 'plan_review', 'running', 3, 'p', '{}',"
+                " :state, 't', :expires, :now, :now)"
+            ),
+            {
+                "state": '{"plan": "x", "_retry": {"reviewer-2": 30.0}}',
+                "expires": expires.timestamp(),
+                "now": NOW,
+            },
+        )
+    for _ in range(2):
+        upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(select(workflows).where(workflows.c.id == "wf1")).one()._mapping
+            assert row["lease_expires_at"] == expires
+            assert row["retry"] == {"reviewer-2": 30.0}
+            assert row["state"] == {"plan": "x"}
+        _migrate(engine, "downgrade", "0004")
+        with engine.connect() as conn:
+            lease, state = conn.execute(text("SELECT lease_expires_at, state FROM workflows")).one()
+            assert float(lease) == expires.timestamp()
+            decoded = json.loads(state) if isinstance(state, str) else state
+            assert decoded == {"plan": "x", "_retry": {"reviewer-2": 30.0}}
+    upgrade(engine)
 
 
 def _workflow(**overrides: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 
 from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint
+from orchestra.domain.models import Checkpoint, Decision
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
 from orchestra.engine.definition import AgentStep, CheckpointStep, StepContext
 from orchestra.engine.runner import Worker
@@ -318,7 +318,7 @@ async def test_cancel_at_every_checkpoint(service: Orchestra, worker: Worker, db
     for step in CHECKPOINT_STEPS:
         by_action, by_service = await _at(step, service, worker), await _at(step, service, worker)
         assert by_action.action("cancel") is not None, step
-        await service.resolve(by_action.id, action="cancel", actor="ana")
+        await service.resolve(by_action.id, Decision(action="cancel"), actor="ana")
         await service.cancel(by_service.workflow_id, actor="ana")
         for cp, expected in (
             (by_action, CheckpointStatus.REJECTED),
@@ -355,7 +355,7 @@ async def test_cancel_while_an_agent_runs_stops_it(
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        await service.resolve(cp.id, action="approve", actor="ana")
+        await service.resolve(cp.id, Decision(action="approve"), actor="ana")
 
         async def slow_reviewer_running() -> bool:
             found = await runs(service, cp.workflow_id, role="reviewer")
@@ -472,7 +472,9 @@ async def test_a_retry_never_waits_longer_than_the_configured_maximum(
     (retry,) = [a for a in problem.actions if a.name == "retry"]
     assert retry.inputs[0].maximum == 0.15
     with pytest.raises(InvalidInput, match=r"between 1 and 0\.15"):
-        await service.resolve(problem.id, action="retry", actor="ana", inputs={"timeout_s": 30})
+        await service.resolve(
+            problem.id, Decision(action="retry", inputs={"timeout_s": 30}), actor="ana"
+        )
     await decide(service, worker, problem, "retry")
     await pending(service, wf.id, AGENT_PROBLEM)
     slow_runs = await runs(service, wf.id, agent="reviewer-2")
@@ -506,7 +508,7 @@ async def test_manual_input_for_the_planner_becomes_the_plan(
     before = await snapshot(db)
     for bad in ({"action": "skip_agent"}, {"action": "manual_input"}):
         with pytest.raises(InvalidInput):
-            await service.resolve(problem.id, actor="ana", **bad)
+            await service.resolve(problem.id, Decision(**bad), actor="ana")
     assert await snapshot(db) == before
     mine = "# Plan written by hand\n\n1. Add the flag.\n2. Test it.\n"
     wf = await decide(service, worker, problem, "manual_input", edited_content=mine)

@@ -15,10 +15,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ from sqlalchemy import select
 
 from orchestra.domain.errors import LeaseLost
 from orchestra.domain.events import EventType
+from orchestra.domain.models import Decision
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
-from orchestra.engine.advance import check_lease_txn
+from orchestra.engine.leases import Lease
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database, Tx
@@ -131,7 +132,7 @@ async def test_a_worker_killed_mid_step_is_replaced_without_repeating_work(
 
     await eventually(lambda: at_checkpoint(PLAN_READY), what="the plan checkpoint")
     plan_cp = await pending(service, wf.id, PLAN_READY)
-    await service.resolve(plan_cp.id, action="approve", actor="ana")
+    await service.resolve(plan_cp.id, Decision(action="approve"), actor="ana")
 
     async def mid_step() -> bool:
         return await _statuses(service, wf.id) == [
@@ -160,7 +161,7 @@ async def test_a_worker_killed_mid_step_is_replaced_without_repeating_work(
     review_cp = await pending(service, wf.id, REVIEWS_READY)
     assert len(review_cp.agent_outputs) == 3
 
-    await service.resolve(review_cp.id, action="approve", actor="ana")
+    await service.resolve(review_cp.id, Decision(action="approve"), actor="ana")
     assert (await service.get_workflow(wf.id)).status is WorkflowStatus.COMPLETED
     assert second.stop() == 0, second.log()
 
@@ -222,7 +223,7 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
             lambda: all_waiting_at(PLAN_READY), what="every plan checkpoint"
         )
         for cp_id in plan_cps:
-            await service.resolve(cp_id, action="approve", actor="ana")
+            await service.resolve(cp_id, Decision(action="approve"), actor="ana")
         await eventually(lambda: all_waiting_at(REVIEWS_READY), what="every review checkpoint")
     finally:
         watcher.cancel()
@@ -245,8 +246,12 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
 # -- leases --------------------------------------------------------------------
 
 
-async def _steal_lease(db: Database, workflow_id: str, expires_at: float) -> None:
+async def _steal_lease(db: Database, workflow_id: str, expires_in_s: float) -> None:
+    """Give the workflow's lease to a "thief" expiring ``expires_in_s`` from now
+    (negative: already expired)."""
+
     def steal(tx: Tx) -> None:
+        expires_at = tx.now + timedelta(seconds=expires_in_s)
         tx.conn.execute(
             workflows.update()
             .where(workflows.c.id == workflow_id)
@@ -260,7 +265,7 @@ async def test_a_zombie_worker_cannot_write_after_its_lease_was_taken_over(
     service: Orchestra, worker: Worker, db: Database
 ) -> None:
     cp = await start(service, worker, agents=agents(reviewers=[demo(), demo(delay_s=0.5), demo()]))
-    await service.resolve(cp.id, action="approve", actor="ana")
+    await service.resolve(cp.id, Decision(action="approve"), actor="ana")
     # no heartbeat during the test: the zombie's next write is the slow run's result
     zombie = Worker(db, WorkerSettings(heartbeat_s=3600, lease_ttl_s=3600, poll_s=0.05))
     driving = asyncio.create_task(zombie.run_until_idle())
@@ -270,7 +275,7 @@ async def test_a_zombie_worker_cannot_write_after_its_lease_was_taken_over(
         return found.get("reviewer-2") is AgentRunStatus.RUNNING and len(found) == 4
 
     await eventually(slow_run_started, what="reviewer-2 running")
-    await _steal_lease(db, cp.workflow_id, time.time() + 3600)
+    await _steal_lease(db, cp.workflow_id, 3600)
     taken_over = await snapshot(db)
     await driving  # the zombie's agent finishes, its write is refused, it lets go
     assert await snapshot(db) == taken_over
@@ -278,7 +283,7 @@ async def test_a_zombie_worker_cannot_write_after_its_lease_was_taken_over(
     assert wf.status is WorkflowStatus.RUNNING and wf.error is None
 
     # the thief dies too: its lease expires and a worker continues from the last commit
-    await _steal_lease(db, cp.workflow_id, 0.0)
+    await _steal_lease(db, cp.workflow_id, -1)
     await worker.run_until_idle()
     await pending(service, cp.workflow_id, REVIEWS_READY)
     slow = await runs(service, cp.workflow_id, agent="reviewer-2")
@@ -293,18 +298,18 @@ async def test_a_write_under_a_lost_lease_raises_and_writes_nothing(
     service: Orchestra, db: Database
 ) -> None:
     wf = await service.create_workflow(name="t", prompt="p")
-    await _steal_lease(db, wf.id, time.time() + 60)
+    await _steal_lease(db, wf.id, 60)
     before = await snapshot(db)
 
     def zombie(tx: Tx) -> None:
-        check_lease_txn(tx, wf.id, "my-old-token", time.time() + 60)
+        Lease(wf.id, "my-old-token", 60).renew_txn(tx)
         tx.emit(wf.id, EventType.STEP_STARTED, {"step": "plan"})
 
     with pytest.raises(LeaseLost):
         await db.write(zombie)
     assert await snapshot(db) == before
     # the holder of the lease may write
-    await db.write(lambda tx: check_lease_txn(tx, wf.id, "thief-token", time.time() + 60))
+    await db.write(Lease(wf.id, "thief-token", 60).renew_txn)
 
 
 async def test_graceful_shutdown_hands_an_unfinished_step_back_at_once(
@@ -313,7 +318,7 @@ async def test_graceful_shutdown_hands_an_unfinished_step_back_at_once(
     """Stopping a worker mid-step interrupts its runs and releases the lease (no waiting
     for it to expire), and another worker reruns only what was cut short."""
     cp = await start(service, worker, agents=agents(reviewers=[demo(), demo(delay_s=1)]))
-    await service.resolve(cp.id, action="approve", actor="ana")
+    await service.resolve(cp.id, Decision(action="approve"), actor="ana")
     leaving = Worker(
         db, WorkerSettings(heartbeat_s=0.2, lease_ttl_s=3600, poll_s=0.05, shutdown_grace_s=0.1)
     )
@@ -382,7 +387,7 @@ async def test_a_failed_heartbeat_is_retried_and_the_lease_kept(
     real_write, failed = db.write, []
 
     async def write_failing_one_beat(fn: Any) -> Any:
-        if getattr(fn, "__name__", "") == "check_txn" and not failed:
+        if getattr(fn, "__name__", "") == "renew_txn" and not failed:
             failed.append(fn)
             raise RuntimeError("an unexpected error in a heartbeat")
         return await real_write(fn)

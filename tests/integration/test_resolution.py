@@ -9,7 +9,7 @@ import pytest
 
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint
+from orchestra.domain.models import Checkpoint, Decision
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.checkpoints import (
     MAX_CONTENT_CHARS,
@@ -42,7 +42,7 @@ async def test_twenty_concurrent_resolutions_exactly_one_wins(
         *(
             service.resolve(
                 cp.id,
-                action="approve",
+                Decision(action="approve"),
                 actor=actor,
                 # half of them send an idempotency key, each their own
                 idempotency_key=f"key-{actor}" if i % 2 else None,
@@ -94,7 +94,10 @@ async def test_replay_with_the_same_key_returns_the_original_answer(
     cp = await start(service, worker)
     edited = (cp.editable_content or "") + "\nEdited by ana.\n"
     first = await service.resolve(
-        cp.id, action="approve", edited_content=edited, actor="ana", idempotency_key="req-1"
+        cp.id,
+        Decision(action="approve", edited_content=edited),
+        actor="ana",
+        idempotency_key="req-1",
     )
     assert first.status is CheckpointStatus.EDITED
     before = await snapshot(db)
@@ -102,24 +105,29 @@ async def test_replay_with_the_same_key_returns_the_original_answer(
     replays = await asyncio.gather(
         *(
             service.resolve(
-                cp.id, action="approve", edited_content=edited, actor="ana", idempotency_key="req-1"
+                cp.id,
+                Decision(action="approve", edited_content=edited),
+                actor="ana",
+                idempotency_key="req-1",
             )
             for _ in range(5)
         )
     )
     assert all(r == first for r in replays)
     # the key with another body, or by another caller, is refused: it names one request
-    for other in (
-        {"action": "cancel", "actor": "ana"},
-        {"action": "approve", "edited_content": edited, "actor": "bob"},
-        {"action": "approve", "edited_content": edited, "notes": "x", "actor": "ana"},
+    for other, actor in (
+        (Decision(action="cancel"), "ana"),
+        (Decision(action="approve", edited_content=edited), "bob"),
+        (Decision(action="approve", edited_content=edited, notes="x"), "ana"),
     ):
         with pytest.raises(IdempotencyKeyReused):
-            await service.resolve(cp.id, idempotency_key="req-1", **other)
+            await service.resolve(cp.id, other, actor=actor, idempotency_key="req-1")
     # another key, or none, is another request: it lost
     for key in ("req-2", None):
         with pytest.raises(ResolutionConflict) as caught:
-            await service.resolve(cp.id, action="approve", actor="bob", idempotency_key=key)
+            await service.resolve(
+                cp.id, Decision(action="approve"), actor="bob", idempotency_key=key
+            )
         assert caught.value.details["resolution"]["resolved_by"] == "ana"
         assert caught.value.details["resolution"]["edited_content"] == edited
     assert await snapshot(db) == before
@@ -131,7 +139,7 @@ async def test_concurrent_requests_with_one_key_all_get_the_one_answer(
     cp = await start(service, worker)
     answers = await asyncio.gather(
         *(
-            service.resolve(cp.id, action="approve", actor="ana", idempotency_key="same")
+            service.resolve(cp.id, Decision(action="approve"), actor="ana", idempotency_key="same")
             for _ in range(10)
         )
     )
@@ -149,7 +157,7 @@ async def _at_edit_reviewer_prompt(service: Orchestra, worker: Worker) -> Checkp
 
 async def _resolved(service: Orchestra, worker: Worker) -> Checkpoint:
     cp = await start(service, worker)
-    await service.resolve(cp.id, action="approve", actor="ana")
+    await service.resolve(cp.id, Decision(action="approve"), actor="ana")
     return cp
 
 
@@ -249,7 +257,9 @@ async def test_a_bad_resolution_is_refused_and_writes_nothing(
     cp = await setup(service, worker)
     before, last_event = await snapshot(db), await max_event_id(db)
     with pytest.raises(error) as caught:
-        await service.resolve(cp.id, actor="mallory", **resolution)
+        fields = dict(resolution)
+        key = fields.pop("idempotency_key", None)
+        await service.resolve(cp.id, Decision(**fields), actor="mallory", idempotency_key=key)
     assert message in caught.value.message
     assert await max_event_id(db) == last_event
     assert await snapshot(db) == before
@@ -258,7 +268,9 @@ async def test_a_bad_resolution_is_refused_and_writes_nothing(
         assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
         good = cp.actions[0]
         content = "my text" if good.requires_content else None
-        await service.resolve(cp.id, action=good.name, edited_content=content, actor="ana")
+        await service.resolve(
+            cp.id, Decision(action=good.name, edited_content=content), actor="ana"
+        )
 
 
 async def test_an_unknown_checkpoint_is_not_found_and_nothing_is_written(
@@ -267,7 +279,7 @@ async def test_an_unknown_checkpoint_is_not_found_and_nothing_is_written(
     await start(service, worker)
     before = await snapshot(db)
     with pytest.raises(NotFound):
-        await service.resolve("no-such-checkpoint", action="approve", actor="ana")
+        await service.resolve("no-such-checkpoint", Decision(action="approve"), actor="ana")
     assert await snapshot(db) == before
 
 
@@ -276,7 +288,7 @@ async def test_the_resolution_is_recorded_with_the_move_it_caused(
 ) -> None:
     cp = await start(service, worker)
     resolved = await service.resolve(
-        cp.id, action="approve", notes="looks fine", actor="ana", idempotency_key="k"
+        cp.id, Decision(action="approve", notes="looks fine"), actor="ana", idempotency_key="k"
     )
     stored = await service.get_checkpoint(cp.id)
     assert stored == resolved
@@ -297,7 +309,7 @@ async def test_a_resolution_racing_a_cancel_leaves_one_consistent_outcome(
     checkpoint says which came first."""
     cp = await start(service, worker)
     resolved, cancelled = await asyncio.gather(
-        service.resolve(cp.id, action="approve", actor="ana"),
+        service.resolve(cp.id, Decision(action="approve"), actor="ana"),
         service.cancel(cp.workflow_id, actor="bob"),
         return_exceptions=True,
     )

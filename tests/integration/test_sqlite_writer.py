@@ -103,8 +103,8 @@ async def test_writes_from_another_event_loop_ring_the_bells_on_theirs(
     sqlite_db: Database,
 ) -> None:
     """A write made on another thread's event loop (alone: inline there; together:
-    on the writer thread) still rings this loop's doorbell, carrying its events, and
-    wakes this loop's workers."""
+    on the writer thread) still rings this loop's doorbell, carrying its events; and
+    waking the workers from there wakes this loop's."""
     heard: list[list[int]] = []
     rang_on: set[str] = set()
 
@@ -119,11 +119,11 @@ async def test_writes_from_another_event_loop_ring_the_bells_on_theirs(
 
     def wakes(tx: Tx) -> str:
         tx.emit(None, EventType.WORKFLOW_CREATED, {"n": 100})
-        tx.wake_workers("w1")
         return threading.current_thread().name
 
     async def elsewhere() -> tuple[str, list[str]]:
         alone = await sqlite_db.write(wakes)
+        await sqlite_db.wake_workers()
         together = await asyncio.gather(*(sqlite_db.write(_note(n)) for n in range(3)))
         return alone, together
 

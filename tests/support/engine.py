@@ -19,7 +19,7 @@ from sqlalchemy import Connection, func, select
 from orchestra.agents.config import AgentSpec
 from orchestra.agents.registry import create_adapter
 from orchestra.domain.events import EventType
-from orchestra.domain.models import AgentRun, Checkpoint, Event, Workflow
+from orchestra.domain.models import AgentRun, Checkpoint, Decision, Event, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
@@ -119,8 +119,9 @@ async def decide(
     actor: str = "ana",
     **resolution: Any,
 ) -> Workflow:
-    """Resolve ``checkpoint`` with ``action``, let the worker run, return the workflow."""
-    await service.resolve(checkpoint.id, action=action, actor=actor, **resolution)
+    """Resolve ``checkpoint`` with ``action`` (and the :class:`Decision`'s other fields
+    as ``resolution``), let the worker run, return the workflow."""
+    await service.resolve(checkpoint.id, Decision(action=action, **resolution), actor=actor)
     await worker.run_until_idle()
     return await service.get_workflow(checkpoint.workflow_id)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
-from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
-from orchestra.domain.untrusted import encodable, request_problem
+from orchestra.domain.untrusted import Text, request_problem
 from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
 from orchestra.store import tokens
 from orchestra.store.tokens import TokenInfo
@@ -34,18 +34,6 @@ Admin = Annotated[Principal, Depends(require(Permission.MANAGE_TOKENS))]
 
 Limit = Annotated[int, Query(description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
-
-
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    if not encodable(value):
-        raise ValueError("cannot be encoded as UTF-8 (it holds a lone surrogate such as \\ud800)")
-    return value
-
-
-#: Text from a client: any string a database column accepts (no NUL, encodable as UTF-8).
-Text = Annotated[str, AfterValidator(_storable)]
 
 
 class Body(BaseModel):
@@ -94,12 +82,8 @@ class CreateWorkflow(Body):
     max_iterations: Annotated[int, Field(ge=1, le=MAX_ITERATIONS_LIMIT)] = 3
 
 
-class Resolve(Body):
-    action: Text
-    edited_content: Text | None = None
-    notes: Text | None = None
-    #: Numbers the action takes, by name (its ``inputs``; e.g. a retry's ``timeout_s``).
-    inputs: dict[Text, float] | None = None
+class Resolve(Body, Decision):
+    """The body of a resolution: a :class:`Decision`, checked as any client body is."""
 
 
 class CreateToken(Body):
@@ -246,13 +230,7 @@ async def resolve_checkpoint(
     caller, same body) gets the original answer, and that key with anything else is a 422
     ``idempotency_key_reused``."""
     return await _service(request).resolve(
-        checkpoint_id,
-        action=body.action,
-        edited_content=body.edited_content,
-        notes=body.notes,
-        actor=who.name,
-        idempotency_key=idempotency_key,
-        inputs=body.inputs,
+        checkpoint_id, body, actor=who.name, idempotency_key=idempotency_key
     )
 
 

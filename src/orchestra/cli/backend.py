@@ -7,11 +7,11 @@ Both return the same domain models, so there is one rendering path.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 
 #: How long a local event reader waits for the doorbell before reading again
@@ -45,15 +45,7 @@ class Backend(Protocol):
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint: ...
 
-    async def resolve(
-        self,
-        checkpoint_id: str,
-        *,
-        action: str,
-        edited_content: str | None,
-        notes: str | None,
-        inputs: Mapping[str, float] | None = None,
-    ) -> Checkpoint: ...
+    async def resolve(self, checkpoint_id: str, decision: Decision) -> Checkpoint: ...
 
     async def cancel(self, workflow_id: str) -> Workflow: ...
 

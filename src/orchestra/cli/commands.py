@@ -36,7 +36,7 @@ from orchestra.cli.render import (
 )
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Event, Workflow
+from orchestra.domain.models import Decision, Event, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 
 WorkflowId = Annotated[str, typer.Argument(help="The workflow's id.", show_default=False)]
@@ -204,9 +204,8 @@ def resolve(
                     details={"action": action, "allowed": allowed},
                 )
             content = edit_text(cp.editable_content or "", label=cp.editable_label, console=console)
-        cp = await b.resolve(
-            checkpoint_id, action=action, edited_content=content, notes=notes, inputs=given
-        )
+        decision = Decision(action=action, edited_content=content, notes=notes, inputs=given)
+        cp = await b.resolve(checkpoint_id, decision)
         if as_json:
             print_json(cp.model_dump(mode="json"))
             return

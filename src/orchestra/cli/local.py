@@ -9,12 +9,12 @@ import asyncio
 import contextlib
 import getpass
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from orchestra.cli.backend import EVENT_POLL_S
 from orchestra.config import Settings
-from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.runtime import Runtime, _redact, open_runtime
 
@@ -70,23 +70,8 @@ class LocalBackend:
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.service.get_checkpoint(checkpoint_id)
 
-    async def resolve(
-        self,
-        checkpoint_id: str,
-        *,
-        action: str,
-        edited_content: str | None,
-        notes: str | None,
-        inputs: Mapping[str, float] | None = None,
-    ) -> Checkpoint:
-        return await self.service.resolve(
-            checkpoint_id,
-            action=action,
-            edited_content=edited_content,
-            notes=notes,
-            actor=self.actor,
-            inputs=inputs,
-        )
+    async def resolve(self, checkpoint_id: str, decision: Decision) -> Checkpoint:
+        return await self.service.resolve(checkpoint_id, decision, actor=self.actor)
 
     async def cancel(self, workflow_id: str) -> Workflow:
         return await self.service.cancel(workflow_id, actor=self.actor)
@@ -117,7 +102,7 @@ class LocalBackend:
     async def working(self, workflow_id: str) -> AsyncIterator[None]:
         """Run a worker in this process for this workflow only (others' workflows
         are left to their own workers) while the caller waits for agents."""
-        worker = self.runtime.worker()
+        worker = self.runtime.service.engine.worker
         worker.settings.only = frozenset({workflow_id})
         worker.settings.shutdown_grace_s = SHUTDOWN_GRACE_S
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from orchestra.domain.errors import (
     OrchestraError,
 )
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint, Event, History, Page, Workflow
+from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 
 log = logging.getLogger(__name__)
@@ -171,21 +171,8 @@ class RemoteBackend:
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self._model(Checkpoint, "GET", f"/api/checkpoints/{checkpoint_id}")
 
-    async def resolve(
-        self,
-        checkpoint_id: str,
-        *,
-        action: str,
-        edited_content: str | None,
-        notes: str | None,
-        inputs: Mapping[str, float] | None = None,
-    ) -> Checkpoint:
-        body = {
-            "action": action,
-            "edited_content": edited_content,
-            "notes": notes,
-            "inputs": dict(inputs) if inputs else None,
-        }
+    async def resolve(self, checkpoint_id: str, decision: Decision) -> Checkpoint:
+        body = decision.model_dump(mode="json")
         # One key per decision: a retried request gets the original answer.
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         return await self._model(

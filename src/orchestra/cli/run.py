@@ -45,7 +45,14 @@ from orchestra.cli.render import (
 )
 from orchestra.domain.errors import Conflict, InvalidInput
 from orchestra.domain.events import EventType
-from orchestra.domain.models import ActionInput, Checkpoint, CheckpointAction, Event, Workflow
+from orchestra.domain.models import (
+    ActionInput,
+    Checkpoint,
+    CheckpointAction,
+    Decision,
+    Event,
+    Workflow,
+)
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
 
 NAME_CHARS = 60
@@ -145,14 +152,6 @@ class AgentBoard:
 # -- the session -------------------------------------------------------------
 
 
-@dataclass
-class Decision:
-    action: str
-    edited_content: str | None
-    notes: str | None
-    inputs: dict[str, float] = field(default_factory=dict)
-
-
 class TerminalRun:
     """One person working through one workflow's checkpoints at a terminal."""
 
@@ -203,15 +202,7 @@ class TerminalRun:
             self.out.print(checkpoint_view(cp))
             decision = self._decide(cp)
             try:
-                resolved = self.runner.run(
-                    self.backend.resolve(
-                        cp.id,
-                        action=decision.action,
-                        edited_content=decision.edited_content,
-                        notes=decision.notes,
-                        inputs=decision.inputs,
-                    )
-                )
+                resolved = self.runner.run(self.backend.resolve(cp.id, decision))
             except (Conflict, InvalidInput) as exc:  # someone else decided, or bad input
                 report(exc)
                 continue
@@ -288,7 +279,9 @@ class TerminalRun:
                 edited = None
         inputs = {i.name: n for i in action.inputs if (n := self._number(i)) is not None}
         notes = self._ask("Notes for the next agent and the record (Enter for none): ")
-        return Decision(action.name, edited, notes or None, inputs)
+        return Decision(
+            action=action.name, edited_content=edited, notes=notes or None, inputs=inputs
+        )
 
     def _number(self, spec: ActionInput) -> float | None:
         """An optional input of the action: a number within its bounds, or None (Enter)."""

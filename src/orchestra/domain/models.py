@@ -21,6 +21,7 @@ from orchestra.domain.statuses import (
     CheckpointStatus,
     WorkflowStatus,
 )
+from orchestra.domain.untrusted import Text
 
 JSON = dict[str, Any]
 
@@ -108,13 +109,31 @@ class Consolidation(Model):
     agreement: str = ""
 
 
-class Resolution(Model):
-    """A person's decision at a checkpoint: recorded with who and when."""
+class Decision(Model):
+    """A person's answer at a checkpoint, as every layer passes it: the API's and the
+    web form's body, the CLI's choice, the service's and the engine's argument."""
 
-    action: str
-    edited_content: str | None = None
-    notes: str | None = None
-    #: The action's inputs the person gave, by name.
+    action: Text
+    #: The checkpoint's editable content as the person left it (None: not edited).
+    edited_content: Text | None = None
+    notes: Text | None = None
+    #: Numbers the action takes, by name (e.g. a retry's ``timeout_s``): checked by the
+    #: engine against what the action declares, so a wrong one gets a clear message.
+    inputs: dict[Text, Any] | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The edited content when given and not blank."""
+        if self.edited_content is not None and self.edited_content.strip():
+            return self.edited_content
+        return None
+
+
+class Resolution(Decision):
+    """A decision as recorded: with who made it and when (what a definition's
+    ``on_resolve`` and every reader of a checkpoint get)."""
+
+    #: The inputs as checked and recorded.
     inputs: dict[str, float] | None = None
     resolved_by: str
     resolved_at: datetime

@@ -11,7 +11,9 @@ instead of a traceback in the middle.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 #: Nesting allowed in JSON an agent writes (a review is 3 deep).
 AGENT_JSON_DEPTH = 64
@@ -81,6 +83,19 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def storable(value: str) -> str:
+    """Check a client's text for the database: no NUL, encodable as UTF-8."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if not encodable(value):
+        raise ValueError("cannot be encoded as UTF-8 (it holds a lone surrogate such as \\ud800)")
+    return value
+
+
+#: Text from a client: any string a database column accepts (no NUL, encodable as UTF-8).
+Text = Annotated[str, AfterValidator(storable)]
 
 
 def printable(text: str) -> str:

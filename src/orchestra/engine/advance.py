@@ -30,16 +30,13 @@ from orchestra.engine.definition import (
     StepContext,
     get_definition,
 )
+from orchestra.engine.leases import NO_LEASE, Lease
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
-from orchestra.store.fast import execute_dml, fetch_all
 from orchestra.store.queries import RowMap
 from orchestra.store.schema import agent_runs, checkpoints, workflows
 
 log = logging.getLogger(__name__)
-
-#: Lease columns cleared whenever a workflow leaves a worker's hands.
-NO_LEASE = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
 
 def new_id() -> str:
@@ -55,31 +52,24 @@ _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).wher
 )
 _INSERT_CHECKPOINT = insert(checkpoints)
 _SELECT_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("id"))
-_SELECT_WORKFLOW_FOR_UPDATE = _SELECT_WORKFLOW.with_for_update()
-_CHECK_LEASE = (
-    workflows.update()
-    .where(workflows.c.id == bindparam("b_id"), workflows.c.lease_token == bindparam("b_token"))
-    .values(lease_expires_at=bindparam("b_expires"))
+_PENDING_CHECKPOINTS = select(checkpoints.c.id).where(
+    checkpoints.c.workflow_id == bindparam("wid"),
+    checkpoints.c.status == CheckpointStatus.PENDING.value,
+)
+_RUNS_IN = select(agent_runs.c.id).where(
+    agent_runs.c.workflow_id == bindparam("wid"), agent_runs.c.status == bindparam("status")
+)
+_STEP_RUNS_IN = _RUNS_IN.where(
+    agent_runs.c.step_name == bindparam("step"), agent_runs.c.iteration == bindparam("iteration")
 )
 
 
 def load_workflow_txn(tx: Tx, workflow_id: str) -> RowMap:
-    """The workflow row, locked for this transaction on Postgres."""
-    q = _SELECT_WORKFLOW_FOR_UPDATE if tx.dialect == "postgresql" else _SELECT_WORKFLOW
-    rows = fetch_all(tx.conn, q, {"id": workflow_id})
+    """The workflow row, locked for the rest of this transaction."""
+    rows = tx.fetch_locked(_SELECT_WORKFLOW, {"id": workflow_id})
     if not rows:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     return rows[0]
-
-
-def check_lease_txn(tx: Tx, workflow_id: str, token: str, expires_at: float) -> None:
-    """Extend the lease, or raise :class:`LeaseLost` if this worker no longer holds it.
-
-    Every worker transaction starts with this, so a zombie worker cannot write.
-    """
-    params = {"b_id": workflow_id, "b_token": token, "b_expires": expires_at}
-    if execute_dml(tx.conn, _CHECK_LEASE, params) != 1:
-        raise LeaseLost(f"lease on workflow {workflow_id} lost")
 
 
 def context_of(row: RowMap) -> StepContext:
@@ -105,49 +95,36 @@ def merge_state(state: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None = None) -> RowMap:
-    """Apply a definition's :class:`Next` to the workflow ``row``; return the new row.
+def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease: Lease | None = None) -> RowMap:
+    """Apply a definition's :class:`Next` to the workflow ``row``; return the row as
+    this transaction left it.
 
-    ``lease_token``: a worker moves the workflow under its lease (the move fails
-    with :class:`LeaseLost` if the lease is gone, and the worker keeps driving it);
-    None: a person's resolution moves it, and a worker is rung for its next step.
+    ``lease``: a worker moves the workflow under its lease (the move fails with
+    :class:`LeaseLost` if the lease is gone, and the worker keeps driving it);
+    None: a person's resolution moves it (the caller hands it to a worker).
     Entering a checkpoint step creates its checkpoint in the same transaction
     and releases the lease: the workflow waits for a person, not for a worker.
-    The new row is remembered on the transaction (``tx.workflow_rows``).
     """
-    new_row = _apply_next_txn(tx, row, nxt, lease_token=lease_token)
-    tx.workflow_rows[new_row["id"]] = dict(new_row)
-    return new_row
-
-
-def _apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None) -> RowMap:
-    """:func:`apply_next_txn` without remembering the row."""
     old = row["status"]
     state = merge_state(row["state"], nxt.state)
     if nxt.skip_failed is not None:
         _skip_failed_runs_txn(tx, row["id"], nxt.skip_failed, row["iteration"])
     if nxt.cancel:
-        return cancel_txn(
-            tx, row, reason="cancelled at a checkpoint", state=state, lease_token=lease_token
-        )
+        return cancel_txn(tx, row, reason="cancelled at a checkpoint", state=state, lease=lease)
+    retry = dict(nxt.retry) if nxt.retry else None
     values: dict[str, Any]
     if nxt.step is None:
         values = {
             "result": nxt.result or {},
             "state": state,
+            "retry": None,
             "finished_at": tx.now,
             "current_step": None,
             **NO_LEASE,
         }
-        _move_workflow_txn(
-            tx,
-            row,
-            old=old,
-            new=WorkflowStatus.COMPLETED,
-            values=values,
-            lease_token=lease_token,
+        return _move_workflow_txn(
+            tx, row, old=old, new=WorkflowStatus.COMPLETED, values=values, lease=lease
         )
-        return {**row, **values, "status": WorkflowStatus.COMPLETED.value}
 
     definition = get_definition(row["type"])
     step = definition.step(nxt.step)
@@ -157,8 +134,8 @@ def _apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None) 
         "step_index": row["step_index"] + 1,
         "iteration": iteration,
         "state": state,
+        "retry": retry,
     }
-    moved = {**row, **values}
     if isinstance(step, CheckpointStep):
         values.update(NO_LEASE)
         new = WorkflowStatus.AWAITING_CHECKPOINT
@@ -166,25 +143,14 @@ def _apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease_token: str | None) 
         new = WorkflowStatus.RUNNING
     data = {"step": step.name, "step_index": values["step_index"], "iteration": iteration}
     event = EventType.STEP_STARTED if old == new else None
-    _move_workflow_txn(
-        tx,
-        row,
-        old=old,
-        new=new,
-        values=values,
-        lease_token=lease_token,
-        event=event,
-        data=data,
+    moved = _move_workflow_txn(
+        tx, row, old=old, new=new, values=values, lease=lease, event=event, data=data
     )
     if event is None:
         tx.emit(row["id"], EventType.STEP_STARTED, data)
     if isinstance(step, CheckpointStep):
         create_checkpoint_txn(tx, moved, step)
-    elif lease_token is None:
-        # Moved by no worker (a resolution): ring for one. A move under a worker's
-        # lease stays with that worker, which runs the step itself.
-        tx.wake_workers(row["id"])
-    return {**moved, "status": new.value}
+    return moved
 
 
 def _capped(action: CheckpointAction, view: CheckpointView) -> CheckpointAction:
@@ -217,7 +183,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
         "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
         "context": view.context,
     }
-    number = next(iter(fetch_all(tx.conn, _NEXT_NUMBER, {"wid": row["id"]})[0].values()))
+    number = next(iter(tx.fetch(_NEXT_NUMBER, {"wid": row["id"]})[0].values()))
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],
@@ -236,7 +202,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
         "idempotency_key": None,
         "created_at": tx.now,
     }
-    execute_dml(tx.conn, _INSERT_CHECKPOINT, cp_row)
+    tx.execute(_INSERT_CHECKPOINT, cp_row)
     tx.emit(
         row["id"],
         EventType.CHECKPOINT_CREATED,
@@ -250,22 +216,35 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
     return str(cp_row["id"])
 
 
-def lease_guard(lease_token: str | None) -> dict[str, Any] | None:
-    """The guard that makes a workflow move happen only under this lease (None: no lease)."""
-    return None if lease_token is None else {"lease_token": lease_token}
-
-
-def _move_workflow_txn(tx: Tx, row: RowMap, *, lease_token: str | None, **change: Any) -> None:
+def _move_workflow_txn(
+    tx: Tx,
+    row: RowMap,
+    *,
+    old: str,
+    new: WorkflowStatus,
+    values: dict[str, Any],
+    lease: Lease | None,
+    **change: Any,
+) -> RowMap:
     """A workflow status change that must happen: this transaction holds the row
-    (locked on Postgres, the single writer on SQLite), so a miss is a conflict —
-    or, under a worker's lease, the sign that the lease is gone."""
-    guard = lease_guard(lease_token)
+    (:func:`load_workflow_txn` locked it), so a miss is a conflict — or, under a
+    worker's lease, the sign that the lease is gone. Returns the row as written."""
+    guard = lease.guard if lease is not None else None
     if not transition_txn(
-        tx, Entity.WORKFLOW, row["id"], workflow_id=row["id"], guard=guard, **change
+        tx,
+        Entity.WORKFLOW,
+        row["id"],
+        workflow_id=row["id"],
+        old=old,
+        new=new,
+        values=values,
+        guard=guard,
+        **change,
     ):
-        if lease_token is not None:
+        if lease is not None:
             raise LeaseLost(f"lease on workflow {row['id']} lost")
         raise Conflict(f"workflow {row['id']} changed concurrently")
+    return {**row, **values, "status": new.value, "updated_at": tx.now}
 
 
 def cancel_txn(
@@ -274,44 +253,33 @@ def cancel_txn(
     *,
     reason: str,
     state: dict[str, Any] | None = None,
-    lease_token: str | None = None,
+    lease: Lease | None = None,
 ) -> RowMap:
     """Cancel a non-terminal workflow: its pending checkpoint is superseded and
     its running agent runs are cancelled (their worker sees the lease gone)."""
-    old = row["status"]
-    values: dict[str, Any] = {"finished_at": tx.now, "error": None, **NO_LEASE}
+    values: dict[str, Any] = {"finished_at": tx.now, "error": None, "retry": None, **NO_LEASE}
     if state is not None:
         values["state"] = state
-    _move_workflow_txn(
+    moved = _move_workflow_txn(
         tx,
         row,
-        old=old,
+        old=row["status"],
         new=WorkflowStatus.CANCELLED,
         values=values,
-        lease_token=lease_token,
+        lease=lease,
         data={"reason": reason},
     )
-    pending = (
-        tx.conn.execute(
-            select(checkpoints.c.id).where(
-                checkpoints.c.workflow_id == row["id"],
-                checkpoints.c.status == CheckpointStatus.PENDING,
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for cp_id in pending:
+    for pending in tx.fetch(_PENDING_CHECKPOINTS, {"wid": row["id"]}):
         transition_txn(
             tx,
             Entity.CHECKPOINT,
-            cp_id,
+            pending["id"],
             workflow_id=row["id"],
             old=CheckpointStatus.PENDING,
             new=CheckpointStatus.SUPERSEDED,
         )
     end_running_runs_txn(tx, row["id"], AgentRunStatus.CANCELLED, "workflow cancelled")
-    return {**row, **values, "status": WorkflowStatus.CANCELLED.value}
+    return moved
 
 
 def end_running_runs_txn(tx: Tx, workflow_id: str, new: AgentRunStatus, error: str) -> None:
@@ -334,18 +302,24 @@ def _move_runs_txn(
 ) -> None:
     """Move every agent run of the workflow (optionally of one step visit) in
     status ``old`` to ``new``, each through the transition function."""
-    q = select(agent_runs.c.id).where(
-        agent_runs.c.workflow_id == workflow_id, agent_runs.c.status == old
-    )
+    params: dict[str, Any] = {"wid": workflow_id, "status": old.value}
+    q = _RUNS_IN
     if step_name is not None:
-        q = q.where(agent_runs.c.step_name == step_name, agent_runs.c.iteration == iteration)
-    for run_id in tx.conn.execute(q).scalars().all():
+        q = _STEP_RUNS_IN
+        params.update(step=step_name, iteration=iteration)
+    for run in tx.fetch(q, params):
         transition_txn(
-            tx, Entity.AGENT_RUN, run_id, workflow_id=workflow_id, old=old, new=new, values=values
+            tx,
+            Entity.AGENT_RUN,
+            run["id"],
+            workflow_id=workflow_id,
+            old=old,
+            new=new,
+            values=values,
         )
 
 
-def fail_txn(tx: Tx, row: RowMap, error: str, *, lease_token: str | None = None) -> bool:
+def fail_txn(tx: Tx, row: RowMap, error: str, *, lease: Lease | None = None) -> bool:
     """Record a failure; the workflow keeps its current step so a retry resumes it.
 
     Runs whose results were lost with the failed step become interrupted, so the
@@ -359,7 +333,7 @@ def fail_txn(tx: Tx, row: RowMap, error: str, *, lease_token: str | None = None)
         old=row["status"],
         new=WorkflowStatus.FAILED,
         values={"error": error, "finished_at": tx.now, **NO_LEASE},
-        guard=lease_guard(lease_token),
+        guard=lease.guard if lease is not None else None,
         data={"error": error},
     )
     if failed:

@@ -17,19 +17,22 @@ from collections.abc import Mapping
 from sqlalchemy import bindparam, select
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
-from orchestra.domain.models import Checkpoint, CheckpointAction
+from orchestra.domain.models import Checkpoint, CheckpointAction, Decision, Resolution
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
-from orchestra.engine.advance import apply_next_txn, context_of, load_workflow_txn
-from orchestra.engine.definition import CheckpointStep, Decision, get_definition
+from orchestra.engine.advance import apply_next_txn, context_of
+from orchestra.engine.definition import CANCEL, CheckpointStep, Next, get_definition
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
-from orchestra.store.fast import fetch_all
-from orchestra.store.queries import to_checkpoint, to_resolution
-from orchestra.store.schema import checkpoints
+from orchestra.store.queries import RowMap, to_checkpoint
+from orchestra.store.schema import checkpoints, workflows
 
 MAX_CONTENT_CHARS = 1_000_000
 
 _SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
+_CHECKPOINTS_WORKFLOW = (
+    select(checkpoints.c.workflow_id).where(checkpoints.c.id == bindparam("cp")).scalar_subquery()
+)
+_WORKFLOW_OF_CHECKPOINT = select(workflows).where(workflows.c.id == _CHECKPOINTS_WORKFLOW)
 
 
 class ResolutionConflict(Conflict):
@@ -65,65 +68,43 @@ class IdempotencyKeyReused(InvalidInput):
         )
 
 
-def _same_request(
-    cp: Checkpoint,
-    *,
-    actor: str,
-    action: str,
-    edited_content: str | None,
-    notes: str | None,
-    inputs: Mapping[str, float] | None,
-) -> bool:
+def _same_request(cp: Checkpoint, decision: Decision, actor: str) -> bool:
     """Whether a replay is the request that resolved ``cp``: caller and body as recorded."""
     done = cp.resolution
     if done is None:
         return False
-    given = dict(inputs or {})
+    given = dict(decision.inputs or {})
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in given.values()):
         return False  # the recorded inputs are all numbers
     return (
         done.resolved_by == actor
-        and done.action == action
-        and done.edited_content == edited_content
-        and done.notes == notes
+        and done.action == decision.action
+        and done.edited_content == decision.edited_content
+        and done.notes == decision.notes
         and given == (done.inputs or {})
     )
 
 
 def resolve_txn(
-    tx: Tx,
-    checkpoint_id: str,
-    *,
-    action: str,
-    edited_content: str | None,
-    notes: str | None,
-    actor: str,
-    idempotency_key: str | None = None,
-    inputs: Mapping[str, float] | None = None,
-) -> Checkpoint:
-    """Resolve a pending checkpoint and move its workflow on, atomically."""
-    found = fetch_all(tx.conn, _SELECT_CHECKPOINT, {"id": checkpoint_id})
-    if not found:
+    tx: Tx, checkpoint_id: str, decision: Decision, *, actor: str, idempotency_key: str | None
+) -> tuple[Checkpoint, RowMap | None]:
+    """Resolve a pending checkpoint and move its workflow on, atomically: the
+    resolved checkpoint and the workflow row as the move left it (None for an
+    idempotent replay, which moves nothing)."""
+    # The workflow first, locked, then the checkpoint: every writer locks in that order.
+    found = tx.fetch_locked(_WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
+    cp_rows = tx.fetch(_SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
+    if not cp_rows:
         raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
-    workflow_id = found[0]["workflow_id"]
-    wf = load_workflow_txn(tx, workflow_id)  # locks the workflow row on Postgres
-    if tx.dialect == "postgresql":  # read again under the lock: a rival may have won
-        found = fetch_all(tx.conn, _SELECT_CHECKPOINT, {"id": checkpoint_id})
-    cp_row = found[0]
+    wf, cp_row = found[0], cp_rows[0]
+    workflow_id = wf["id"]
     cp = to_checkpoint(cp_row)
+    action = decision.action
     if cp.status is not CheckpointStatus.PENDING:
         if idempotency_key is not None and cp_row["idempotency_key"] == idempotency_key:
-            replay = _same_request(
-                cp,
-                actor=actor,
-                action=action,
-                edited_content=edited_content,
-                notes=notes,
-                inputs=inputs,
-            )
-            if not replay:
+            if not _same_request(cp, decision, actor):
                 raise IdempotencyKeyReused()
-            return cp  # a replay of the request that won
+            return cp, None  # a replay of the request that won
         who = cp.resolution.resolved_by if cp.resolution else "someone"
         verb = f"resolved by {who} with {cp.resolution.action!r}" if cp.resolution else cp.status
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was already {verb}", cp)
@@ -134,12 +115,13 @@ def resolve_txn(
             f"action {action!r} is not offered here; choose one of: {allowed}",
             details={"action": action, "allowed": [a.name for a in cp.actions]},
         )
+    edited_content, notes = decision.edited_content, decision.notes
     if chosen.requires_content and not (edited_content or "").strip():
         raise InvalidInput(
             f"action {action!r} needs edited_content (the text to send)",
             details={"action": action, "field": "edited_content"},
         )
-    given = _valid_inputs(chosen, inputs or {})
+    given = _valid_inputs(chosen, decision.inputs or {})
     for name, value in (("edited_content", edited_content), ("notes", notes)):
         if value is not None and len(value) > MAX_CONTENT_CHARS:
             raise InvalidInput(
@@ -148,10 +130,20 @@ def resolve_txn(
     if wf["status"] != WorkflowStatus.AWAITING_CHECKPOINT:
         raise ResolutionConflict(f"workflow {workflow_id} is {wf['status']}, not waiting", cp)
 
-    step = get_definition(wf["type"]).step(cp.step_name)
-    assert isinstance(step, CheckpointStep)
-    decision = Decision(action, edited_content, notes, actor, given)
-    nxt = step.on_resolve(context_of(wf), decision)
+    resolution = Resolution(
+        action=action,
+        edited_content=edited_content,
+        notes=notes,
+        inputs=given or None,
+        resolved_by=actor,
+        resolved_at=tx.now,
+    )
+    if action == CANCEL.name:
+        nxt = Next(step=None, cancel=True)
+    else:
+        step = get_definition(wf["type"]).step(cp.step_name)
+        assert isinstance(step, CheckpointStep)
+        nxt = step.on_resolve(context_of(wf), resolution)
 
     edited = edited_content is not None and edited_content != cp.editable_content
     if chosen.destructive:
@@ -160,15 +152,7 @@ def resolve_txn(
         status = CheckpointStatus.EDITED
     else:
         status = CheckpointStatus.APPROVED
-    values = {
-        "action": action,
-        "edited_content": edited_content,
-        "notes": notes,
-        "inputs": given or None,
-        "resolved_by": actor,
-        "resolved_at": tx.now,
-        "idempotency_key": idempotency_key,
-    }
+    values = {**resolution.model_dump(), "idempotency_key": idempotency_key}
     if not transition_txn(
         tx,
         Entity.CHECKPOINT,
@@ -180,8 +164,8 @@ def resolve_txn(
         data={"action": action, "resolved_by": actor},
     ):
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
-    apply_next_txn(tx, wf, nxt)
-    return cp.model_copy(update={"status": status, "resolution": to_resolution(values)})
+    row = apply_next_txn(tx, wf, nxt)
+    return cp.model_copy(update={"status": status, "resolution": resolution}), row
 
 
 def _valid_inputs(action: CheckpointAction, inputs: Mapping[str, float]) -> dict[str, float]:

@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.domain.errors import InvalidInput
-from orchestra.domain.models import AgentOutput, AgentRun, CheckpointAction, Consolidation
-from orchestra.domain.statuses import WorkflowStatus
+from orchestra.domain.models import (
+    AgentOutput,
+    AgentRun,
+    CheckpointAction,
+    Consolidation,
+    Resolution,
+)
+from orchestra.domain.statuses import ActionStyle, WorkflowStatus
 
 JSON = dict[str, Any]
 
@@ -60,7 +66,10 @@ class Next:
     ``step=None`` with ``cancel=False`` completes the workflow with ``result``.
     ``state`` is merged into the workflow's state (keys set to ``None`` are
     removed). ``skip_failed`` marks the failed agent runs of the current
-    iteration's step ``skip_failed`` as skipped.
+    iteration's step ``skip_failed`` as skipped. ``retry``: agents of the next
+    step to run again although their last attempt failed, each with a timeout
+    override or ``None`` (the engine keeps it, out of the state, until that
+    step ends).
     """
 
     step: str | None
@@ -69,25 +78,7 @@ class Next:
     result: JSON | None = None
     cancel: bool = False
     skip_failed: str | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A person's resolution as a definition sees it."""
-
-    action: str
-    edited_content: str | None
-    notes: str | None
-    resolved_by: str
-    #: The action's inputs the person gave (validated against its declared inputs).
-    inputs: Mapping[str, float] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str | None:
-        """The edited content when given and not blank."""
-        if self.edited_content is not None and self.edited_content.strip():
-            return self.edited_content
-        return None
+    retry: Mapping[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +98,17 @@ class CheckpointView:
     input_maximum: Mapping[str, float] = field(default_factory=dict)
 
 
+#: The action every checkpoint may offer, handled by the engine itself: the workflow
+#: is cancelled, its pending checkpoint superseded (``on_resolve`` is not called).
+CANCEL = CheckpointAction(
+    name="cancel",
+    label="Cancel workflow",
+    style=ActionStyle.DANGER,
+    destructive=True,
+    description="Stop the workflow for good.",
+)
+
+
 @dataclass(frozen=True)
 class AgentStep:
     name: str
@@ -124,7 +126,7 @@ class CheckpointStep:
     title: str
     actions: list[CheckpointAction]
     view: Callable[[StepContext], CheckpointView]
-    on_resolve: Callable[[StepContext, Decision], Next]
+    on_resolve: Callable[[StepContext, Resolution], Next]
     editable_label: str = "Content"
 
 

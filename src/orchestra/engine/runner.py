@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Select, bindparam, insert, select
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.registry import create_adapter
@@ -35,13 +35,10 @@ from orchestra.domain.statuses import (
     WorkflowStatus,
 )
 from orchestra.engine.advance import (
-    NO_LEASE,
     apply_next_txn,
-    check_lease_txn,
     context_of,
     end_running_runs_txn,
     fail_txn,
-    lease_guard,
     load_workflow_txn,
     new_id,
 )
@@ -53,28 +50,15 @@ from orchestra.engine.definition import (
     Next,
     get_definition,
 )
+from orchestra.engine.leases import Lease, is_leased
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Database, Tx
-from orchestra.store.fast import execute_dml, fetch_all
 from orchestra.store.queries import RowMap, to_agent_run
 from orchestra.store.schema import agent_runs, workflows
 
 log = logging.getLogger(__name__)
 
-#: Engine-reserved state key: agents to run again although their last attempt
-#: failed (set by a retry), mapped to a timeout override or ``None``.
-RETRY_KEY = "_retry"
-
 _INSERT_RUN = insert(agent_runs)
-_SET_LEASE = (
-    workflows.update()
-    .where(workflows.c.id == bindparam("b_id"))
-    .values(
-        lease_owner=bindparam("b_owner"),
-        lease_token=bindparam("b_token"),
-        lease_expires_at=bindparam("b_expires"),
-    )
-)
 _CLAIMABLE = (
     select(workflows.c.id)
     .where(
@@ -85,7 +69,6 @@ _CLAIMABLE = (
     .order_by(workflows.c.updated_at)
     .limit(bindparam("limit"))
 )
-_CLAIMABLE_PG = _CLAIMABLE.with_for_update(skip_locked=True)
 _LATEST_RUNS = (
     select(agent_runs)
     .where(
@@ -117,20 +100,6 @@ async def after_commit(row: RowMap) -> None:
         await asyncio.to_thread(hook, committed)
     except (OSError, OrchestraError):
         log.exception("workflow %s: after-commit hook failed (the commit stands)", row["id"])
-
-
-@dataclass
-class Lease:
-    workflow_id: str
-    token: str
-    ttl: float
-    lost: bool = False
-
-    def expires(self) -> float:
-        return time.time() + self.ttl
-
-    def check_txn(self, tx: Tx) -> None:
-        check_lease_txn(tx, self.workflow_id, self.token, self.expires())
 
 
 @dataclass
@@ -172,6 +141,13 @@ class Worker:
         self._stopping = False
         self._saturated = False
         self._accepting = False
+        #: The claim query for ``settings.only`` (built once per value of it).
+        self._claimable: tuple[frozenset[str] | None, Select[Any]] = (None, _CLAIMABLE)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether it runs and takes hand-offs (:meth:`adopt_txn`)."""
+        return self._accepting
 
     # -- main loop ---------------------------------------------------------
 
@@ -181,6 +157,7 @@ class Worker:
         self.db.start_listening(loop)
         bell = self.db.work_bell
         stopper = asyncio.create_task(self._ring_on(stop))
+        self._stopping = False  # it may run again after a stop (``orchestra run`` does)
         self._accepting = True
         log.info(
             "worker %s started (concurrency %d)", self.settings.name, self.settings.concurrency
@@ -252,21 +229,20 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------
 
-    def adopt_txn(self, tx: Tx, workflow_id: str) -> Handoff | None:
+    def adopt_txn(self, tx: Tx, row: RowMap) -> Handoff | None:
         """Lease a workflow that the caller's transaction (a resolution, a creation)
         just made runnable to this worker and prepare its step, in that same
         transaction: the workflow moves on without a separate claim commit.
+        ``row`` is the workflow as that transaction left it.
 
         None when this worker is not running, has no free slot, or the workflow
         is not runnable. Call :meth:`start` with the result after the commit.
         """
         if not self._accepting or len(self._active) >= self.settings.concurrency:
             return None
-        row = tx.workflow_rows.get(workflow_id) or load_workflow_txn(tx, workflow_id)
-        leased = row["lease_expires_at"] is not None and row["lease_expires_at"] > time.time()
-        if leased or not WorkflowStatus(row["status"]).is_runnable:
+        if is_leased(row, tx.now) or not WorkflowStatus(row["status"]).is_runnable:
             return None
-        return self._lease_and_enter_txn(tx, workflow_id, row)
+        return self._lease_and_enter_txn(tx, row["id"], row)
 
     def start(self, handoff: Handoff | None) -> None:
         """Drive a workflow adopted in a transaction that has now committed."""
@@ -275,16 +251,7 @@ class Worker:
 
     def _lease_and_enter_txn(self, tx: Tx, workflow_id: str, row: RowMap | None = None) -> Handoff:
         lease = Lease(workflow_id, new_id(), self.settings.lease_ttl_s)
-        execute_dml(
-            tx.conn,
-            _SET_LEASE,
-            {
-                "b_id": workflow_id,
-                "b_owner": self.settings.name,
-                "b_token": lease.token,
-                "b_expires": lease.expires(),
-            },
-        )
+        lease.take_txn(tx, self.settings.name)
         prepared: Prepared | None = None
         try:
             with tx.savepoint():
@@ -293,17 +260,18 @@ class Worker:
                 prepared = self._enter_txn(tx, lease, row)
         except Exception:  # noqa: BLE001 - the drive task enters again and records it
             prepared = None
-        tx.held(workflow_id)
         return lease, prepared
 
     def _claim_txn(self, tx: Tx, limit: int) -> list[Handoff]:
         """Lease up to ``limit`` runnable workflows and enter their current step, so a
         claimed workflow's agents can start without another commit."""
-        q = _CLAIMABLE_PG if tx.dialect == "postgresql" else _CLAIMABLE
-        if self.settings.only is not None:
-            q = q.where(workflows.c.id.in_(sorted(self.settings.only)))
-        ids = tx.conn.execute(q, {"now": time.time(), "limit": limit}).scalars().all()
-        return [self._lease_and_enter_txn(tx, workflow_id) for workflow_id in ids]
+        only = self.settings.only
+        if self._claimable[0] != only:
+            assert only is not None
+            self._claimable = (only, _CLAIMABLE.where(workflows.c.id.in_(sorted(only))))
+        params = {"now": tx.now, "limit": limit}
+        found = tx.fetch_locked(self._claimable[1], params, skip_locked=True)
+        return [self._lease_and_enter_txn(tx, row["id"]) for row in found]
 
     # -- driving one workflow ------------------------------------------------
 
@@ -318,6 +286,7 @@ class Worker:
                     await after_commit(prepared.row)
             if prepared.step is not None:  # stopping: hand it back now
                 await self.db.write(lambda tx: self._release_txn(tx, lease))
+                await self.db.wake_workers()
         except LeaseLost:
             log.info(
                 "workflow %s: lease lost (cancelled or taken over); stopping", lease.workflow_id
@@ -339,9 +308,9 @@ class Worker:
 
     async def _fail(self, lease: Lease, error: str) -> None:
         def txn(tx: Tx) -> None:
-            lease.check_txn(tx)
+            lease.renew_txn(tx)
             row = load_workflow_txn(tx, lease.workflow_id)
-            fail_txn(tx, row, error, lease_token=lease.token)
+            fail_txn(tx, row, error, lease=lease)
 
         try:
             await self.db.write(txn)
@@ -353,7 +322,7 @@ class Worker:
 
         ``row`` is the workflow as this transaction just leased it, when known."""
         if row is None:
-            lease.check_txn(tx)
+            lease.renew_txn(tx)
             row = load_workflow_txn(tx, lease.workflow_id)
         if row["current_step"] is None:  # new, or retried after failing to start
             definition = get_definition(row["type"])
@@ -368,11 +337,11 @@ class Worker:
                     workflow_id=row["id"],
                     old=WorkflowStatus.PENDING,
                     new=WorkflowStatus.RUNNING,
-                    guard=lease_guard(lease.token),
+                    guard=lease.guard,
                 )
                 row = {**row, "status": WorkflowStatus.RUNNING.value}
             # Otherwise pending → running into the first agent step: one UPDATE.
-            row = apply_next_txn(tx, row, Next(step=first), lease_token=lease.token)
+            row = apply_next_txn(tx, row, Next(step=first), lease=lease)
         else:
             step = get_definition(row["type"]).step(row["current_step"])
             if isinstance(step, CheckpointStep):  # only if a definition starts at one
@@ -380,7 +349,7 @@ class Worker:
                     tx,
                     {**row, "step_index": row["step_index"] - 1},
                     Next(step=step.name),
-                    lease_token=lease.token,
+                    lease=lease,
                 )
         return self._prepare_txn(tx, row, lease)
 
@@ -397,14 +366,9 @@ class Worker:
 
     def _release_txn(self, tx: Tx, lease: Lease) -> None:
         """Give a workflow back without finishing its step (shutdown)."""
-        lease.check_txn(tx)
+        lease.renew_txn(tx)
         end_running_runs_txn(tx, lease.workflow_id, AgentRunStatus.INTERRUPTED, "worker shut down")
-        tx.conn.execute(
-            workflows.update()
-            .where(workflows.c.id == lease.workflow_id, workflows.c.lease_token == lease.token)
-            .values(**NO_LEASE)
-        )
-        tx.wake_workers(lease.workflow_id)
+        lease.release_txn(tx)
 
     # -- agent steps ---------------------------------------------------------
 
@@ -414,7 +378,7 @@ class Worker:
         assert p.step is not None
         ctx = context_of(p.row)
         runs: dict[str, AgentRun] = dict(p.kept)
-        retry: dict[str, Any] = p.row["state"].get(RETRY_KEY) or {}
+        retry: dict[str, Any] = p.row["retry"] or {}
         buffers = {run.id: _ProgressBuffer(self, run, lease) for run in p.to_run}
         pending = {
             asyncio.create_task(
@@ -468,10 +432,10 @@ class Worker:
     def _start_runs_txn(
         self, tx: Tx, row: RowMap, step: AgentStep, tasks: list[AgentTask]
     ) -> tuple[dict[str, AgentRun], list[AgentRun]]:
-        retry: dict[str, Any] = row["state"].get(RETRY_KEY) or {}
+        retry: dict[str, Any] = row["retry"] or {}
         latest: dict[str, RowMap] = {}
         params = {"wid": row["id"], "step": step.name, "iteration": row["iteration"]}
-        for r in fetch_all(tx.conn, _LATEST_RUNS, params):
+        for r in tx.fetch(_LATEST_RUNS, params):
             latest[r["agent"]] = r  # ordered by attempt: the last one wins
         kept: dict[str, AgentRun] = {}
         to_run: list[AgentRun] = []
@@ -514,7 +478,7 @@ class Worker:
                 "prompt": task.prompt,
                 "started_at": tx.now,
             }
-            execute_dml(tx.conn, _INSERT_RUN, values)
+            tx.execute(_INSERT_RUN, values)
             tx.emit(
                 row["id"],
                 EventType.AGENT_RUN_STARTED,
@@ -570,7 +534,7 @@ class Worker:
         progress: dict[str, _Progress | None],
     ) -> dict[str, AgentRun]:
         """Record runs that finished before the rest of their step, under the lease."""
-        lease.check_txn(tx)
+        lease.renew_txn(tx)
         return self._record_runs_txn(tx, outcomes, progress)
 
     def _record_runs_txn(
@@ -641,15 +605,7 @@ class Worker:
         runs = {**runs, **self._record_runs_txn(tx, outcomes, progress)}
         assert p.step is not None
         nxt = p.step.on_done(context_of(p.row), runs)
-        nxt = Next(
-            step=nxt.step,
-            state={RETRY_KEY: None, **nxt.state},
-            iteration=nxt.iteration,
-            result=nxt.result,
-            cancel=nxt.cancel,
-            skip_failed=nxt.skip_failed,
-        )
-        row = apply_next_txn(tx, p.row, nxt, lease_token=lease.token)
+        row = apply_next_txn(tx, p.row, nxt, lease=lease)
         return self._prepare_txn(tx, row, lease)
 
 
@@ -699,7 +655,7 @@ class _Heartbeat:
         lease = self._lease
         while True:
             try:
-                await self._worker.db.write(lease.check_txn)
+                await self._worker.db.write(lease.renew_txn)
             except LeaseLost:
                 lease.lost = True
                 if self._body is not None:
@@ -764,7 +720,7 @@ class _ProgressBuffer:
         run, lease = self._run, self._lease
 
         def txn(tx: Tx) -> None:
-            lease.check_txn(tx)
+            lease.renew_txn(tx)
             _emit_progress(tx, run, taken)
 
         try:

@@ -20,7 +20,6 @@ from orchestra.domain.errors import TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.statuses import Entity, is_allowed
 from orchestra.store.db import Tx
-from orchestra.store.fast import execute_dml
 from orchestra.store.schema import agent_runs, checkpoints, workflows
 
 _TABLES: dict[Entity, Table] = {
@@ -49,8 +48,6 @@ def _update_statement(
         k: bindparam(f"_v_{k}", type_=table.c[k].type) for k in value_keys
     }
     row_values["status"] = bindparam("_new")
-    if entity is Entity.WORKFLOW:
-        row_values["version"] = workflows.c.version + 1
     return stmt.values(row_values)
 
 
@@ -70,7 +67,7 @@ def transition_txn(
     """Move ``entity_id`` from ``old`` to ``new``; False if it was not in ``old``.
 
     ``values`` are written with the status; ``guard`` adds equality conditions
-    (e.g. the lease token). A workflow's ``version`` is bumped on every change.
+    (e.g. the lease token); a workflow's ``updated_at`` is set to the transaction's time.
     Raises :class:`TransitionNotAllowed` for a change the table forbids.
     """
     if not is_allowed(entity, old, new):
@@ -86,7 +83,7 @@ def transition_txn(
     params = {"_id": entity_id, "_old": old, "_new": new}
     params.update({f"_v_{k}": v for k, v in row_values.items()})
     params.update({f"_g_{k}": v for k, v in guard.items()})
-    if execute_dml(tx.conn, stmt, params) != 1:
+    if tx.execute(stmt, params) != 1:
         return False
     payload = {"id": entity_id, "from": old, "to": new, **(data or {})}
     tx.emit(workflow_id, event or _EVENTS[entity], payload)

@@ -18,7 +18,13 @@ After a commit the in-process doorbell rings, carrying the events the commit
 appended, so this process's followers of the log need not read them back; on
 Postgres ``NOTIFY`` rings the other processes' bells too (a ring from another
 process only says "look again": the rows are the message; a process ignores
-the echo of its own notifications, which it has rung for already).
+the echo of its own notifications, which it has rung for already). The
+workers' bell is rung by :meth:`Database.wake_workers`, which the engine calls
+after a commit that left work nobody took.
+
+Each database has its :class:`Tx` subclass (:class:`SqliteTx`, :class:`PostgresTx`):
+callers run statements through ``tx.execute``/``fetch``/``fetch_locked`` and never
+branch on the dialect.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,18 +57,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import Select
 
 from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Event
-from orchestra.store import schema
-from orchestra.store.fast import execute_dml
+from orchestra.store import _sqlite_fast, schema
 from orchestra.store.notify import Doorbell
 from orchestra.store.queries import to_event
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Params = Mapping[str, Any]
 
 NOTIFY_CHANNEL = "orchestra_events"
 #: ``data`` is bound as the JSON text encoded once in :meth:`Tx.flush_events`, the
@@ -80,6 +88,8 @@ _EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
 #: Postgres, before inserting events: take the event lock (ids in commit order) and
 #: queue the doorbell for the other processes (sent at commit), in one round trip.
 _LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock(:k), pg_notify('{NOTIFY_CHANNEL}', :p)")
+#: Postgres, after a commit that left work to claim: ring the other processes' workers.
+_NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', :p)")
 
 
 def utcnow() -> datetime:
@@ -93,19 +103,19 @@ _Appended = tuple[int, str | None, str, str, datetime]
 
 @dataclass
 class Tx:
-    """A transaction in progress: a connection plus the events it will append."""
+    """A transaction in progress: a connection plus the events it will append.
+
+    The engine writes through :meth:`execute`, :meth:`fetch` and
+    :meth:`fetch_locked`; each database has its subclass (:class:`SqliteTx`,
+    :class:`PostgresTx`), so no caller branches on the dialect.
+    """
 
     conn: Connection
-    dialect: str
     #: Postgres: who is notifying (the committing :class:`Database`), so that it can
     #: tell the echo of its own notifications from another process's.
     origin: str = ""
     now: datetime = field(default_factory=utcnow)
     _events: list[dict[str, Any]] = field(default_factory=list)
-    #: Workflows this transaction made runnable that no worker holds yet.
-    _unheld: set[str] = field(default_factory=set)
-    #: Workflow rows as this transaction last wrote them (so it need not read them back).
-    workflow_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The events written, with their ids: what the doorbell carries after the
     #: commit (see :func:`carried_events`).
     appended: list[_Appended] = field(default_factory=list)
@@ -117,67 +127,119 @@ class Tx:
             {"workflow_id": workflow_id, "type": type.value, "data": data, "created_at": self.now}
         )
 
-    def wake_workers(self, workflow_id: str) -> None:
-        """Say that this transaction made a workflow claimable (rings the workers' bell)."""
-        self._unheld.add(workflow_id)
+    def execute(self, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
+        """Run a prebuilt INSERT/UPDATE/DELETE (one parameter set or many); the row count."""
+        if isinstance(params, Mapping):
+            return int(self.conn.execute(stmt, params).rowcount)
+        return int(self.conn.execute(stmt, list(params)).rowcount)
 
-    def held(self, workflow_id: str) -> None:
-        """Say that a worker leased the workflow in this transaction: no bell for it."""
-        self._unheld.discard(workflow_id)
+    def fetch(self, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
+        """Run a prebuilt SELECT; its rows as dicts."""
+        return [dict(r._mapping) for r in self.conn.execute(stmt, dict(params))]
 
-    @property
-    def wakes_workers(self) -> bool:
-        """Whether the commit must ring the workers' bell (here and, on Postgres, in
-        other processes): some workflow became runnable and nobody holds it."""
-        return bool(self._unheld)
+    def fetch_locked(
+        self, stmt: Select[Any], params: Params, *, skip_locked: bool = False
+    ) -> list[dict[str, Any]]:
+        """:meth:`fetch`, with the rows locked until the commit (``skip_locked``: rows
+        another transaction holds are left out instead of waited for)."""
+        return self.fetch(stmt, params)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        """Run a block that can fail alone: on an exception its writes, the events it
-        emitted, the rows it remembered and the bells it asked for are dropped, and
-        the exception propagates."""
-        events, rows, unheld = len(self._events), dict(self.workflow_rows), set(self._unheld)
+        """Run a block that can fail alone: on an exception its writes and the events
+        it emitted are dropped, and the exception propagates."""
+        events = len(self._events)
         try:
-            if self.dialect != "sqlite":
-                with self.conn.begin_nested():
-                    yield
-                return
-            raw = self.conn.connection.driver_connection
-            assert raw is not None
-            raw.execute("SAVEPOINT orchestra_block")
-            try:
+            with self.conn.begin_nested():
                 yield
-            except BaseException:
-                raw.execute("ROLLBACK TO orchestra_block")
-                raw.execute("RELEASE orchestra_block")
-                raise
-            raw.execute("RELEASE orchestra_block")
         except BaseException:
             del self._events[events:]
-            self.workflow_rows, self._unheld = rows, unheld
             raise
 
     def flush_events(self) -> None:
-        if not self._events:
-            return
+        """Write the events emitted so far (the committing code calls this last)."""
+        raise NotImplementedError
+
+    def _encoded_events(self) -> list[dict[str, Any]]:
         rows = [{**row, "data": dumps_json(row["data"])} for row in self._events]
-        ids: Sequence[int]
-        if self.dialect == "sqlite":
-            execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
-            # One writer holds the database: this statement's rows took consecutive ids.
-            raw = self.conn.connection.driver_connection
-            assert raw is not None
-            last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
-            ids = range(last - len(rows) + 1, last + 1)
-        else:
-            payload = f"{'w' if self.wakes_workers else 'e'}:{self.origin}"
-            self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": payload})
-            ids = self.conn.execute(_INSERT_EVENT_PG, rows).scalars().all()
+        self._events = []
+        return rows
+
+    def _appended(self, ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
         self.appended += [
             (event_id, row["workflow_id"], row["type"], row["data"], row["created_at"])
             for event_id, row in zip(ids, rows, strict=True)
         ]
-        self._events = []
+
+
+class SqliteTx(Tx):
+    """SQLite: the single writer holds the whole database for the transaction, so
+    nothing needs locking; the hot statements take the driver's cursor
+    (:mod:`orchestra.store._sqlite_fast`)."""
+
+    def execute(self, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
+        return _sqlite_fast.execute_dml(self.conn, stmt, params)
+
+    def fetch(self, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
+        return _sqlite_fast.fetch_all(self.conn, stmt, params)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        # Straight on the driver: the writer opens its transactions there (see _begin).
+        events = len(self._events)
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("SAVEPOINT orchestra_block")
+        try:
+            yield
+        except BaseException:
+            raw.execute("ROLLBACK TO orchestra_block")
+            raw.execute("RELEASE orchestra_block")
+            del self._events[events:]
+            raise
+        raw.execute("RELEASE orchestra_block")
+
+    def flush_events(self) -> None:
+        if not self._events:
+            return
+        rows = self._encoded_events()
+        _sqlite_fast.execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
+        # One writer holds the database: this statement's rows took consecutive ids.
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        last = raw.execute("SELECT last_insert_rowid()").fetchone()[0]
+        self._appended(range(last - len(rows) + 1, last + 1), rows)
+
+
+class PostgresTx(Tx):
+    """PostgreSQL: rows are locked with ``FOR UPDATE``; events take the event lock."""
+
+    def fetch_locked(
+        self, stmt: Select[Any], params: Params, *, skip_locked: bool = False
+    ) -> list[dict[str, Any]]:
+        return self.fetch(_for_update(stmt, skip_locked), params)
+
+    def flush_events(self) -> None:
+        if not self._events:
+            return
+        rows = self._encoded_events()
+        self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": f"e:{self.origin}"})
+        self._appended(self.conn.execute(_INSERT_EVENT_PG, rows).scalars().all(), rows)
+
+
+#: Locking variants of prebuilt SELECTs, built once each (keyed as in ``_sqlite_fast``:
+#: the entry keeps the statement alive, so its id is not reused).
+_LOCKING: dict[tuple[int, bool], tuple[Select[Any], Select[Any]]] = {}
+
+
+def _for_update(stmt: Select[Any], skip_locked: bool) -> Select[Any]:
+    found = _LOCKING.get((id(stmt), skip_locked))
+    if found is None or found[0] is not stmt:
+        found = _LOCKING[(id(stmt), skip_locked)] = (
+            stmt,
+            stmt.with_for_update(skip_locked=skip_locked),
+        )
+    return found[1]
 
 
 def normalise_url(url: str) -> str:
@@ -291,17 +353,36 @@ class Database:
         try:
             with self.write_engine.connect() as conn:
                 with conn.begin():
-                    tx = Tx(conn, self.kind, origin=self.origin)
+                    tx = self._tx(conn)
                     result = fn(tx)
                     tx.flush_events()
-                self.ring_bells(None, tx.wakes_workers, tx.appended)
+                self.ring_bells(None, tx.appended)
                 return result
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
-    def ring_bells(
-        self, here: asyncio.AbstractEventLoop | None, wakes: bool, appended: list[_Appended]
-    ) -> None:
+    def _tx(self, conn: Connection) -> Tx:
+        return SqliteTx(conn) if self.kind == "sqlite" else PostgresTx(conn, origin=self.origin)
+
+    async def wake_workers(self) -> None:
+        """Tell the workers, here and in other processes, that a commit left work for
+        them to claim (the engine calls this after such a commit; a workflow it
+        handed to this process's worker in the same transaction needs none)."""
+        work_bell = self.work_bell
+        loop = asyncio.get_running_loop()
+        (work_bell.ring if work_bell.loop is loop else work_bell.ring_threadsafe)()
+        if self.kind == "postgresql":
+            await loop.run_in_executor(self._pool, self._notify_workers)
+
+    def _notify_workers(self) -> None:
+        try:
+            with self.write_engine.connect() as conn, conn.begin():
+                conn.execute(_NOTIFY, {"p": f"w:{self.origin}"})
+        except OperationalError:
+            # Not fatal: the other processes' workers poll; the commit stands.
+            log.warning("could not notify other workers; they will find the work by polling")
+
+    def ring_bells(self, here: asyncio.AbstractEventLoop | None, appended: list[_Appended]) -> None:
         """Ring the bells after this process committed: directly when a bell rings on
         the loop ``here`` (the caller's), through its own loop otherwise."""
         bell_loop = self.doorbell.loop  # None: bound to no loop, nobody listens here
@@ -310,10 +391,6 @@ class Database:
         elif bell_loop is not None:
             with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
                 bell_loop.call_soon_threadsafe(self._ring_doorbell, appended)
-        if wakes:
-            work_bell = self.work_bell
-            on_loop = here is not None and work_bell.loop is here
-            (work_bell.ring if on_loop else work_bell.ring_threadsafe)()
 
     def _ring_doorbell(self, appended: list[_Appended]) -> None:
         """Ring with the commit's events, made into :class:`Event`s here on the bell's
@@ -477,7 +554,7 @@ class _SqliteWriter:
             return None
         started = time.monotonic()
         try:
-            outcomes, wakes, appended = self._run([fn])
+            outcomes, appended = self._run([fn])
         except _WriteLockBusy:  # another process writes: wait on the writer thread
             return None
         except Exception as exc:
@@ -489,7 +566,7 @@ class _SqliteWriter:
             self._lock.release()
             if time.monotonic() - started > self.inline_max_s:
                 self._inline_paused_until = time.monotonic() + self.inline_pause_s
-        self._db.ring_bells(loop, wakes, appended)
+        self._db.ring_bells(loop, appended)
         ok, value = outcomes[0]
         if not ok:
             raise value
@@ -513,21 +590,21 @@ class _SqliteWriter:
                 batch.append(nxt)
             try:
                 with self._lock:
-                    outcomes, wakes, appended = self._run_waiting([fn for fn, _fut, _loop in batch])
+                    outcomes, appended = self._run_waiting([fn for fn, _fut, _loop in batch])
             except Exception as exc:  # noqa: BLE001 - logged by _for_callers, handed to callers
                 err = _for_callers(exc)
                 for _fn, fut, loop in batch:
                     loop.call_soon_threadsafe(_set_exception, fut, err)
             else:
-                self._hand_back(batch, outcomes, wakes, appended)
+                self._hand_back(batch, outcomes, appended)
             if stop:
                 break
 
     def _run(
         self, fns: list[Callable[[Tx], Any]]
-    ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+    ) -> tuple[list[tuple[bool, Any]], list[_Appended]]:
         """Run ``fns`` in one transaction (the caller holds the lock): each function's
-        outcome, whether workers must wake, and the events appended. A database error
+        outcome and the events appended. A database error
         discards the connection (the next write opens a new one) and propagates;
         :class:`_WriteLockBusy` (nothing was run) keeps it."""
         try:
@@ -550,7 +627,7 @@ class _SqliteWriter:
 
     def _run_waiting(
         self, fns: list[Callable[[Tx], Any]]
-    ) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+    ) -> tuple[list[tuple[bool, Any]], list[_Appended]]:
         """:meth:`_run`, waiting (here, on the writer thread) while another process
         holds SQLite's write lock, for up to ``busy_timeout_s``."""
         deadline = time.monotonic() + self.busy_timeout_s
@@ -570,7 +647,6 @@ class _SqliteWriter:
         self,
         batch: list[_Job],
         outcomes: list[tuple[bool, Any]],
-        wakes: bool,
         appended: list[_Appended],
     ) -> None:
         """One wake-up per event loop delivers every result; the bells are rung from
@@ -582,20 +658,19 @@ class _SqliteWriter:
         ringer = doorbell_loop if doorbell_loop in by_loop else next(iter(by_loop))
         for loop, deliveries in by_loop.items():
             ring = loop is ringer
-            loop.call_soon_threadsafe(self._deliver, loop, deliveries, ring, wakes, appended)
+            loop.call_soon_threadsafe(self._deliver, loop, deliveries, ring, appended)
 
     def _deliver(
         self,
         loop: asyncio.AbstractEventLoop,
         deliveries: list[tuple[asyncio.Future[Any], bool, Any]],
         ring: bool,
-        wakes: bool,
         appended: list[_Appended],
     ) -> None:
         for fut, ok, value in deliveries:
             (_set_result if ok else _set_exception)(fut, value)
         if ring:
-            self._db.ring_bells(loop, wakes, appended)
+            self._db.ring_bells(loop, appended)
 
 
 def _begin(conn: Connection) -> Any:
@@ -615,16 +690,15 @@ def _begin(conn: Connection) -> Any:
 
 def _commit_together(
     conn: Connection, fns: list[Callable[[Tx], Any]]
-) -> tuple[list[tuple[bool, Any]], bool, list[_Appended]]:
+) -> tuple[list[tuple[bool, Any]], list[_Appended]]:
     """Run each function in the same transaction and commit once. A function that
     raises is rolled back alone (its own savepoint) and its exception becomes its
     outcome; a database error (disk full, I/O error, read-only file: ``OperationalError``,
     from SQLAlchemy or straight from the driver) aborts them all."""
     outcomes: list[tuple[bool, Any]] = []
-    wakes = False
     appended: list[_Appended] = []
     if len(fns) == 1:  # alone: no savepoint needed, a failure rolls back the tx
-        tx = Tx(conn, "sqlite")
+        tx = SqliteTx(conn)
         try:
             with _begin(conn):
                 result = fns[0](tx)
@@ -632,15 +706,15 @@ def _commit_together(
         except (*_DATABASE_ERRORS, _WriteLockBusy):
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
-            return [(False, exc)], False, []
-        return [(True, result)], tx.wakes_workers, tx.appended
+            return [(False, exc)], []
+        return [(True, result)], tx.appended
     with _begin(conn):
         # Savepoints straight on the driver: cheaper than SQLAlchemy's nested
         # transactions, and invisible to the functions, which see one transaction.
         raw = conn.connection.driver_connection
         assert raw is not None
         for fn in fns:
-            tx = Tx(conn, "sqlite")
+            tx = SqliteTx(conn)
             raw.execute("SAVEPOINT orchestra_job")
             try:
                 result = fn(tx)
@@ -653,10 +727,9 @@ def _commit_together(
                     raise
                 outcomes.append((False, exc))
                 continue
-            wakes = wakes or tx.wakes_workers
             appended += tx.appended
             outcomes.append((True, result))
-    return outcomes, wakes, appended
+    return outcomes, appended
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

@@ -24,7 +24,7 @@ from orchestra.domain.models import (
     Workflow,
 )
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
-from orchestra.store.fast import fetch_all
+from orchestra.store._sqlite_fast import fetch_all
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
 RowMap = Mapping[str, Any]

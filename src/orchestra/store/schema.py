@@ -93,11 +93,12 @@ workflows = Table(
     Column("state", Json, nullable=False),
     Column("result", Json),
     Column("error", Text),
-    #: Bumped by every status or step change; guards concurrent writers.
-    Column("version", Integer, nullable=False, server_default="0"),
+    #: Engine-owned: agents a retry runs again although their last attempt failed,
+    #: mapped to a timeout override or null (``"*"``: every failed agent).
+    Column("retry", Json),
     Column("lease_owner", String(128)),
     Column("lease_token", String(32)),
-    Column("lease_expires_at", Float),
+    Column("lease_expires_at", UTCDateTime),
     Column("created_by", String(128)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

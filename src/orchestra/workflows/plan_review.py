@@ -23,15 +23,21 @@ from typing import Any
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
-from orchestra.domain.models import ActionInput, AgentOutput, AgentRun, CheckpointAction
+from orchestra.domain.models import (
+    ActionInput,
+    AgentOutput,
+    AgentRun,
+    CheckpointAction,
+    Resolution,
+)
 from orchestra.domain.statuses import ActionStyle, AgentRunStatus, WorkflowStatus
 from orchestra.engine.definition import (
+    CANCEL,
     AgentStep,
     AgentTask,
     CheckpointStep,
     CheckpointView,
     Committed,
-    Decision,
     Next,
     StepContext,
     WorkflowDefinition,
@@ -50,14 +56,6 @@ REVIEWS_READY = "reviews_ready_for_consolidation"
 EDIT_PLANNER_PROMPT = "edit_planner_prompt"
 ITERATION_LIMIT = "iteration_limit_reached"
 AGENT_PROBLEM = "agent_problem"
-
-CANCEL = CheckpointAction(
-    name="cancel",
-    label="Cancel workflow",
-    style=ActionStyle.DANGER,
-    destructive=True,
-    description="Stop the workflow for good.",
-)
 
 
 def _action(
@@ -267,16 +265,14 @@ def _plan_ready_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _with_edited_plan(ctx: StepContext, decision: Decision) -> dict[str, Any]:
+def _with_edited_plan(ctx: StepContext, decision: Resolution) -> dict[str, Any]:
     if decision.text is None or decision.text == ctx.state["plan"]:
         return {}
     plans = {**ctx.state.get("plans", {}), str(ctx.iteration): decision.text}
     return {"plan": decision.text, "plans": plans}
 
 
-def _plan_ready_resolve(ctx: StepContext, decision: Decision) -> Next:
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
+def _plan_ready_resolve(ctx: StepContext, decision: Resolution) -> Next:
     edited = _with_edited_plan(ctx, decision)
     if decision.action == "edit_reviewer_prompt":
         return Next(step=EDIT_REVIEWER_PROMPT, state=edited)
@@ -292,9 +288,7 @@ def _edit_reviewer_prompt_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _edit_reviewer_prompt_resolve(ctx: StepContext, decision: Decision) -> Next:
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
+def _edit_reviewer_prompt_resolve(ctx: StepContext, decision: Resolution) -> Next:
     return Next(step=REVIEW, state={"reviewer_prompt": decision.text})
 
 
@@ -317,9 +311,7 @@ def _reviews_ready_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _reviews_ready_resolve(ctx: StepContext, decision: Decision) -> Next:
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
+def _reviews_ready_resolve(ctx: StepContext, decision: Resolution) -> Next:
     if decision.action == "approve":
         return _complete(ctx)
     feedback = decision.text or _default_feedback(ctx)
@@ -356,9 +348,7 @@ def _edit_planner_prompt_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _edit_planner_prompt_resolve(ctx: StepContext, decision: Decision) -> Next:
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
+def _edit_planner_prompt_resolve(ctx: StepContext, decision: Resolution) -> Next:
     assert decision.text is not None  # requires_content
     return _to_planner(ctx, decision.text)
 
@@ -374,9 +364,7 @@ def _limit_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _limit_resolve(ctx: StepContext, decision: Decision) -> Next:
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
+def _limit_resolve(ctx: StepContext, decision: Resolution) -> Next:
     if decision.action == "approve":
         return _complete(ctx)
     extra = int(ctx.state.get("extra_iterations", 0)) + 1
@@ -447,20 +435,18 @@ def _problem_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _problem_resolve(ctx: StepContext, decision: Decision) -> Next:
+def _problem_resolve(ctx: StepContext, decision: Resolution) -> Next:
     problem = ctx.state["problem"]
     step = problem["step"]
-    if decision.action == "cancel":
-        return Next(step=None, cancel=True)
     if decision.action == "retry":
-        chosen = decision.inputs.get(RETRY_TIMEOUT.name)
+        chosen = (decision.inputs or {}).get(RETRY_TIMEOUT.name)
         retry: dict[str, float | None] = {}
         for f in problem["failures"]:
             longer = chosen
             if longer is None and f["error"].startswith("timeout") and f["timeout_s"]:
                 longer = min(2 * float(f["timeout_s"]), _max_timeout(ctx))
             retry[f["agent"]] = longer
-        return Next(step=step, state={"_retry": retry, "problem": None})
+        return Next(step=step, state={"problem": None}, retry=retry)
     if step == PLAN:  # manual_input: the person's text is the plan
         assert decision.text is not None
         plans = {**ctx.state.get("plans", {}), str(ctx.iteration): decision.text}

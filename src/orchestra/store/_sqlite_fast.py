@@ -1,4 +1,5 @@
-"""A lean path for the engine's hot writes on SQLite.
+"""A lean path for the engine's hot statements on SQLite (private to the store:
+the engine reaches it only through :class:`orchestra.store.db.SqliteTx`).
 
 SQLAlchemy Core builds, caches and executes statements portably, but on the
 hot path most of its cost per execution is bookkeeping (cache keys, execution
@@ -8,6 +9,13 @@ parameter names with SQLAlchemy itself — so the SQL and the type conversions
 (JSON, timestamps) are exactly SQLAlchemy's — and execute on the DBAPI cursor
 of the same connection, inside the same transaction. Postgres takes the normal
 path (its writes run in parallel threads; the per-call overhead matters less).
+
+Compiled statements are cached by the statement object itself: the cache holds a
+reference to it, so its ``id`` cannot be reused by another statement while the
+entry lives, and a hit is confirmed by identity. The statements are prebuilt
+constants (or built once per shape), so the cache stays small.
+``tests/integration/test_sqlite_fast_path.py`` replays every statement a Plan &
+Review run sends through here on SQLAlchemy's own path and compares the rows.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ Params = Mapping[str, Any]
 
 #: Per bound name, in statement order: (name, its default, its type conversion or None).
 _Binds = list[tuple[str, Any, Callable[[Any], Any] | None]]
-_cache: dict[tuple[int, tuple[str, ...]], tuple[str, _Binds]] = {}
+_cache: dict[tuple[int, tuple[str, ...]], tuple[UpdateBase, str, _Binds]] = {}
 
 
 def _binds(compiled: Any) -> _Binds:
@@ -38,10 +46,10 @@ def _binds(compiled: Any) -> _Binds:
 
 def _compile(conn: Connection, stmt: UpdateBase, keys: tuple[str, ...]) -> tuple[str, _Binds]:
     found = _cache.get((id(stmt), keys))
-    if found is None:
+    if found is None or found[0] is not stmt:
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
-        found = _cache[(id(stmt), keys)] = (compiled.string, _binds(compiled))
-    return found
+        found = _cache[(id(stmt), keys)] = (stmt, compiled.string, _binds(compiled))
+    return found[1], found[2]
 
 
 #: The last timestamp converted by each conversion: a transaction binds its one
@@ -71,7 +79,7 @@ def _row(binds: _Binds, params: Params) -> tuple[Any, ...]:
 
 def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
     """Execute a prebuilt INSERT/UPDATE with ``params`` (one dict or many); return
-    the row count. ``stmt`` must be a module-level constant (it is cached by id)."""
+    the row count. ``stmt`` must be prebuilt (it is cached, see the module's docstring)."""
     rows: Sequence[Params] = [params] if isinstance(params, Mapping) else params
     many = not isinstance(params, Mapping)
     if conn.dialect.name != "sqlite":
@@ -91,34 +99,38 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
 
 
 _Fetch = tuple[str, _Binds, list[str], list[Callable[[Any], Any] | None]]
-_fetch_cache: dict[int, _Fetch] = {}
+#: Per statement: the statement itself (see the module docstring) and its compiled
+#: form, or None for a statement this path does not take (expanding ``IN`` lists).
+_fetch_cache: dict[int, tuple[Select[Any], _Fetch | None]] = {}
 
 
-def _compile_select(conn: Connection, stmt: Select[Any]) -> _Fetch:
+def _compile_select(conn: Connection, stmt: Select[Any]) -> _Fetch | None:
     found = _fetch_cache.get(id(stmt))
-    if found is not None:
-        return found
+    if found is not None and found[0] is stmt:
+        return found[1]
     dialect = conn.dialect
     compiled = stmt.compile(dialect=dialect)
-    if compiled.post_compile_params:  # expanding IN lists: not for this path
-        raise ValueError("fetch_all takes statements without expanding parameters")
-    columns = list(stmt.selected_columns)
-    made: _Fetch = (
-        compiled.string,
-        _binds(compiled),
-        [c.key or "" for c in columns],
-        [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns],
-    )
-    _fetch_cache[id(stmt)] = made
+    made: _Fetch | None = None
+    if not compiled.post_compile_params:
+        columns = list(stmt.selected_columns)
+        made = (
+            compiled.string,
+            _binds(compiled),
+            # The names SQLAlchemy's rows use (``anon_1`` for an unlabelled expression).
+            [result[0] for result in compiled._result_columns],
+            [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns],
+        )
+    _fetch_cache[id(stmt)] = (stmt, made)
     return made
 
 
 def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
     """Run a prebuilt SELECT and return its rows as dicts, with SQLAlchemy's own
-    result conversions (JSON, timestamps). ``stmt`` must be a module-level constant."""
-    if conn.dialect.name != "sqlite":
+    result conversions (JSON, timestamps). ``stmt`` must be prebuilt."""
+    compiled = _compile_select(conn, stmt) if conn.dialect.name == "sqlite" else None
+    if compiled is None:
         return [dict(r._mapping) for r in conn.execute(stmt, dict(params))]
-    sql, binds, keys, results = _compile_select(conn, stmt)
+    sql, binds, keys, results = compiled
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, _row(binds, params))

@@ -1,0 +1,241 @@
+"""The engine's front door: the only ways into a workflow from outside the engine.
+
+:class:`Engine` starts, resolves, cancels and retries workflows. Each call is
+one transaction that changes statuses only through the transition function;
+after the commit the engine itself starts what the commit made runnable — on
+this process's worker when it is running and has room (leased in that same
+transaction, so the next step starts without another commit), otherwise by
+ringing every worker — and runs the definition's ``after_commit`` hook. Each
+call returns an :class:`Outcome`: what the commit left and the events it
+appended.
+
+The service layer (:mod:`orchestra.service`) checks a request, then calls one
+method here; nothing outside the engine touches a worker, a lease or a
+transaction of the engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from orchestra.domain.errors import TransitionNotAllowed
+from orchestra.domain.events import EventType
+from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
+from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, Entity, WorkflowStatus
+from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id
+from orchestra.engine.checkpoints import resolve_txn
+from orchestra.engine.definition import get_definition
+from orchestra.engine.leases import NO_LEASE, is_leased
+from orchestra.engine.runner import Handoff, Worker, WorkerSettings, after_commit
+from orchestra.engine.transition import transition_txn
+from orchestra.store.db import Database, Tx, carried_events
+from orchestra.store.queries import RowMap, to_workflow
+from orchestra.store.schema import workflows
+
+__all__ = ["Engine", "NewWorkflow", "Outcome", "WorkerSettings", "get_definition"]
+
+T = TypeVar("T")
+
+_INSERT_WORKFLOW = workflows.insert()
+
+
+@dataclass(frozen=True)
+class NewWorkflow:
+    """A workflow to start, as the service checked it."""
+
+    name: str
+    type: str
+    prompt: str
+    #: The agents it runs, resolved from the operator's configuration.
+    agents: dict[str, Any]
+    max_iterations: int
+    workspace_path: str | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What one call committed: its result and the events it appended."""
+
+    value: T
+    _appended: list[Any] = field(default_factory=list, repr=False)
+
+    @cached_property
+    def events(self) -> list[Event]:
+        """The events the commit appended, in order (decoded only when asked for)."""
+        return carried_events(self._appended)
+
+
+@dataclass
+class _Moved(Generic[T]):
+    """Inside a transaction: the result, the workflow row as it was left, and the
+    hand-off to this process's worker if it took the workflow."""
+
+    value: T
+    row: RowMap | None
+    handoff: Handoff | None = None
+    tx: Tx | None = None
+
+
+class Engine:
+    """The engine of one process: its front door and its worker."""
+
+    def __init__(self, db: Database, worker: WorkerSettings | None = None) -> None:
+        self.db = db
+        #: This process's worker. Workflows a call here makes runnable go to it in
+        #: the same transaction while it runs (:meth:`run`); otherwise any worker
+        #: claims them.
+        self.worker = Worker(db, worker)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run this process's worker until ``stop`` is set."""
+        await self.worker.run(stop)
+
+    # -- the four ways in ------------------------------------------------
+
+    async def create(self, new: NewWorkflow) -> Outcome[Workflow]:
+        """Start a workflow (pending until a worker enters its first step)."""
+        definition = get_definition(new.type)
+        workflow_id = new_id()
+        state = definition.initial_state(new.agents)
+
+        def txn(tx: Tx) -> _Moved[None]:
+            row: dict[str, Any] = {
+                "id": workflow_id,
+                "name": new.name,
+                "type": new.type,
+                "status": WorkflowStatus.PENDING.value,
+                "current_step": None,
+                "step_index": 0,
+                "iteration": 1,
+                "max_iterations": new.max_iterations,
+                "prompt": new.prompt,
+                "workspace_path": new.workspace_path,
+                "agents": new.agents,
+                "state": state,
+                "retry": None,
+                "result": None,
+                "error": None,
+                "created_by": new.created_by,
+                **NO_LEASE,
+                "created_at": tx.now,
+                "updated_at": tx.now,
+                "finished_at": None,
+            }
+            tx.execute(_INSERT_WORKFLOW, row)
+            tx.emit(
+                workflow_id,
+                EventType.WORKFLOW_CREATED,
+                {
+                    "id": workflow_id,
+                    "name": new.name,
+                    "type": new.type,
+                    "created_by": new.created_by,
+                },
+            )
+            return _Moved(None, row)
+
+        return await self._workflow_outcome(txn)
+
+    async def resolve(
+        self,
+        checkpoint_id: str,
+        decision: Decision,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> Outcome[Checkpoint]:
+        """Resolve a checkpoint and move its workflow on (exactly once: a rival gets
+        :class:`~orchestra.engine.checkpoints.ResolutionConflict`)."""
+
+        def txn(tx: Tx) -> _Moved[Checkpoint]:
+            checkpoint, row = resolve_txn(
+                tx, checkpoint_id, decision, actor=actor, idempotency_key=idempotency_key
+            )
+            return _Moved(checkpoint, row)
+
+        moved = await self._commit(txn, hook=True)
+        return Outcome(moved.value, moved.tx.appended if moved.tx else [])
+
+    async def cancel(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
+        """Cancel a workflow that has not ended."""
+
+        def txn(tx: Tx) -> _Moved[None]:
+            row = load_workflow_txn(tx, workflow_id)
+            if WorkflowStatus(row["status"]) in TERMINAL_WORKFLOW_STATUSES:
+                raise TransitionNotAllowed(
+                    f"workflow {workflow_id} is {row['status']} and cannot be cancelled",
+                    details={"status": row["status"]},
+                )
+            return _Moved(None, cancel_txn(tx, row, reason=f"cancelled by {actor}"))
+
+        return await self._workflow_outcome(txn)
+
+    async def retry(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
+        """Run a failed workflow's current step again; its failed agents run again."""
+
+        def txn(tx: Tx) -> _Moved[None]:
+            row = load_workflow_txn(tx, workflow_id)
+            if row["status"] != WorkflowStatus.FAILED:
+                raise TransitionNotAllowed(
+                    f"workflow {workflow_id} is {row['status']}; only a failed workflow can be "
+                    "retried",
+                    details={"status": row["status"]},
+                )
+            values = {"error": None, "finished_at": None, "retry": {"*": None}, **NO_LEASE}
+            if not transition_txn(
+                tx,
+                Entity.WORKFLOW,
+                workflow_id,
+                workflow_id=workflow_id,
+                old=row["status"],
+                new=WorkflowStatus.RUNNING,
+                values=values,
+                data={"retried_by": actor},
+            ):
+                raise AssertionError("workflow row locked but changed")
+            moved = {**row, **values, "status": WorkflowStatus.RUNNING.value, "updated_at": tx.now}
+            return _Moved(None, moved)
+
+        return await self._workflow_outcome(txn)
+
+    # -- after the commit ------------------------------------------------
+
+    async def _workflow_outcome(self, txn: Callable[[Tx], _Moved[None]]) -> Outcome[Workflow]:
+        moved = await self._commit(txn)
+        assert moved.row is not None
+        return Outcome(to_workflow(moved.row), moved.tx.appended if moved.tx else [])
+
+    async def _commit(self, txn: Callable[[Tx], _Moved[T]], *, hook: bool = False) -> _Moved[T]:
+        """Run ``txn``, handing what it left runnable to this process's worker in the
+        same transaction; after the commit, start that (or ring every worker) and,
+        with ``hook`` (a person moved the workflow), run the definition's
+        ``after_commit`` hook."""
+
+        def with_handoff(tx: Tx) -> _Moved[T]:
+            moved = txn(tx)
+            moved.tx = tx
+            if moved.row is not None and _runnable(moved.row, tx):
+                moved.handoff = self.worker.adopt_txn(tx, moved.row)
+                if moved.handoff is not None and moved.handoff[1] is not None:
+                    moved.row = moved.handoff[1].row  # as the worker's step left it
+            return moved
+
+        moved = await self.db.write(with_handoff)
+        row = moved.row
+        if moved.handoff is not None:
+            self.worker.start(moved.handoff)
+        elif row is not None and moved.tx is not None and _runnable(row, moved.tx):
+            await self.db.wake_workers()
+        if hook and row is not None and row["workspace_path"]:
+            await after_commit(row)  # e.g. plans written into the workspace
+        return moved
+
+
+def _runnable(row: RowMap, tx: Tx) -> bool:
+    """Whether a worker should take the workflow ``row`` now: runnable and unleased."""
+    return WorkflowStatus(row["status"]).is_runnable and not is_leased(row, tx.now)

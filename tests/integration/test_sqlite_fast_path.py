@@ -1,0 +1,129 @@
+"""The SQLite fast path (``store._sqlite_fast``) gives exactly what SQLAlchemy gives.
+
+Every statement the engine sends through the fast path during whole Plan & Review
+runs (approved, cancelled, failed and retried) is recorded with its parameters,
+then replayed on two fresh databases: once through the fast path, once through
+SQLAlchemy's own execution. Each statement's rows (or row count) and the final
+contents of every table must be identical.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection
+
+from orchestra.domain.models import Decision
+from orchestra.domain.statuses import WorkflowStatus
+from orchestra.engine.api import WorkerSettings
+from orchestra.engine.runner import Worker
+from orchestra.service import Orchestra
+from orchestra.store import _sqlite_fast, queries
+from orchestra.store.db import Database
+from orchestra.store.migrate import upgrade
+from tests.support.engine import _dump, agents, demo, pending, use_agents
+
+Recorded = tuple[str, Any, Any]
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
+    """Every (kind, statement, parameters) the fast path runs during the test."""
+    found: list[Recorded] = []
+    real_dml, real_fetch = _sqlite_fast.execute_dml, _sqlite_fast.fetch_all
+
+    def dml(conn: Connection, stmt: Any, params: Mapping[str, Any] | Sequence[Any]) -> int:
+        found.append(("dml", stmt, copy.deepcopy(params)))
+        return real_dml(conn, stmt, params)
+
+    def fetch(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        found.append(("fetch", stmt, copy.deepcopy(dict(params))))
+        return real_fetch(conn, stmt, params)
+
+    monkeypatch.setattr(_sqlite_fast, "execute_dml", dml)
+    monkeypatch.setattr(_sqlite_fast, "fetch_all", fetch)
+    monkeypatch.setattr(queries, "fetch_all", fetch)
+    return found
+
+
+async def _runs(tmp_path: Path) -> None:
+    """Plan & Review runs that visit every statement the engine has: approve to the
+    end, cancel at a checkpoint, a failing agent retried."""
+    db = Database(f"sqlite:///{tmp_path / 'recorded.db'}")
+    upgrade(db.write_engine)
+    service = Orchestra(db, allowed_roots=[tmp_path])
+    worker = Worker(db, WorkerSettings(poll_s=0.05))
+    try:
+        done = await service.create_workflow(name="approved", prompt="Add a flag")
+        await worker.run_until_idle()
+        for step in ("plan_ready_for_review", "reviews_ready_for_consolidation"):
+            cp = await pending(service, done.id, step)
+            await service.resolve(cp.id, Decision(action="approve", notes="ok"), actor="ana")
+            await worker.run_until_idle()
+        assert (await service.get_workflow(done.id)).status is WorkflowStatus.COMPLETED
+
+        cancelled = await service.create_workflow(name="cancelled", prompt="Add a flag")
+        await worker.run_until_idle()
+        cp = await pending(service, cancelled.id)
+        await service.resolve(cp.id, Decision(action="cancel"), actor="ana")
+
+        failing = agents(reviewers=[demo(), demo(fail="error")])
+        retried = await service.create_workflow(
+            name="retried", prompt="Add a flag", agents=use_agents(service, failing)
+        )
+        await worker.run_until_idle()
+        cp = await pending(service, retried.id)
+        await service.resolve(cp.id, Decision(action="approve"), actor="ana")
+        await worker.run_until_idle()
+        problem = await pending(service, retried.id, "agent_problem")
+        await service.resolve(problem.id, Decision(action="retry"), actor="ana")
+        await worker.run_until_idle()
+    finally:
+        db.close()
+
+
+def _replay(url: str, recorded: list[Recorded], *, fast: bool) -> tuple[list[Any], Any]:
+    """Run the recorded statements in order on a fresh database; each one's result
+    and every table's rows at the end."""
+    db = Database(url)
+    upgrade(db.write_engine)
+    results: list[Any] = []
+    try:
+        with db.write_engine.connect() as conn, conn.begin():
+            for kind, stmt, params in recorded:
+                if kind == "dml":
+                    if fast:
+                        count = _sqlite_fast.execute_dml(conn, stmt, params)
+                    else:
+                        many = not isinstance(params, Mapping)
+                        count = conn.execute(stmt, list(params) if many else params).rowcount
+                    results.append(count)
+                elif fast:
+                    results.append(_sqlite_fast.fetch_all(conn, stmt, params))
+                else:
+                    results.append([dict(r._mapping) for r in conn.execute(stmt, params)])
+            return results, _dump(conn)
+    finally:
+        db.close()
+
+
+async def test_the_fast_path_and_sqlalchemy_give_identical_rows(
+    tmp_path: Path, recorded: list[Recorded]
+) -> None:
+    await _runs(tmp_path)
+    replayed = list(recorded)
+    # The runs went through the fast path: inserts, updates and selects of its own.
+    kinds = {(kind, type(stmt).__name__) for kind, stmt, _ in replayed}
+    assert {("dml", "Insert"), ("dml", "Update"), ("fetch", "Select")} <= kinds
+    assert len({id(stmt) for _, stmt, _ in replayed}) >= 10
+
+    fast_results, fast_tables = _replay(f"sqlite:///{tmp_path / 'fast.db'}", replayed, fast=True)
+    slow_results, slow_tables = _replay(f"sqlite:///{tmp_path / 'slow.db'}", replayed, fast=False)
+    for i, (fast, slow) in enumerate(zip(fast_results, slow_results, strict=True)):
+        assert fast == slow, f"statement {i}: {replayed[i][1]}"
+    assert fast_tables == slow_tables
+    assert sum(len(rows) for rows in fast_tables.values()) > 0
