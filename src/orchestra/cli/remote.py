@@ -24,6 +24,7 @@ from orchestra.domain.errors import (
     Conflict,
     DatabaseUnavailable,
     InvalidInput,
+    LimitReached,
     NotFound,
     OrchestraError,
 )
@@ -42,6 +43,7 @@ _ERRORS: dict[int, type[OrchestraError]] = {
     409: Conflict,
     413: InvalidInput,
     422: InvalidInput,
+    429: LimitReached,
     503: DatabaseUnavailable,
 }
 #: Reconnect attempts of an event stream before giving up (the cursor survives them).
@@ -50,23 +52,31 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def error_from_response(response: httpx.Response) -> OrchestraError:
-    """The domain exception an error response stands for."""
+    """The domain exception an error response stands for: its class from the HTTP
+    status (so exit codes match local mode), its ``code``, message and details from
+    the body (so ``already_resolved`` stays ``already_resolved``, as locally)."""
+    status = response.status_code
     try:
         body: Any = response.json()
     except ValueError:
         body = None
-    message = f"the server answered {response.status_code} {response.reason_phrase}"
+    cls = _ERRORS.get(status, OrchestraError)
+    code = cls.code if cls is not OrchestraError else f"http_{status}"
+    message = f"the server answered {status} {response.reason_phrase}"
     details: dict[str, Any] = {}
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         message = str(error.get("message") or message)
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        if isinstance(error.get("code"), str) and error["code"]:
+            code = error["code"]
     elif isinstance(body, dict) and "detail" in body:
         message = f"{message}: {body['detail']}"
-    if response.status_code == 401:
+    if status == 401:
         message += " (pass --token or set ORCHESTRA_TOKEN; `orchestra token create` makes one)"
-    cls = _ERRORS.get(response.status_code, OrchestraError)
-    return cls(message, details=details)
+    exc = cls(message, details=details)
+    exc.code = code  # the server's word, not the class default
+    return exc
 
 
 class RemoteBackend:
