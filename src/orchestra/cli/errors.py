@@ -42,7 +42,9 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok · 1 error (also: server unreachable, authentication refused) · "
     "2 usage or bad input · 3 not found · 4 conflict (already resolved, not allowed in "
-    "the current status) · 130 interrupted (Ctrl-C)."
+    "the current status) · 130 interrupted (Ctrl-C). An error names its code (e.g. "
+    "already_resolved); with --json it is one line on stderr, "
+    '{"error": {"code", "message", "details"}}, as the API answers.'
 )
 
 
