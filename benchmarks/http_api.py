@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import statistics
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.acceptance
 
 import httpx
+from httpx_sse import aconnect_sse
 from tests.acceptance.server import make_tokens, running_server
 
 from orchestra.domain.events import EventType
@@ -82,27 +82,18 @@ class Dispatcher:
         return q
 
     async def run(self, client: httpx.AsyncClient, after: int) -> None:
-        async with client.stream("GET", f"/api/events/stream?after={after}") as r:
-            event_type, data = "", ""
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event_type = line[7:]
-                elif line.startswith("data: "):
-                    data = line[6:]
-                elif line == "" and data:
-                    if event_type == EventType.CHECKPOINT_CREATED:
-                        event = json.loads(data)
-                        item = (
-                            event["data"]["step"],
-                            event["data"]["checkpoint_id"],
-                            time.perf_counter(),
-                        )
-                        q = self.waiting.get(event["workflow_id"])
-                        if q is None:
-                            self.early[event["workflow_id"]].append(item)
-                        else:
-                            q.put_nowait(item)
-                    event_type, data = "", ""
+        url = f"/api/events/stream?after={after}"
+        async with aconnect_sse(client, "GET", url) as source:
+            async for sse in source.aiter_sse():
+                if sse.event != EventType.CHECKPOINT_CREATED:
+                    continue
+                event = sse.json()
+                item = (event["data"]["step"], event["data"]["checkpoint_id"], time.perf_counter())
+                q = self.waiting.get(event["workflow_id"])
+                if q is None:
+                    self.early[event["workflow_id"]].append(item)
+                else:
+                    q.put_nowait(item)
 
 
 async def one_workflow(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
@@ -76,27 +77,15 @@ class Settings(BaseModel):
         return self.config_file if self.config_file and self.config_file.exists() else None
 
 
-_BOOL = {
-    "1": True,
-    "true": True,
-    "yes": True,
-    "on": True,
-    "0": False,
-    "false": False,
-    "no": False,
-    "off": False,
-}
-
-
 def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    """The ``ORCHESTRA_*`` variables as field values (booleans as pydantic reads them:
+    1/0, true/false, yes/no, on/off; lists split on ``os.pathsep`` or commas)."""
     values: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
-        if field.annotation is bool:
-            values[name] = _BOOL.get(raw.lower(), raw)
-        elif name == "allowed_roots":
+        if name == "allowed_roots":
             values[name] = [p for p in raw.split(os.pathsep) if p]
         elif name == "allowed_hosts":
             values[name] = [h.strip() for h in raw.split(",") if h.strip()]
@@ -123,8 +112,23 @@ def load_settings(**flags: Any) -> Settings:
             raise InvalidInput(f"{config_file}: not valid TOML: {exc}") from exc
         file_values = {k: v for k, v in raw.items() if k in Settings.model_fields}
     merged = {**file_values, **env, **flags, "data_dir": data_dir, "config_file": config_file}
+    source = {
+        **{k: str(config_file) for k in file_values},
+        **{k: ENV_PREFIX + k.upper() for k in env},
+        **{k: "the command line" for k in flags},
+    }
     try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"invalid settings: {problems}") from exc
+        raise InvalidInput(
+            "invalid settings: " + "; ".join(_problem(e, merged, source) for e in exc.errors()),
+            details={"fields": sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]})},
+        ) from exc
+
+
+def _problem(error: ErrorDetails, merged: dict[str, Any], source: dict[str, str]) -> str:
+    """One bad setting: its key, the value, where it came from, and what pydantic wants."""
+    loc = error["loc"]
+    key = str(loc[0]) if loc else "?"
+    where = source.get(key, "the defaults")
+    return f"{'.'.join(map(str, loc))} = {merged.get(key)!r} (from {where}): {error['msg']}"

@@ -3,14 +3,14 @@
 :func:`running_server` starts ``python -m orchestra.server`` on a free
 loopback port with its own data directory, waits for ``/health``, yields a
 :class:`ServerProcess`, and always stops it (SIGTERM, then SIGKILL). Helpers
-below read Server-Sent Events and wait for conditions with bounded loops.
+below read Server-Sent Events (with httpx-sse, as the CLI does) and wait for
+conditions with bounded loops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
 from orchestra.domain.roles import Role
 from orchestra.store.db import Database
@@ -286,50 +287,45 @@ async def wait_for(
         await asyncio.sleep(every_s)
 
 
-@dataclass
-class SseFrame:
-    id: int | None
-    event: str | None
-    data: dict[str, Any] | None
-    comment: str | None = None
+@dataclass(frozen=True)
+class SseEvent:
+    """One message of an event stream (decoded by httpx-sse), its data the event's JSON."""
 
-
-async def sse_frames(response: httpx.Response) -> AsyncIterator[SseFrame]:
-    """Parse a text/event-stream body into frames (comments become frames too)."""
-    fields: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if fields:
-                yield SseFrame(
-                    int(fields["id"]) if "id" in fields else None,
-                    fields.get("event"),
-                    json.loads(fields["data"]) if "data" in fields else None,
-                )
-            fields = {}
-        elif line.startswith(":"):
-            yield SseFrame(None, None, None, comment=line[1:].strip())
-        else:
-            name, _, value = line.partition(":")
-            fields[name] = value[1:] if value.startswith(" ") else value
+    id: int
+    event: str
+    data: dict[str, Any]
 
 
 async def collect_sse(
     response: httpx.Response,
-    until: Callable[[list[SseFrame]], bool],
+    until: Callable[[list[SseEvent]], bool],
     timeout_s: float = 30,
-) -> list[SseFrame]:
-    """Frames (events and comments) until ``until(frames)`` holds (bounded)."""
-    frames: list[SseFrame] = []
-    async with asyncio.timeout(timeout_s):
-        async for frame in sse_frames(response):
-            frames.append(frame)
-            if until(frames):
+) -> list[SseEvent]:
+    """The stream's events until ``until(events)`` holds (bounded). Keep-alive comments
+    are not messages (an SSE client drops them); see :func:`read_text` to see them."""
+    found: list[SseEvent] = []
+    async with (
+        asyncio.timeout(timeout_s),
+        contextlib.aclosing(EventSource(response).aiter_sse()) as messages,
+    ):
+        async for sse in messages:
+            found.append(SseEvent(int(sse.id), sse.event, sse.json()))
+            if until(found):
                 break
-    return frames
+    return found
 
 
-def events_of(frames: list[SseFrame]) -> list[SseFrame]:
-    return [f for f in frames if f.comment is None]
+async def read_text(
+    response: httpx.Response, until: Callable[[str], bool], timeout_s: float = 30
+) -> str:
+    """A stream's raw text until ``until(text)`` holds (bounded): the bytes on the wire."""
+    text = ""
+    async with asyncio.timeout(timeout_s):
+        async for chunk in response.aiter_text():
+            text += chunk
+            if until(text):
+                break
+    return text
 
 
 # -- module servers ------------------------------------------------------------

@@ -83,6 +83,12 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(ok(result).stdout)
 
 
+def error_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The error a ``--json`` command printed: the API's shape, the last line of stderr."""
+    error: dict[str, Any] = json.loads(result.stderr.strip().splitlines()[-1])["error"]
+    return error
+
+
 def editor_script(tmp_path: Path) -> Path:
     """An $EDITOR that appends the marker line to the file it is given."""
     script = tmp_path / "append-marker"
@@ -382,7 +388,7 @@ async def test_inbox_resolve_and_exit_codes(
     assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
 
     missing = orchestra(tmp_path, db_url, "resolve", "no-such-checkpoint", "--action", "approve")
-    assert missing.returncode == 3
+    assert missing.returncode == 3 and "(not_found)" in missing.stderr
 
     resolved = as_json(
         orchestra(
@@ -406,7 +412,14 @@ async def test_inbox_resolve_and_exit_codes(
     again = orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "cancel")
     assert again.returncode == 4
     assert f"resolved by {getpass.getuser()}" in again.stderr and "approve" in again.stderr
+    assert "(already_resolved)" in again.stderr
     assert (await service.get_checkpoint(cp.id)).resolution == stored.resolution
+    # With --json, scripts get the error as the API shapes it: code, message, details.
+    again_json = orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "cancel", "--json")
+    assert again_json.returncode == 4 and again_json.stdout == ""
+    conflict = error_of(again_json)
+    assert conflict["code"] == "already_resolved"
+    assert conflict["details"]["resolution"]["resolved_by"] == getpass.getuser()
 
     assert as_json(orchestra(tmp_path, db_url, "inbox", "--json"))["items"] == []
 

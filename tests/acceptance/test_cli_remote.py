@@ -19,6 +19,7 @@ from tests.acceptance.test_cli_local import (
     cli_env,
     command,
     editor_script,
+    error_of,
     ok,
     orchestra,
     watch_while,
@@ -125,6 +126,39 @@ async def test_remote_commands_and_exit_codes(server: ServerProcess, tmp_path: P
     assert ids == sorted(set(ids))
     assert events[-1]["data"]["to"] == WorkflowStatus.CANCELLED.value
     assert remote(server, tmp_path, "cancel", workflow_id).returncode == 4
+
+
+async def test_remote_errors_keep_the_api_code(server: ServerProcess, tmp_path: Path) -> None:
+    """A remote 404 and a remote conflict end as they do locally (exit 3 and 4, the
+    code in the message) and, with --json, print the API's own error body."""
+    async with Api(server.base_url, server.tokens["ana"]) as api:
+        created = await api.create_workflow(name="codes")
+        cp = await api.wait_for_checkpoint(created["id"], "plan_ready_for_review")
+        await api.post(f"/api/checkpoints/{cp['id']}/resolve", {"action": "approve"})
+        answer = await api.client.post(
+            f"/api/checkpoints/{cp['id']}/resolve", json={"action": "cancel"}
+        )
+        assert answer.status_code == 409
+        api_conflict = answer.json()["error"]
+        answer = await api.client.get("/api/checkpoints/no-such-checkpoint")
+        assert answer.status_code == 404
+        api_missing = answer.json()["error"]
+
+    missing = remote(server, tmp_path, "resolve", "no-such-checkpoint", "-a", "approve", "--json")
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert error_of(missing) == api_missing
+    assert api_missing["code"] == "not_found"
+    human = remote(server, tmp_path, "show", "no-such-workflow")
+    assert human.returncode == 3 and "(not_found)" in human.stderr
+
+    again = remote(server, tmp_path, "resolve", cp["id"], "--action", "cancel", "--json")
+    assert again.returncode == 4 and again.stdout == ""
+    assert error_of(again) == api_conflict
+    assert api_conflict["code"] == "already_resolved"
+    assert api_conflict["details"]["resolution"]["resolved_by"] == "ana"
+    human = remote(server, tmp_path, "resolve", cp["id"], "--action", "cancel")
+    assert human.returncode == 4 and "(already_resolved)" in human.stderr
+    assert "resolved by ana" in human.stderr
 
 
 def test_unreachable_server_exits_1(tmp_path: Path) -> None:

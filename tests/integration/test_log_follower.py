@@ -38,6 +38,13 @@ def _emit(*notes: str) -> Callable[[Tx], None]:
     return txn
 
 
+def _emit_for(workflow_id: str, note: str) -> Callable[[Tx], None]:
+    def txn(tx: Tx) -> None:
+        tx.emit(workflow_id, EventType.WORKFLOW_CREATED, {"note": note})
+
+    return txn
+
+
 def _fail_after_emitting(tx: Tx) -> None:
     tx.emit(None, EventType.WORKFLOW_CREATED, {"note": "undone"})
     raise Boom
@@ -46,8 +53,9 @@ def _fail_after_emitting(tx: Tx) -> None:
 class Collector:
     """Runs a follower in the background and keeps what it yields."""
 
-    def __init__(self, db: Database, *, poll_s: float = 30) -> None:
-        self.follower = LogFollower(db, 0, poll_s=poll_s)  # by default: rings only
+    def __init__(self, db: Database, *, poll_s: float = 30, workflow_id: str | None = None) -> None:
+        # By default: rings only.
+        self.follower = LogFollower(db, 0, poll_s=poll_s, workflow_id=workflow_id)
         self.seen: list[Event] = []
         self.task = asyncio.create_task(self._run())
 
@@ -222,6 +230,43 @@ async def test_another_process_event_is_read_while_this_one_commits_without_even
         await collector.stop()
         other.close()
     assert [e.data["note"] for e in followed] == ["theirs"]
+
+
+async def test_following_one_workflow_yields_its_events_only_and_skips_none(
+    service: Orchestra, db: Database, db_url: str
+) -> None:
+    """``orchestra watch`` follows one workflow: the follower yields exactly its rows,
+    in order — the backlog, this process's commits (rings), another process's (read)
+    — while the other workflows' commits only move its cursor along the log."""
+    mine = await service.create_workflow(name="mine", prompt="Add a flag")
+    other_wf = await service.create_workflow(name="other", prompt="Add a flag")
+    await db.write(_emit_for(mine.id, "backlog"))
+    await db.write(_emit_for(other_wf.id, "not mine"))
+    other = Database(db_url)
+    try:
+        collector = Collector(db, workflow_id=mine.id)
+        await collector.started()
+        await collector.until(2)  # created, backlog
+        await db.write(_emit_for(other_wf.id, "not mine either"))
+        await db.write(_emit_for(mine.id, "rung"))
+        await other.write(_emit_for(mine.id, "theirs"))
+        await other.write(_emit_for(other_wf.id, "theirs, not mine"))
+        await db.write(_emit_for(mine.id, "after theirs"))
+        followed = await collector.until(5)
+        await collector.stop()
+    finally:
+        other.close()
+    assert [e.data.get("note") for e in followed[1:]] == [
+        "backlog",
+        "rung",
+        "theirs",
+        "after theirs",
+    ]
+    _same(followed, await service.events_after(workflow_id=mine.id, after=0))
+    everything = await _log(db)
+    assert collector.follower.cursor == everything[-1].id  # the whole log was seen
+    if db.kind == "sqlite":  # the start, and the gap another process left; no more
+        assert collector.follower.reads == 2
 
 
 def test_a_full_queue_of_rings_falls_back_to_reading(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ and leaves with the same code in both modes.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from enum import IntEnum
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import typer
@@ -41,7 +42,9 @@ class ExitCode(IntEnum):
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok · 1 error (also: server unreachable, authentication refused) · "
     "2 usage or bad input · 3 not found · 4 conflict (already resolved, not allowed in "
-    "the current status) · 130 interrupted (Ctrl-C)."
+    "the current status) · 130 interrupted (Ctrl-C). An error names its code (e.g. "
+    "already_resolved); with --json it is one line on stderr, "
+    '{"error": {"code", "message", "details"}}, as the API answers.'
 )
 
 
@@ -67,9 +70,18 @@ def exit_code_for(exc: OrchestraError) -> ExitCode:
     return ExitCode.ERROR
 
 
-def report(exc: OrchestraError) -> None:
-    """Print ``exc`` for a person, including who won when it is a resolution conflict."""
-    err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
+def error_json(exc: OrchestraError) -> dict[str, Any]:
+    """``exc`` in the API's error shape (what ``--json`` commands print on stderr)."""
+    return {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+
+
+def report(exc: OrchestraError, *, as_json: bool = False) -> None:
+    """Print ``exc`` for a person (its code too, for scripts), including who won when
+    it is a resolution conflict; with ``as_json``, one line in the API's error shape."""
+    if as_json:
+        typer.echo(json.dumps(error_json(exc), ensure_ascii=False, default=str), err=True)
+        return
+    err_console.print(f"[bold red]error[/] ({escape(exc.code)}): {escape(exc.message)}")
     resolution = exc.details.get("resolution") if isinstance(exc, Conflict) else None
     if isinstance(resolution, dict):
         err_console.print(
@@ -85,7 +97,8 @@ def report(exc: OrchestraError) -> None:
 
 
 def exits_on_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain errors, HTTP transport failures and Ctrl-C into exit codes."""
+    """Turn domain errors, HTTP transport failures and Ctrl-C into exit codes (a
+    command's ``--json`` flag, its ``as_json`` parameter, makes errors JSON too)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -93,7 +106,7 @@ def exits_on_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except OrchestraError as exc:
             log.debug("command failed", exc_info=True)
-            report(exc)
+            report(exc, as_json=kwargs.get("as_json") is True)
             raise typer.Exit(exit_code_for(exc)) from None
         except httpx.TransportError as exc:
             err_console.print(f"[bold red]error:[/] cannot reach the server: {escape(str(exc))}")

@@ -17,6 +17,7 @@ from orchestra.config import Settings
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.runtime import Runtime, _redact, open_runtime
+from orchestra.store.follow import LogFollower
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +84,17 @@ class LocalBackend:
         return await self.service.history(workflow_id)
 
     async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
-        """Read the log after a cursor; the doorbell (or a timeout) says when to look again."""
+        """The workflow's events through the log's one follower (the server's hub
+        uses it too): this process's commits come with the doorbell, others are read."""
         db = self.runtime.db
         db.start_listening(asyncio.get_running_loop())
-        cursor = after
-        while True:
-            seen = db.doorbell.generation
-            batch = await self.service.events_after(
-                workflow_id=workflow_id, after=cursor, limit=EVENT_BATCH
-            )
-            for event in batch:
-                cursor = event.id
-                yield event
-            if len(batch) < EVENT_BATCH:
-                await db.doorbell.wait(EVENT_POLL_S, since=seen)
+        follower = LogFollower(
+            db, after, workflow_id=workflow_id, poll_s=EVENT_POLL_S, page=EVENT_BATCH
+        )
+        async with contextlib.aclosing(follower.batches()) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
     @contextlib.asynccontextmanager
     async def working(self, workflow_id: str) -> AsyncIterator[None]:

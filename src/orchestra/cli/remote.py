@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 from pydantic import BaseModel, ValidationError
 
 from orchestra.cli.errors import AccessDenied, CliError
@@ -25,10 +24,10 @@ from orchestra.domain.errors import (
     Conflict,
     DatabaseUnavailable,
     InvalidInput,
+    LimitReached,
     NotFound,
     OrchestraError,
 )
-from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 
@@ -44,6 +43,7 @@ _ERRORS: dict[int, type[OrchestraError]] = {
     409: Conflict,
     413: InvalidInput,
     422: InvalidInput,
+    429: LimitReached,
     503: DatabaseUnavailable,
 }
 #: Reconnect attempts of an event stream before giving up (the cursor survives them).
@@ -52,58 +52,31 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 def error_from_response(response: httpx.Response) -> OrchestraError:
-    """The domain exception an error response stands for."""
+    """The domain exception an error response stands for: its class from the HTTP
+    status (so exit codes match local mode), its ``code``, message and details from
+    the body (so ``already_resolved`` stays ``already_resolved``, as locally)."""
+    status = response.status_code
     try:
         body: Any = response.json()
     except ValueError:
         body = None
-    message = f"the server answered {response.status_code} {response.reason_phrase}"
+    cls = _ERRORS.get(status, OrchestraError)
+    code = cls.code if cls is not OrchestraError else f"http_{status}"
+    message = f"the server answered {status} {response.reason_phrase}"
     details: dict[str, Any] = {}
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         message = str(error.get("message") or message)
         details = error.get("details") if isinstance(error.get("details"), dict) else {}
+        if isinstance(error.get("code"), str) and error["code"]:
+            code = error["code"]
     elif isinstance(body, dict) and "detail" in body:
         message = f"{message}: {body['detail']}"
-    if response.status_code == 401:
+    if status == 401:
         message += " (pass --token or set ORCHESTRA_TOKEN; `orchestra token create` makes one)"
-    cls = _ERRORS.get(response.status_code, OrchestraError)
-    return cls(message, details=details)
-
-
-def parse_sse(lines: list[str], workflow_id: str) -> Event | None:
-    """One Server-Sent Event (its ``id:``/``event:``/``data:`` lines) as an :class:`Event`."""
-    fields: dict[str, str] = {}
-    data_lines = []
-    for line in lines:
-        if not line or line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data_lines.append(value)
-        else:
-            fields[name] = value
-    if not data_lines:
-        return None
-    try:
-        payload = json.loads("\n".join(data_lines))
-    except ValueError:
-        log.warning("ignoring an event whose data is not JSON: %r", data_lines[:1])
-        return None
-    if isinstance(payload, dict) and {"id", "type", "data"} <= payload.keys():
-        return Event.model_validate(payload)
-    try:
-        return Event(
-            id=int(fields["id"]),
-            workflow_id=workflow_id,
-            type=EventType(fields.get("event", "")),
-            data=payload if isinstance(payload, dict) else {"value": payload},
-            created_at=datetime.now(UTC),
-        )
-    except (KeyError, ValueError):
-        log.debug("ignoring a stream message that is not an event: %r", fields)
-        return None
+    exc = cls(message, details=details)
+    exc.code = code  # the server's word, not the class default
+    return exc
 
 
 class RemoteBackend:
@@ -209,13 +182,8 @@ class RemoteBackend:
                     if response.status_code >= 400:
                         await response.aread()
                         raise error_from_response(response)
-                    pending: list[str] = []
-                    async for line in response.aiter_lines():
-                        if line:
-                            pending.append(line)
-                            continue
-                        event = parse_sse(pending, workflow_id)
-                        pending = []
+                    async for sse in EventSource(response).aiter_sse():
+                        event = _event_of(sse)
                         if event is not None and event.id > cursor:
                             cursor, failures = event.id, 0
                             yield event
@@ -233,6 +201,15 @@ class RemoteBackend:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _event_of(sse: ServerSentEvent) -> Event | None:
+    """The event an SSE message carries (its data is the event's JSON), or None."""
+    try:
+        return Event.model_validate_json(sse.data)
+    except ValidationError:
+        log.warning("ignoring a stream message that is not an event: %.200r", sse.data)
+        return None
 
 
 def _params(**values: Any) -> dict[str, Any]:

@@ -14,6 +14,12 @@ rings alone never postpone that read).
 This is exact because event ids are handed out in commit order (see
 :mod:`orchestra.store.db`): a carried batch that starts at ``cursor + 1``
 leaves nothing committed between them.
+
+Given a ``workflow_id``, the follower yields only that workflow's events (``orchestra
+watch``), but its cursor still walks the whole log: the rings of other workflows'
+commits move it on without a read, and a read asks the database for the workflow's
+rows only, then moves the cursor to the log's end as it was before that query (every
+id up to there had committed, so its rows were visible to the query).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncGenerator, Sequence
-from functools import partial
+
+from sqlalchemy import Connection
 
 from orchestra.domain.models import Event
 from orchestra.store import queries
@@ -32,11 +39,22 @@ _MAX_QUEUED = 10_000
 
 
 class LogFollower:
-    """An async iterator of event batches after ``after`` (all workflows)."""
+    """An async iterator of event batches after ``after``: every workflow's, or
+    ``workflow_id``'s only."""
 
-    def __init__(self, db: Database, after: int, *, poll_s: float = 1.0, page: int = 1000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        after: int,
+        *,
+        workflow_id: str | None = None,
+        poll_s: float = 1.0,
+        page: int = 1000,
+    ) -> None:
         self.db = db
+        #: Every event of the log up to here has been seen (yielded, or not the workflow's).
         self.cursor = after
+        self.workflow_id = workflow_id
         self.poll_s = poll_s
         self.page = page
         #: How many times it read the log (including reads that found nothing).
@@ -64,9 +82,27 @@ class LogFollower:
             if fresh[0].id != self.cursor + 1:  # someone else wrote in between
                 must_read = True
                 continue
-            taken += fresh
+            taken += self._mine(fresh)
             self.cursor = fresh[-1].id
         return taken, must_read
+
+    def _mine(self, events: list[Event]) -> list[Event]:
+        if self.workflow_id is None:
+            return events
+        return [e for e in events if e.workflow_id == self.workflow_id]
+
+    def _read(self, conn: Connection) -> tuple[list[Event], int]:
+        """The events after the cursor (a page), and the cursor after them."""
+        if self.workflow_id is None:
+            rows = queries.events_after(conn, after=self.cursor, limit=self.page)
+            return rows, rows[-1].id if rows else self.cursor
+        end = queries.last_event_id(conn)  # first: every id up to it has committed
+        rows = queries.events_after(
+            conn, workflow_id=self.workflow_id, after=self.cursor, limit=self.page
+        )
+        if len(rows) == self.page:  # more to come: continue from the last one
+            return rows, rows[-1].id
+        return rows, max(end, rows[-1].id if rows else self.cursor)
 
     async def batches(self) -> AsyncGenerator[list[Event]]:
         """Yield the events after the cursor as they commit, for ever (cancel to stop).
@@ -80,12 +116,9 @@ class LogFollower:
                 seen = bell.generation
                 if must_read or clock() - last_read >= self.poll_s:
                     last_read = clock()
-                    read = await self.db.read(
-                        partial(queries.events_after, after=self.cursor, limit=self.page)
-                    )
+                    read, self.cursor = await self.db.read(self._read)
                     self.reads += 1
                     if read:
-                        self.cursor = read[-1].id
                         yield read
                     must_read = len(read) == self.page
                     if must_read:
