@@ -23,9 +23,9 @@ from tests.support.engine import (
     assert_events_ordered,
     demo,
     events_of,
-    eventually,
     use_agents,
 )
+from tests.support.waiting import eventually
 
 WORKFLOWS = 12
 
@@ -40,12 +40,14 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
         cursor = 0
         while True:
             finished = done.is_set()  # read before the query: one more pass after done
+            rung = db.doorbell.generation  # a commit after this reading rings again
             batch = await service.events_after(after=cursor, limit=5000)
             seen.extend(batch)
             cursor = batch[-1].id if batch else cursor
             if finished and not batch:
                 return
-            await asyncio.sleep(0)
+            if not batch:  # caught up: read again once something commits (or done)
+                await db.doorbell.wait(1.0, since=rung)
 
     worker = Worker(db, WorkerSettings(concurrency=WORKFLOWS, heartbeat_s=0.2, poll_s=0.05))
     stop = asyncio.Event()
@@ -77,6 +79,7 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
         stop.set()
         await running
         done.set()
+        db.doorbell.ring()  # wake the reader for its last pass
         await reader
 
     assert_events_ordered(seen)

@@ -21,7 +21,7 @@ from orchestra.engine.definition import (
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
-from tests.support.engine import eventually
+from tests.support.waiting import eventually
 
 
 async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker: Worker) -> None:
@@ -153,7 +153,8 @@ async def test_work_a_worker_keeps_rings_no_bell(
     claim commits); a resolution nobody adopts does."""
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(0)  # the worker starts accepting hand-offs
+    # hand-offs go only to a worker that accepts them (no public flag says so yet)
+    await eventually(lambda: worker._accepting, what="the worker to accept hand-offs")
     service.worker = worker
     try:
         rung = db.work_bell.generation

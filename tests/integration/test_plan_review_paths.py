@@ -28,12 +28,12 @@ from tests.support.engine import (
     decide,
     demo,
     events_of,
-    eventually,
     pending,
     runs,
     snapshot,
     start,
 )
+from tests.support.waiting import eventually
 
 TASK = "Add a --json flag to `orchestra list`"
 PLAN_READY = plan_review.PLAN_READY
@@ -371,9 +371,7 @@ async def test_cancel_while_an_agent_runs_stops_it(
         assert wf.status is WorkflowStatus.CANCELLED
         after_cancel = await snapshot(db)
         # the worker notices (its lease is gone) and stops the agent well before 60 s
-        await eventually(
-            lambda: asyncio.sleep(0, result=not worker._active), what="the worker to let go"
-        )
+        await eventually(lambda: not worker._active, what="the worker to let go")
     finally:
         stop.set()
         await running
