@@ -11,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
+from orchestra.cli.main import app
 from orchestra.domain.models import History, Page, Workflow
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
 from orchestra.engine.runner import Worker
@@ -126,29 +128,24 @@ def show(data_dir: Path, db_url: str | None, workflow_id: str, *extra: str) -> H
 
 # -- help ------------------------------------------------------------------------
 
-COMMANDS = [
-    [],
-    ["serve"],
-    ["worker"],
-    ["run"],
-    ["list"],
-    ["show"],
-    ["inbox"],
-    ["resolve"],
-    ["cancel"],
-    ["retry"],
-    ["watch"],
-    ["agents"],
-    ["db"],
-    ["db", "upgrade"],
-    ["token"],
-    ["token", "create"],
-    ["token", "list"],
-    ["token", "revoke"],
-]
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of the ``orchestra`` app, read from the app."""
+
+    def walk(command: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            if not sub.hidden:
+                yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _command_paths()
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
+    assert {"run", "resolve", "token create"} <= {" ".join(p) for p in COMMANDS}  # walked
     # All at once: each is a separate process, and none touches a database.
     procs = [
         subprocess.Popen(

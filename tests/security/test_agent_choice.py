@@ -114,8 +114,9 @@ async def _refused(api: Api, body: dict[str, Any], field: str) -> dict[str, Any]
 
 
 async def _worker_caught_up(api: Api) -> None:
-    """Wait until the server's worker has run a workflow created now: it claims the
-    oldest work first, so whatever an attack had managed to write would have started."""
+    """Wait until the server's worker has run a workflow created now: work written
+    before it (had an attack written any; ``_refused`` checks it did not) was handed to
+    the worker first, so its agent has been started by then."""
     wf = await api.create_workflow()
     await api.wait_for_checkpoint(wf["id"], "plan_ready_for_review")
 
