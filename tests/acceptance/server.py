@@ -4,7 +4,7 @@
 loopback port with its own data directory, waits for ``/health``, yields a
 :class:`ServerProcess`, and always stops it (SIGTERM, then SIGKILL). Helpers
 below read Server-Sent Events (with httpx-sse, as the CLI does) and wait for
-conditions with bounded loops.
+checkpoints and statuses.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -32,8 +31,7 @@ from orchestra.domain.roles import Role
 from orchestra.store.db import Database
 from orchestra.store.tokens import create_token, revoke_token
 from tests.conftest import BACKENDS, fresh_database
-
-T = TypeVar("T")
+from tests.support.waiting import eventually, eventually_sync
 
 #: Fast engine settings for tests: short leases, so a killed server's work is
 #: taken over quickly by the next one.
@@ -142,16 +140,33 @@ def start_server(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(env or {}, data_dir)
         )
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path, database_url)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    try:
+        wait_healthy(server.base_url, proc, server.output, timeout_s)
+    except RuntimeError:
+        server.kill()
+        raise
+    return server
+
+
+def wait_healthy(
+    base_url: str, proc: subprocess.Popen[Any], output: Callable[[], object], timeout_s: float
+) -> dict[str, Any]:
+    """The ``/health`` answer of the server ``proc`` runs, once it is 200; fails at
+    once if the process exits first, either way (RuntimeError) with its ``output``."""
+
+    def answer() -> dict[str, Any] | None:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
+            raise AssertionError(f"the server exited with {proc.returncode}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
-                return server
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"server did not answer /health within {timeout_s}s:\n{server.output()}")
+            r = httpx.get(base_url + "/health", timeout=1)
+            if r.status_code == 200:
+                return dict(r.json())
+        return None
+
+    try:
+        return eventually_sync(answer, what=f"{base_url}/health", timeout_s=timeout_s)
+    except AssertionError as exc:
+        raise RuntimeError(f"{exc}; its output:\n{output()}") from None
 
 
 @contextlib.contextmanager
@@ -238,7 +253,9 @@ class Api:
             cp = wf["pending_checkpoint"]
             return cp if cp is not None and cp["step_name"] == step else None
 
-        return await wait_for(pending, timeout_s, f"checkpoint {step} of {workflow_id}")
+        return await eventually(
+            pending, what=f"checkpoint {step} of {workflow_id}", timeout_s=timeout_s
+        )
 
     async def wait_for_status(
         self, workflow_id: str, status: str, timeout_s: float = 30
@@ -247,7 +264,7 @@ class Api:
             wf: dict[str, Any] = await self.get(f"/api/workflows/{workflow_id}")
             return wf if wf["status"] == status else None
 
-        return await wait_for(reached, timeout_s, f"{workflow_id} to be {status}")
+        return await eventually(reached, what=f"{workflow_id} to be {status}", timeout_s=timeout_s)
 
 
 #: The CSRF field every page's forms carry (the logout form on every signed-in page).
@@ -271,20 +288,6 @@ async def web_login(base_url: str, token: str) -> AsyncIterator[tuple[httpx.Asyn
         r = await client.post("/login", data={"csrf": login_csrf, "token": token})
         assert r.status_code == 303, (r.status_code, r.text[:300])
         yield client, await page_csrf(client, "/")
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, every_s: float = 0.05
-) -> T:
-    """Poll ``probe`` until it returns something (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 @dataclass(frozen=True)

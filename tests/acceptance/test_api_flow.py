@@ -21,8 +21,8 @@ from tests.acceptance.server import (
     collect_sse,
     module_server_fixture,
     read_text,
-    wait_for,
 )
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -287,7 +287,7 @@ async def test_metrics_follow_the_work(server: ServerProcess) -> None:
             m = await _metrics(api)
             return m if m["orchestra_checkpoint_wait_seconds_count"] >= 1 else None
 
-        lines = await wait_for(counted, 10, "the resolution in the metrics")
+        lines = await eventually(counted, what="the resolution in the metrics", timeout_s=10)
         assert lines['orchestra_workflows{status="cancelled"}'] >= 1
         assert "orchestra_pending_checkpoints" in lines
         assert lines[f"orchestra_agent_run_duration_seconds_count{{{planner}}}"] >= 1
@@ -300,4 +300,4 @@ async def test_metrics_follow_the_work(server: ServerProcess) -> None:
         async def left() -> bool | None:  # the server noticed the client going away
             return True if (await _metrics(api))[gauge] == inside - 1 else None
 
-        await wait_for(left, 10, "the subscriber count to drop")
+        await eventually(left, what="the subscriber count to drop", timeout_s=10)

@@ -7,7 +7,6 @@ are generated too: they used to be 500s."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.acceptance.server import ServerProcess, module_server_fixture
+from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +45,13 @@ def _known_ids(server: ServerProcess) -> dict[str, str]:
     body = {"name": "fuzz target", "prompt": "p"}
     wf = requests.post(f"{server.base_url}/api/workflows", json=body, headers=headers, timeout=30)
     wid = wf.json()["id"]
-    for _ in range(300):
+
+    def at_checkpoint() -> dict[str, str] | None:
         cp = requests.get(f"{server.base_url}/api/workflows/{wid}", headers=headers, timeout=30)
-        if cp.json()["pending_checkpoint"] is not None:
-            return {"workflow_id": wid, "checkpoint_id": cp.json()["pending_checkpoint"]["id"]}
-        time.sleep(0.05)
-    raise AssertionError("the fuzz target never reached its checkpoint")
+        pending = cp.json()["pending_checkpoint"]
+        return {"workflow_id": wid, "checkpoint_id": pending["id"]} if pending else None
+
+    return eventually_sync(at_checkpoint, what="the fuzz target's checkpoint")
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

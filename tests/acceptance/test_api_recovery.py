@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
-from tests.acceptance.server import Api, ServerProcess, running_server, start_server, wait_for
+from tests.acceptance.server import Api, ServerProcess, running_server, start_server
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ async def _start_slow_workflow(server: ServerProcess) -> str:
             runs = (await api.get(f"/api/workflows/{wid}/history"))["agent_runs"]
             return True if any(r["status"] == AgentRunStatus.RUNNING for r in runs) else None
 
-        await wait_for(planner_running, 30, "the planner to start")
+        await eventually(planner_running, what="the planner to start", timeout_s=30)
         return wid
 
 

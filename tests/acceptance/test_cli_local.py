@@ -5,27 +5,27 @@ database upgrade and tokens."""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+import typer
 
+from orchestra.cli.main import app
 from orchestra.domain.models import Decision, History, Page, Workflow
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
-from tests.acceptance.server import free_port
+from tests.acceptance.server import free_port, wait_healthy
 from tests.support.engine import use_agents
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -134,29 +134,24 @@ def show(data_dir: Path, db_url: str | None, workflow_id: str, *extra: str) -> H
 
 # -- help ------------------------------------------------------------------------
 
-COMMANDS = [
-    [],
-    ["serve"],
-    ["worker"],
-    ["run"],
-    ["list"],
-    ["show"],
-    ["inbox"],
-    ["resolve"],
-    ["cancel"],
-    ["retry"],
-    ["watch"],
-    ["agents"],
-    ["db"],
-    ["db", "upgrade"],
-    ["token"],
-    ["token", "create"],
-    ["token", "list"],
-    ["token", "revoke"],
-]
+
+def _command_paths() -> list[list[str]]:
+    """Every command and subcommand of the ``orchestra`` app, read from the app."""
+
+    def walk(command: Any, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            if not sub.hidden:
+                yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _command_paths()
 
 
 def test_every_command_has_help(tmp_path: Path) -> None:
+    assert {"run", "resolve", "token create"} <= {" ".join(p) for p in COMMANDS}  # walked
     # All at once: each is a separate process, and none touches a database.
     procs = [
         subprocess.Popen(
@@ -347,17 +342,18 @@ async def test_ctrl_c_then_resume_continues_the_same_workflow(
 
 
 async def _wait_for_running_planner(service: Orchestra, proc: subprocess.Popen[str]) -> str:
-    """Poll the database (bounded) until the run's planner is running; return the id."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    """The run's workflow id, once its planner is running (fails if the run exits)."""
+
+    async def running_planner() -> str | None:
         assert proc.poll() is None, proc.communicate()
         page = await service.list_workflows()
         if page.items:
             runs = (await service.history(page.items[0].id)).agent_runs
             if any(r.status is AgentRunStatus.RUNNING for r in runs):
                 return page.items[0].id
-        await asyncio.sleep(0.05)
-    raise AssertionError("the planner never started")
+        return None
+
+    return await eventually(running_planner, what="the planner to run", timeout_s=60)
 
 
 # -- deciding outside the run ------------------------------------------------------
@@ -596,7 +592,8 @@ def test_serve_answers_and_refuses_open_binding_without_auth(db_url: str, tmp_pa
         env=cli_env(tmp_path),
     )
     try:
-        health = _wait_for_health(f"http://127.0.0.1:{port}", proc)
+        base_url = f"http://127.0.0.1:{port}"
+        health = wait_healthy(base_url, proc, lambda: _output_if_exited(proc), timeout_s=60)
     finally:
         _stop(proc, signal.SIGINT)
     assert health["database"]["ok"] is True
@@ -604,19 +601,9 @@ def test_serve_answers_and_refuses_open_binding_without_auth(db_url: str, tmp_pa
     assert proc.returncode == 130  # Ctrl-C: a graceful shutdown, then "interrupted"
 
 
-def _wait_for_health(base_url: str, proc: subprocess.Popen[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            response = httpx.get(base_url + "/health", timeout=1)
-        except httpx.TransportError:
-            time.sleep(0.1)
-            continue
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-    raise AssertionError("the server never answered /health")
+def _output_if_exited(proc: subprocess.Popen[str]) -> object:
+    """What the process wrote, if it has exited (reading a running one's would block)."""
+    return proc.communicate() if proc.poll() is not None else "(still running)"
 
 
 async def test_worker_drives_workflows_until_stopped(
@@ -631,10 +618,12 @@ async def test_worker_drives_workflows_until_stopped(
         env=cli_env(tmp_path),
     )
     try:
-        deadline = time.monotonic() + 60
-        while (await service.get_workflow(wf.id)).pending_checkpoint is None:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            await asyncio.sleep(0.05)
+
+        async def at_checkpoint() -> bool:
+            assert proc.poll() is None, proc.communicate()
+            return (await service.get_workflow(wf.id)).pending_checkpoint is not None
+
+        await eventually(at_checkpoint, what="the worker to reach the checkpoint", timeout_s=60)
     finally:
         _, err = _stop(proc)
     assert proc.returncode == 0, err

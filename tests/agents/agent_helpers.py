@@ -1,14 +1,12 @@
 """Helpers of the agent adapter tests: the fake CLIs, the fake model server, and
-watching processes die. (A module of its own: every conftest is named ``conftest``.)"""
+whether a process still runs. (A module of its own: every conftest is named ``conftest``.)"""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -114,14 +112,3 @@ def process_alive(pid: int) -> bool:
         return True
     state = stat.rsplit(")", 1)[1].split()[0]
     return state not in ("Z", "X")
-
-
-async def eventually(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
-    """Poll ``condition`` until it holds; False if it never did (a kill is not instant)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import Progress, _load, eventually
+from agent_helpers import Progress, _load
 from tests.support.engine import decide, pending, runs
+from tests.support.waiting import eventually
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.config import parse_agents_config
@@ -317,7 +318,9 @@ async def test_a_hanging_api_times_out_and_no_process_survives(real: RealAgents,
         )
     assert caught.value.reason == "timeout"
     assert real.calls(prefix), "the CLI was stopped before it even asked the model"
-    assert await eventually(lambda: not _processes_with_home(home), within_s=5)
+    await eventually(
+        lambda: not _processes_with_home(home), what="the CLI's processes gone", timeout_s=5
+    )
 
 
 # -- per-agent environment -------------------------------------------------------------

@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agent_helpers import FAKES, FakeAgents, Progress, eventually, fakelib, process_alive
+from agent_helpers import FAKES, FakeAgents, Progress, fakelib, process_alive
+from tests.support.waiting import eventually
 
 from orchestra.agents.base import AgentFailure
 from orchestra.agents.subprocess_runner import (
@@ -78,7 +79,7 @@ async def test_timeout_stops_the_whole_process_group(
     assert failure.reason == "timeout"
     pids = fakes.pids()
     assert len(pids) == 2
-    assert await eventually(lambda: not any(process_alive(pid) for pid in pids))
+    await eventually(lambda: not any(map(process_alive, pids)), what="the agent's processes gone")
 
 
 async def test_an_agent_ignoring_sigterm_is_killed(fakes: FakeAgents, progress: Progress) -> None:
@@ -89,7 +90,7 @@ async def test_an_agent_ignoring_sigterm_is_killed(fakes: FakeAgents, progress: 
     failure = caught.value
     assert failure.reason == "timeout"
     pids = fakes.pids()
-    assert await eventually(lambda: not any(process_alive(pid) for pid in pids))
+    await eventually(lambda: not any(map(process_alive, pids)), what="the agent's processes gone")
 
 
 @pytest.mark.parametrize("cli", CLIS)
@@ -98,14 +99,14 @@ async def test_cancelling_the_task_kills_the_process_group(
 ) -> None:
     fakes.scenario("grandchild")
     task = asyncio.create_task(fakes.adapter(cli).run(fakes.request(timeout_s=2.0), progress))
-    assert await eventually(fakes.pid_file.exists)
+    await eventually(fakes.pid_file.exists, what="the fake agent's pid file")
     pids = fakes.pids()
     assert all(process_alive(pid) for pid in pids)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await eventually(lambda: not any(process_alive(pid) for pid in pids))
+    await eventually(lambda: not any(map(process_alive, pids)), what="the agent's processes gone")
 
 
 async def test_progress_arrives_while_the_agent_still_runs(
@@ -114,7 +115,9 @@ async def test_progress_arrives_while_the_agent_still_runs(
     fakes.scenario("progress_then_hang")
     task = asyncio.create_task(fakes.adapter("claude").run(fakes.request(timeout_s=120), progress))
     try:
-        assert await eventually(lambda: ("text", "Working on it") in progress.events)
+        await eventually(
+            lambda: ("text", "Working on it") in progress.events, what="the progress line"
+        )
         assert not task.done()
     finally:
         task.cancel()
@@ -130,7 +133,9 @@ async def test_a_grandchild_left_behind_does_not_hold_up_a_finished_run(
     fakes.scenario("grandchild_exit")
     result = await fakes.adapter("claude").run(fakes.request(timeout_s=60), progress)
     assert result.content.startswith("# Plan")
-    assert await eventually(lambda: not any(process_alive(pid) for pid in fakes.pids()))
+    await eventually(
+        lambda: not any(map(process_alive, fakes.pids())), what="the left-behind child gone"
+    )
 
 
 @pytest.mark.parametrize("cli", CLIS)

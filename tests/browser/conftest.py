@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +20,15 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from tests.acceptance.server import ServerProcess, _clean_env, make_tokens, start_server
+from tests.acceptance.server import (
+    ServerProcess,
+    _clean_env,
+    make_tokens,
+    start_server,
+    wait_healthy,
+)
 from tests.conftest import BACKENDS, fresh_database
+from tests.support.waiting import eventually_sync
 
 from orchestra.domain.roles import Role
 
@@ -113,15 +119,7 @@ def restart(server: ServerProcess, data_dir: Path, timeout_s: float = 30) -> Non
         server.proc = subprocess.Popen(
             server.proc.args, stdout=log, stderr=subprocess.STDOUT, env=_clean_env({}, data_dir)
         )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited again:\n{server.output()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.base_url + "/health", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"restarted server did not answer:\n{server.output()}")
+    wait_healthy(server.base_url, server.proc, server.output, timeout_s)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -247,12 +245,11 @@ def create_workflow(server: ServerProcess, token: str | None = None, **body: Any
 def wait_for_checkpoint(
     server: ServerProcess, workflow_id: str, token: str | None = None, timeout_s: float = 30
 ) -> dict[str, Any]:
-    """The workflow's pending checkpoint, once there is one (bounded wait)."""
-    deadline = time.monotonic() + timeout_s
+    """The workflow's pending checkpoint, once there is one."""
     with api(server, token) as client:
-        while time.monotonic() < deadline:
-            wf = client.get(f"/api/workflows/{workflow_id}").json()
-            if wf.get("pending_checkpoint"):
-                return dict(wf["pending_checkpoint"])
-            time.sleep(0.05)
-    raise AssertionError(f"no checkpoint for {workflow_id} within {timeout_s}s")
+
+        def pending() -> dict[str, Any] | None:
+            cp = client.get(f"/api/workflows/{workflow_id}").json().get("pending_checkpoint")
+            return dict(cp) if cp else None
+
+        return eventually_sync(pending, what=f"a checkpoint of {workflow_id}", timeout_s=timeout_s)

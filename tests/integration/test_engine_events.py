@@ -23,9 +23,9 @@ from tests.support.engine import (
     assert_events_ordered,
     demo,
     events_of,
-    eventually,
     use_agents,
 )
+from tests.support.waiting import eventually
 
 WORKFLOWS = 12
 
@@ -40,12 +40,14 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
         cursor = 0
         while True:
             finished = done.is_set()  # read before the query: one more pass after done
+            rung = db.doorbell.generation  # a commit after this reading rings again
             batch = await service.events_after(after=cursor, limit=5000)
             seen.extend(batch)
             cursor = batch[-1].id if batch else cursor
             if finished and not batch:
                 return
-            await asyncio.sleep(0)
+            if not batch:  # caught up: read again once something commits (or done)
+                await db.doorbell.wait(1.0, since=rung)
 
     worker = Worker(db, WorkerSettings(concurrency=WORKFLOWS, heartbeat_s=0.2, poll_s=0.05))
     stop = asyncio.Event()
@@ -77,6 +79,7 @@ async def test_a_polling_cursor_sees_every_event_once_while_many_commit(
         stop.set()
         await running
         done.set()
+        db.doorbell.ring()  # wake the reader for its last pass
         await reader
 
     assert_events_ordered(seen)
@@ -126,23 +129,30 @@ async def test_progress_lines_are_written_while_an_agent_works_and_the_rest_with
 ) -> None:
     """A line reported during the run is written once the interval passes (before
     the result); lines reported at the end go out in the result's transaction."""
-    slow = demo(delay_s=0.5)  # says "thinking" at once, its plan's title at the end
+    slow = demo(delay_s=2)  # says "thinking" at once, its plan's title at the end
     wf = await service.create_workflow(
         name="progress",
         prompt="p",
         agents=use_agents(service, agents(planner=slow, reviewers=[demo()])),
     )
-    await worker.run_until_idle()
-    found = await events_of(
-        service, wf.id, EventType.AGENT_PROGRESS, EventType.AGENT_RUN_STATUS_CHANGED
-    )
-    planner = [e for e in found if e.data["agent"] == "planner"]
-    assert [e.type for e in planner] == [
-        EventType.AGENT_PROGRESS,
-        EventType.AGENT_PROGRESS,
-        EventType.AGENT_RUN_STATUS_CHANGED,
-    ]
-    during, at_end, done = planner
+
+    async def planner_events() -> list[Event]:
+        found = await events_of(
+            service, wf.id, EventType.AGENT_PROGRESS, EventType.AGENT_RUN_STATUS_CHANGED
+        )
+        return [e for e in found if e.data["agent"] == "planner"]
+
+    async def written_while_running() -> bool:  # the run's end would come with its status
+        return [e.type for e in await planner_events()] == [EventType.AGENT_PROGRESS]
+
+    driving = asyncio.create_task(worker.run_until_idle())
+    try:
+        await eventually(written_while_running, what="the first line while the planner runs")
+    finally:
+        await driving
+    during, at_end, done = await planner_events()
+    assert (during.type, at_end.type) == (EventType.AGENT_PROGRESS,) * 2
+    assert done.type is EventType.AGENT_RUN_STATUS_CHANGED
     assert during.data["lines"] == [{"kind": "status", "text": "demo agent thinking…"}]
     assert at_end.data["lines"][0]["kind"] == "text"
     assert at_end.data["lines"][0]["text"].startswith("# Plan (demo")

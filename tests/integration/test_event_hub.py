@@ -10,7 +10,7 @@ import pytest
 from orchestra.api.hub import EventHub
 from orchestra.domain.events import EventType
 from orchestra.store.db import Database, Tx
-from tests.support.engine import eventually
+from tests.support.waiting import eventually
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from orchestra.engine.definition import (
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
-from tests.support.engine import eventually
+from tests.support.waiting import eventually
 
 
 async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker: Worker) -> None:
@@ -156,11 +156,7 @@ async def test_work_a_worker_keeps_rings_no_bell(
     empty claim commits); a workflow nobody adopts does."""
     stop = asyncio.Event()
     running = asyncio.create_task(service.engine.run(stop))
-
-    async def accepting() -> bool:
-        return service.engine.worker.accepting
-
-    await eventually(accepting, what="the worker taking hand-offs")
+    await eventually(lambda: service.engine.worker.accepting, what="the worker taking hand-offs")
     try:
         rung = db.work_bell.generation
         wf = await service.create_workflow(name="flag", prompt="Add a --json flag to list")

@@ -23,7 +23,7 @@ from orchestra.service import Orchestra
 from orchestra.store import follow, queries
 from orchestra.store.db import NOTIFY_CHANNEL, Database, Tx
 from orchestra.store.follow import LogFollower
-from tests.support.engine import eventually
+from tests.support.waiting import eventually
 
 
 class Boom(Exception):
@@ -217,7 +217,7 @@ async def test_another_process_event_is_read_while_this_one_commits_without_even
     async def heartbeats() -> None:
         while busy:
             await db.write(lambda tx: None)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the load under test: rings more often than poll_s
 
     beating = asyncio.create_task(heartbeats())
     try:

@@ -28,12 +28,12 @@ from tests.support.engine import (
     decide,
     demo,
     events_of,
-    eventually,
     pending,
     runs,
     snapshot,
     start,
 )
+from tests.support.waiting import eventually
 
 TASK = "Add a --json flag to `orchestra list`"
 PLAN_READY = plan_review.PLAN_READY
@@ -43,15 +43,17 @@ EDIT_PLANNER_PROMPT = plan_review.EDIT_PLANNER_PROMPT
 ITERATION_LIMIT = plan_review.ITERATION_LIMIT
 AGENT_PROBLEM = plan_review.AGENT_PROBLEM
 
-#: The names the API, UI and CLI share: checkpoint step → its actions.
-CONTRACT = {
-    "plan_ready_for_review": ["approve", "edit_reviewer_prompt", "cancel"],
-    "edit_reviewer_prompt": ["send_to_reviewers", "cancel"],
-    "reviews_ready_for_consolidation": ["approve", "revise", "edit_planner_prompt", "cancel"],
-    "edit_planner_prompt": ["send_to_planner", "cancel"],
-    "iteration_limit_reached": ["approve", "extend", "cancel"],
-    "agent_problem": ["retry", "skip_agent", "manual_input", "cancel"],
-}
+#: Every checkpoint step of Plan & Review (from its definition: a new one must be reachable).
+CHECKPOINT_STEPS = [
+    name for name, step in plan_review.definition.steps.items() if isinstance(step, CheckpointStep)
+]
+
+
+def _declared(step: str) -> list[str]:
+    """The actions ``step`` declares (a checkpoint may offer fewer, e.g. no skip of a plan)."""
+    declared = plan_review.definition.steps[step]
+    assert isinstance(declared, CheckpointStep)
+    return [a.name for a in declared.actions]
 
 
 async def _reviews(service: Orchestra, worker: Worker, **create: Any) -> Checkpoint:
@@ -84,27 +86,6 @@ async def _approving_completes_with(
     wf = await decide(service, worker, checkpoint, "approve")
     assert wf.status is WorkflowStatus.COMPLETED
     assert wf.result == {"plan": plan, "iterations": 1, "plans": {"1": plan}}
-
-
-def test_checkpoint_names_and_actions_are_the_shared_contract() -> None:
-    found = {
-        name: [a.name for a in step.actions]
-        for name, step in plan_review.definition.steps.items()
-        if isinstance(step, CheckpointStep)
-    }
-    assert found == CONTRACT
-    needs_content = {
-        (name, a.name)
-        for name, step in plan_review.definition.steps.items()
-        if isinstance(step, CheckpointStep)
-        for a in step.actions
-        if a.requires_content
-    }
-    assert needs_content == {
-        ("edit_reviewer_prompt", "send_to_reviewers"),
-        ("edit_planner_prompt", "send_to_planner"),
-        ("agent_problem", "manual_input"),
-    }
 
 
 # -- edits reach the next agent ----------------------------------------------
@@ -242,7 +223,7 @@ async def test_iteration_limit_stops_the_loop_and_approve_completes(
     wf_id = review_cp.workflow_id
     await decide(service, worker, review_cp, "revise")
     limit_cp = await pending(service, wf_id, ITERATION_LIMIT)
-    assert [a.name for a in limit_cp.actions] == CONTRACT[ITERATION_LIMIT]
+    assert [a.name for a in limit_cp.actions] == _declared(ITERATION_LIMIT)
     assert limit_cp.iteration == 1
     assert await runs(service, wf_id, role="planner", iteration=2) == []
     plan1 = await _plan_of(service, wf_id, 1)
@@ -301,16 +282,6 @@ async def _at(step: str, service: Orchestra, worker: Worker) -> Checkpoint:
     return await pending(service, wf.id, step)
 
 
-CHECKPOINT_STEPS = [
-    PLAN_READY,
-    EDIT_REVIEWER_PROMPT,
-    REVIEWS_READY,
-    EDIT_PLANNER_PROMPT,
-    ITERATION_LIMIT,
-    AGENT_PROBLEM,
-]
-
-
 async def test_cancel_at_every_checkpoint(service: Orchestra, worker: Worker, db: Database) -> None:
     """With the cancel action the checkpoint is rejected; cancelling the workflow
     supersedes it. Either way nothing runs afterwards. (One database for every
@@ -343,6 +314,32 @@ async def test_cancel_a_workflow_before_any_worker_starts_it(
     assert await runs(service, wf.id) == []
 
 
+async def test_every_action_a_checkpoint_offers_moves_the_workflow_on(
+    service: Orchestra, worker: Worker, db: Database
+) -> None:
+    """At every checkpoint step, each action offered (names the API, UI and CLI take
+    from the checkpoint) is accepted and moves the workflow past that checkpoint; one
+    that needs content is refused without it, writing nothing. (One database for all.)"""
+    assert {PLAN_READY, REVIEWS_READY, AGENT_PROBLEM} <= set(CHECKPOINT_STEPS)
+    for step in CHECKPOINT_STEPS:
+        offered = (await _at(step, service, worker)).actions
+        assert offered and {a.name for a in offered} <= set(_declared(step)), step
+        for action in offered:
+            cp = await _at(step, service, worker)
+            content = None
+            if action.requires_content:
+                before = await snapshot(db)
+                with pytest.raises(InvalidInput, match="needs edited_content"):
+                    await service.resolve(cp.id, action=action.name, actor="ana")
+                assert await snapshot(db) == before, (step, action.name)
+                content = "My own words."
+            wf = await decide(service, worker, cp, action.name, edited_content=content)
+            where = (step, action.name, wf.status, wf.error)
+            assert (await service.get_checkpoint(cp.id)).status.is_resolved, where
+            assert wf.status is not WorkflowStatus.FAILED, where
+            assert wf.pending_checkpoint is None or wf.pending_checkpoint.id != cp.id, where
+
+
 async def test_cancel_while_an_agent_runs_stops_it(
     service: Orchestra, worker: Worker, db: Database
 ) -> None:
@@ -371,9 +368,7 @@ async def test_cancel_while_an_agent_runs_stops_it(
         assert wf.status is WorkflowStatus.CANCELLED
         after_cancel = await snapshot(db)
         # the worker notices (its lease is gone) and stops the agent well before 60 s
-        await eventually(
-            lambda: asyncio.sleep(0, result=not worker._active), what="the worker to let go"
-        )
+        await eventually(lambda: not worker._active, what="the worker to let go")
     finally:
         stop.set()
         await running
@@ -401,7 +396,7 @@ async def test_agent_problem_retry_reruns_only_the_failed_agent(
     problem = await pending(service, wf.id, AGENT_PROBLEM)
     assert problem.context["failed_step"] == "review"
     assert [f["agent"] for f in problem.context["failures"]] == ["reviewer-2"]
-    assert [a.name for a in problem.actions] == CONTRACT[AGENT_PROBLEM]
+    assert [a.name for a in problem.actions] == _declared(AGENT_PROBLEM)
     outputs = {o.agent: o.status for o in problem.agent_outputs}
     assert sorted(outputs.values()) == sorted(
         [AgentRunStatus.FAILED, AgentRunStatus.COMPLETED, AgentRunStatus.COMPLETED]

@@ -33,7 +33,8 @@ from orchestra.workflows import plan_review
 from orchestra.workflows.plan_files import sync_plan, workflow_slug
 from orchestra.workflows.reviews import REVIEW_SCHEMA
 from tests.agents.agent_helpers import FAKES, fakelib, model_server, process_alive
-from tests.support.engine import decide, demo, eventually, pending, runs, use_agents
+from tests.support.engine import decide, demo, pending, runs, use_agents
+from tests.support.waiting import eventually
 
 #: The fake model server answers with a JSON review when the prompt carries this, and
 #: the task is part of every reviewer's prompt.

@@ -39,13 +39,13 @@ from tests.support.engine import (
     agents,
     assert_events_ordered,
     demo,
-    eventually,
     pending,
     runs,
     snapshot,
     start,
     use_agents,
 )
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "support" / "worker_process.py"
@@ -193,15 +193,14 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
     ]
     for proc in procs:
         await proc.ready()
-    owners: set[str] = set()
+    owners: set[str] = set()  # lease owners seen so far (a lease lasts a step)
 
-    async def watch_owners() -> None:
+    async def both_hold_leases() -> bool:
         q = select(workflows.c.lease_owner).where(workflows.c.lease_owner.is_not(None))
-        while True:
-            owners.update(await db.read(lambda c: c.execute(q).scalars().all()))
-            await asyncio.sleep(0.02)
+        owners.update(await db.read(lambda c: c.execute(q).scalars().all()))
+        return owners == set(names)
 
-    watcher = asyncio.create_task(watch_owners())
+    watcher = asyncio.create_task(eventually(both_hold_leases, what="both workers to claim work"))
     slow = demo(delay_s=0.2)
     created = [
         await service.create_workflow(
@@ -225,12 +224,12 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
         for cp_id in plan_cps:
             await service.resolve(cp_id, Decision(action="approve"), actor="ana")
         await eventually(lambda: all_waiting_at(REVIEWS_READY), what="every review checkpoint")
+        await watcher  # both workers held leases at some point
     finally:
         watcher.cancel()
     for proc in procs:
         assert proc.stop() == 0, proc.log()
 
-    assert owners == set(names), "both workers claimed work"
     per_task: Counter[tuple[str, str, int, str]] = Counter()
     for wf_id in ids:
         history = await service.history(wf_id)

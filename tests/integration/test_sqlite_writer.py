@@ -18,7 +18,7 @@ from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
 from orchestra.store.db import Database, Tx
 from orchestra.store.migrate import upgrade
-from tests.support.engine import eventually
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -67,10 +67,38 @@ async def test_a_lone_write_commits_on_the_callers_thread(sqlite_db: Database) -
 async def test_writes_that_arrive_together_commit_together_on_the_writer(
     sqlite_db: Database,
 ) -> None:
-    commits = _commits(sqlite_db)
     threads = await asyncio.gather(*(sqlite_db.write(_note(n)) for n in range(20)))
     assert set(threads) == {"orchestra-writer"}
-    assert 1 <= len(commits) < 20  # one fsync served several writes
+    assert await _event_count(sqlite_db) == 20
+
+
+async def test_writes_queued_while_the_writer_is_busy_share_one_commit(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How many writes one commit takes depends on what is queued when the writer
+    looks; kept busy in a commit, it finds every write queued meanwhile and commits
+    them together."""
+    writer = sqlite_db._writer
+    assert writer is not None
+    monkeypatch.setattr(writer, "_inline_paused_until", float("inf"))  # all to the thread
+    inside, go_on = threading.Event(), threading.Event()
+
+    def held(tx: Tx) -> None:
+        inside.set()
+        assert go_on.wait(30), "the test never let the first commit finish"
+        tx.emit(None, EventType.WORKFLOW_CREATED, {"n": -1})
+
+    commits = _commits(sqlite_db)
+    first = asyncio.create_task(sqlite_db.write(held))
+    try:
+        await eventually(inside.is_set, what="the writer thread inside the first commit")
+        queued = [asyncio.create_task(sqlite_db.write(_note(n))) for n in range(19)]
+        await eventually(lambda: writer._queue.qsize() == 19, what="the writes to queue")
+    finally:
+        go_on.set()
+    await first
+    assert set(await asyncio.gather(*queued)) == {"orchestra-writer"}
+    assert len(commits) == 2  # the held write's, then one for the 19 queued behind it
     assert await _event_count(sqlite_db) == 20
 
 
@@ -159,22 +187,15 @@ async def test_a_write_waits_for_another_processs_write_lock_off_the_event_loop(
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
+        writer = db._writer
+        assert writer is not None
         writing = asyncio.create_task(db.write(_note(1)))
-        await asyncio.sleep(0.3)
+        # This coroutine runs on while the write waits: the wait is not on the loop.
+        await eventually(lambda: not writer.idle, what="the write handed to the writer")
+        assert await _event_count(db) == 0  # a read, too, is answered meanwhile
         assert not writing.done()
-        assert ticks >= 10  # the loop was not blocked by the wait
         other.execute("COMMIT")
         assert await writing == "orchestra-writer"
-        ticker.cancel()
         assert await _event_count(db) == 1
         # and a lone write commits inline again once the lock is free
         assert await db.write(_note(2)) == threading.current_thread().name

@@ -7,7 +7,6 @@ program and sends no request anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections.abc import Iterator
@@ -114,6 +113,14 @@ async def _refused(api: Api, body: dict[str, Any], field: str) -> dict[str, Any]
     return dict(error)
 
 
+async def _worker_caught_up(api: Api) -> None:
+    """Wait until the server's worker has run a workflow created now: work written
+    before it (had an attack written any; ``_refused`` checks it did not) was handed to
+    the worker first, so its agent has been started by then."""
+    wf = await api.create_workflow()
+    await api.wait_for_checkpoint(wf["id"], "plan_ready_for_review")
+
+
 # -- 1. no client-chosen program, arguments, permission mode or sandbox -----------
 
 
@@ -126,7 +133,7 @@ async def test_the_rce_payload_is_refused_as_planner_and_as_reviewer(
         assert "demo" in planner["message"] and "configured agent" in planner["message"]
         assert "demo" in planner["details"]["configured"]
         await _refused(ana, {"agents": {"reviewers": ["demo", rce(marker)]}}, "agents.reviewers[1]")
-        await asyncio.sleep(1)  # a worker that had taken it would have run by now
+        await _worker_caught_up(ana)
     assert not marker.exists()
 
 
@@ -169,7 +176,7 @@ async def test_the_key_exfiltration_is_refused_and_nothing_is_sent(
         await _refused(
             ana, {"agents": {"reviewers": [exfiltration(receiver.port)]}}, "reviewers[0]"
         )
-        await asyncio.sleep(1.5)
+        await _worker_caught_up(ana)
     assert receiver.requests == []
 
 

@@ -10,7 +10,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,18 +17,23 @@ import pytest
 
 from orchestra.agents.base import AgentFailure
 from orchestra.agents.subprocess_runner import RUN_MARKER, run_process
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
 #: The fake agent: a child leaves the session (``double_fork``: through a middle
-#: process that exits at once, so the daemon is an orphan before the run ends), drops
-#: its pipes, writes its pid and sleeps; the agent then hangs, or exits (``exit``).
+#: process that writes its pid and exits at once, so the daemon is an orphan before
+#: the run ends), drops its pipes, writes its pid and sleeps; the agent then hangs,
+#: or exits (``exit``).
 AGENT = r"""
 import os, sys, time
 mode, pid_file = sys.argv[1], sys.argv[2]
 if os.fork() == 0:
-    if mode == "double_fork" and os.fork() != 0:
-        os._exit(0)
+    if mode == "double_fork":
+        with open(pid_file + ".middle", "w") as f:
+            f.write(str(os.getpid()))
+        if os.fork() != 0:
+            os._exit(0)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -57,20 +61,13 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-async def gone(pid: int, within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+async def gone(pid: int) -> None:
+    await eventually(lambda: not alive(pid), what=f"process {pid} to end")
 
 
-async def daemon_pid(pid_file: Path, within_s: float = 10.0) -> int:
-    deadline = time.monotonic() + within_s
-    while not pid_file.exists():
-        assert time.monotonic() < deadline, "the fake agent never started its daemon"
-        await asyncio.sleep(0.02)
+async def daemon_pid(pid_file: Path) -> int:
+    """The daemon's pid, once it has written it (atomically: a file that exists is whole)."""
+    await eventually(pid_file.exists, what="the fake agent's daemon to start")
     return int(pid_file.read_text())
 
 
@@ -98,7 +95,7 @@ async def test_a_setsid_grandchild_ends_with_a_timeout(
     with pytest.raises(AgentFailure) as caught:
         await run_process(argv, stdin_data=b"", on_line=lambda _: None, timeout_s=3, grace_s=0.5)
     assert caught.value.reason == "timeout"
-    assert await gone(int(pid_file.read_text()))
+    await gone(int(pid_file.read_text()))
     assert alive(bystander.pid)
 
 
@@ -111,12 +108,13 @@ async def test_a_setsid_grandchild_ends_with_a_cancel(
         run_process(argv, stdin_data=b"", on_line=lambda _: None, timeout_s=120, grace_s=0.5)
     )
     daemon = await daemon_pid(pid_file)
-    await asyncio.sleep(0.2)  # the middle process of the double fork has exited by now
+    if mode == "double_fork":  # cancel only once the daemon is an orphan
+        await gone(int(Path(f"{pid_file}.middle").read_text()))
     assert alive(daemon)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await gone(daemon)
+    await gone(daemon)
     assert alive(bystander.pid)
 
 
@@ -125,7 +123,7 @@ async def test_a_setsid_grandchild_ends_when_the_agent_exits(tmp_path: Path) -> 
     lines: list[str] = []
     outcome = await run_process(argv, stdin_data=b"", on_line=lines.append, timeout_s=60)
     assert outcome.returncode == 0 and lines == ["daemon started"]
-    assert await gone(int(pid_file.read_text()))
+    await gone(int(pid_file.read_text()))
 
 
 async def test_each_run_has_its_own_marker(tmp_path: Path) -> None:
@@ -160,7 +158,7 @@ async def main():
     except AgentFailure as exc:
         assert exc.reason == "timeout", exc
 asyncio.run(main())
-time.sleep(0.5)
+time.sleep(0.5)  # a check for absence: an orphan killed but not reaped is a zombie by now
 me, zombies = os.getpid(), []
 for entry in Path("/proc").iterdir():
     if entry.name.isdigit():

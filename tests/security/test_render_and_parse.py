@@ -109,7 +109,7 @@ async def _health_stays_prompt(
             r = await client.get("/health")
             timings.append(time.monotonic() - start)
             assert r.status_code == 200
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # paces the probes whose latency is measured
     return timings
 
 

@@ -28,7 +28,8 @@ from websockets.exceptions import InvalidStatus
 
 import orchestra.server
 from orchestra.config import Settings
-from tests.acceptance.server import Api, ServerProcess, module_server_fixture, wait_for
+from tests.acceptance.server import Api, ServerProcess, module_server_fixture
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +90,7 @@ async def _all_closed(api: Api) -> None:
     async def closed() -> bool | None:
         return True if await _open_count(api) == 0 else None
 
-    await wait_for(closed, 10, "every stream to be closed on the server")
+    await eventually(closed, what="every stream to be closed on the server", timeout_s=10)
 
 
 @contextlib.asynccontextmanager
@@ -156,7 +157,9 @@ async def test_closing_a_stream_frees_its_slot(server: ServerProcess) -> None:
                 r = await _open_sse(stack, client, f"{base}/api/events/stream", vic)
                 return r if r.status_code == 200 else None  # kept open: it counts again
 
-            await wait_for(reopened, 10, "the closed stream's slot to be free", every_s=0.2)
+            await eventually(
+                reopened, what="the closed stream's slot to be free", timeout_s=10, every_s=0.2
+            )
             _refused(await _open_sse(stack, client, f"{base}/api/events/stream", vic), "principal")
         await _all_closed(ana)
         # A WebSocket closed by its client frees its slot the same way.
@@ -171,7 +174,9 @@ async def test_closing_a_stream_frees_its_slot(server: ServerProcess) -> None:
                     r = await _open_sse(probe, client, f"{base}/api/events/stream", vic)
                     return True if r.status_code == 200 else None
 
-            await wait_for(freed, 10, "the closed WebSocket's slot to be free", every_s=0.2)
+            await eventually(
+                freed, what="the closed WebSocket's slot to be free", timeout_s=10, every_s=0.2
+            )
         await _all_closed(ana)
 
 

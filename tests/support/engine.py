@@ -7,12 +7,9 @@ can be asserted literally.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -26,7 +23,6 @@ from orchestra.service import Orchestra
 from orchestra.store.db import Database
 from orchestra.store.schema import events, metadata
 
-T = TypeVar("T")
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
 
@@ -164,20 +160,6 @@ async def snapshot(db: Database) -> Snapshot:
 
 async def max_event_id(db: Database) -> int:
     return await db.read(lambda c: c.execute(select(func.max(events.c.id))).scalar() or 0)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = 20.0
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after a generous bound."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def assert_events_ordered(found: list[Event]) -> None:

@@ -28,7 +28,7 @@ async def _ticks_while(work: asyncio.Future[object]) -> float:
     """The longest gap between ticks of the loop while ``work`` runs."""
     longest, last = 0.0, time.monotonic()
     while not work.done():
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # the tick whose lateness is measured
         now = time.monotonic()
         longest, last = max(longest, now - last), now
     return longest
