@@ -59,15 +59,22 @@ class Lease:
     def expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.ttl_s)
 
-    def take_txn(self, tx: Tx, owner: str) -> None:
-        """Lease the workflow (the caller knows it is free: claimed or adopted)."""
+    def take_txn(self, tx: Tx, owner: str) -> dict[str, Any]:
+        """Lease the workflow (the caller knows it is free: claimed or adopted); the
+        lease columns as written."""
+        taken = {
+            "lease_owner": owner,
+            "lease_token": self.token,
+            "lease_expires_at": self.expiry(tx.now),
+        }
         params = {
             "b_id": self.workflow_id,
             "b_owner": owner,
             "b_token": self.token,
-            "b_expires": self.expiry(tx.now),
+            "b_expires": taken["lease_expires_at"],
         }
         tx.execute(_TAKE, params)
+        return taken
 
     def renew_txn(self, tx: Tx) -> None:
         """Extend the lease, or raise :class:`LeaseLost` if this worker no longer

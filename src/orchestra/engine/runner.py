@@ -251,12 +251,11 @@ class Worker:
 
     def _lease_and_enter_txn(self, tx: Tx, workflow_id: str, row: RowMap | None = None) -> Handoff:
         lease = Lease(workflow_id, new_id(), self.settings.lease_ttl_s)
-        lease.take_txn(tx, self.settings.name)
+        taken = lease.take_txn(tx, self.settings.name)
         prepared: Prepared | None = None
         try:
             with tx.savepoint():
-                if row is None:
-                    row = load_workflow_txn(tx, workflow_id)
+                row = load_workflow_txn(tx, workflow_id) if row is None else {**row, **taken}
                 prepared = self._enter_txn(tx, lease, row)
         except Exception:  # noqa: BLE001 - the drive task enters again and records it
             prepared = None
