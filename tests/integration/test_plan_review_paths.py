@@ -330,7 +330,7 @@ async def test_every_action_a_checkpoint_offers_moves_the_workflow_on(
             if action.requires_content:
                 before = await snapshot(db)
                 with pytest.raises(InvalidInput, match="needs edited_content"):
-                    await service.resolve(cp.id, action=action.name, actor="ana")
+                    await service.resolve(cp.id, Decision(action=action.name), actor="ana")
                 assert await snapshot(db) == before, (step, action.name)
                 content = "My own words."
             wf = await decide(service, worker, cp, action.name, edited_content=content)
