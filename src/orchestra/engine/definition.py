@@ -49,7 +49,7 @@ class WorkflowState(BaseModel):
         return self.model_validate({**self.__dict__, **changes})
 
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=WorkflowState)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Next:
     """
 
     step: str | None
-    state: BaseModel | None = None
+    state: WorkflowState | None = None
     iteration: int | None = None
     result: JSON | None = None
     cancel: bool = False
@@ -203,7 +203,7 @@ class WorkflowDefinition(Generic[S]):
         """The state model of a workflow row's stored JSON."""
         return self.state.model_validate(stored)
 
-    def dump_state(self, state: BaseModel) -> JSON:
+    def dump_state(self, state: WorkflowState) -> JSON:
         """The JSON to store for ``state``: its fields, those that are ``None`` left
         out (the shape rows have always had, so old rows load unchanged)."""
         if not isinstance(state, self.state):
