@@ -101,6 +101,7 @@ class PlanReviewState(WorkflowState):
     problem: Problem | None = None
 
 
+#: What every function below is given.
 Ctx = StepContext[PlanReviewState]
 
 # -- names -----------------------------------------------------------------
