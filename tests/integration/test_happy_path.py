@@ -15,9 +15,11 @@ from orchestra.engine.definition import (
     CheckpointStep,
     CheckpointView,
     Next,
+    Step,
     StepContext,
     WorkflowDefinition,
-    definitions,
+    WorkflowState,
+    registered,
 )
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
@@ -81,11 +83,7 @@ async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker
         view=lambda ctx: CheckpointView(instructions="Decide."),
         on_resolve=lambda ctx, decision: Next(step=None, result={"ok": True}),
     )
-    definition = WorkflowDefinition(
-        type="ask_first", title="Ask first", first_step="ask", steps={"ask": ask}
-    )
-    definitions()["ask_first"] = definition
-    try:
+    with registered(_one_step("ask_first", ask)):
         wf = await service.create_workflow(name="a", prompt="p", type="ask_first")
         await worker.run_until_idle()
         cp = (await service.get_workflow(wf.id)).pending_checkpoint
@@ -98,8 +96,6 @@ async def test_a_definition_may_start_at_a_checkpoint(service: Orchestra, worker
             ("running", "awaiting_checkpoint"),
             ("awaiting_checkpoint", "completed"),
         ]
-    finally:
-        del definitions()["ask_first"]
 
 
 async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
@@ -117,10 +113,7 @@ async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
         ]
 
     work = AgentStep(name="work", tasks=tasks, on_done=lambda ctx, runs: Next(step=None))
-    definitions()["starts_badly"] = WorkflowDefinition(
-        type="starts_badly", title="Starts badly", first_step="work", steps={"work": work}
-    )
-    try:
+    with registered(_one_step("starts_badly", work)):
         wf = await service.create_workflow(name="b", prompt="p", type="starts_badly")
         await worker.run_until_idle()
         failed = await service.get_workflow(wf.id)
@@ -136,8 +129,17 @@ async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
             ("failed", "running"),
             ("running", "completed"),
         ]
-    finally:
-        del definitions()["starts_badly"]
+
+
+def _one_step(workflow_type: str, step: Step) -> WorkflowDefinition[WorkflowState]:
+    """A definition of one step and no state of its own."""
+    return WorkflowDefinition(
+        type=workflow_type,
+        title=workflow_type,
+        state=WorkflowState,
+        first_step=step.name,
+        steps={step.name: step},
+    )
 
 
 async def _moves(service: Orchestra, workflow_id: str) -> list[tuple[str, str]]:

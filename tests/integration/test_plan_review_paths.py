@@ -8,7 +8,8 @@ receives; custom prompts last one iteration; failures become an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,16 @@ import pytest
 
 from orchestra.domain.errors import InvalidInput, TransitionNotAllowed
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint, Decision
+from orchestra.domain.models import AgentRun, Checkpoint, Decision
 from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
-from orchestra.engine.definition import AgentStep, CheckpointStep, StepContext
+from orchestra.engine.definition import (
+    AgentStep,
+    AgentTask,
+    CheckpointStep,
+    Next,
+    StepContext,
+    registered,
+)
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
@@ -544,21 +552,44 @@ async def test_structured_reviews_are_consolidated(service: Orchestra, worker: W
 # -- failed workflows, retry, and terminal statuses -------------------------------
 
 
-def _boom(ctx: StepContext) -> Any:
-    raise RuntimeError("the review step broke")
+@dataclass
+class Breakage:
+    """Where the review step of ``plan_review_breaks`` raises: its ``tasks`` or its
+    ``on_done``, or nowhere (``None``); otherwise it is Plan & Review's."""
+
+    where: str | None = None
+
+
+@pytest.fixture
+def breaks() -> Iterator[Breakage]:
+    """Plan & Review registered as ``plan_review_breaks``, its review step breakable."""
+    breakage = Breakage()
+    original = plan_review.definition.steps[plan_review.REVIEW]
+    assert isinstance(original, AgentStep)
+
+    def tasks(ctx: StepContext[Any]) -> list[AgentTask]:
+        if breakage.where == "tasks":
+            raise RuntimeError("the review step broke")
+        return original.tasks(ctx)
+
+    def on_done(ctx: StepContext[Any], found: dict[str, AgentRun]) -> Next:
+        if breakage.where == "on_done":
+            raise RuntimeError("on_done broke")
+        return original.on_done(ctx, found)
+
+    steps = {
+        **plan_review.definition.steps,
+        original.name: AgentStep(original.name, tasks, on_done),
+    }
+    with registered(replace(plan_review.definition, type="plan_review_breaks", steps=steps)):
+        yield breakage
 
 
 async def test_a_step_that_raises_fails_the_workflow_and_retry_completes_it(
-    service: Orchestra, worker: Worker, db: Database, monkeypatch: pytest.MonkeyPatch
+    service: Orchestra, worker: Worker, db: Database, breaks: Breakage
 ) -> None:
-    cp = await start(service, worker, prompt=TASK)
-    original = plan_review.definition.steps["review"]
-    assert isinstance(original, AgentStep)
-    monkeypatch.setitem(
-        plan_review.definition.steps,
-        "review",
-        AgentStep("review", _boom, original.on_done),
-    )
+    cp = await start(service, worker, prompt=TASK, type="plan_review_breaks")
+    breaks.where = "tasks"
     wf = await decide(service, worker, cp, "approve")
     assert wf.status is WorkflowStatus.FAILED
     assert wf.error is not None and "the review step broke" in wf.error
@@ -572,7 +603,7 @@ async def test_a_step_that_raises_fails_the_workflow_and_retry_completes_it(
         await service.cancel(wf.id, actor="ana")
     assert await snapshot(db) == before
 
-    monkeypatch.setitem(plan_review.definition.steps, "review", original)
+    breaks.where = None
     wf = await service.retry(wf.id, actor="ana")
     assert wf.status is WorkflowStatus.RUNNING and wf.error is None
     changes = await events_of(service, wf.id, EventType.WORKFLOW_STATUS_CHANGED)
@@ -587,28 +618,18 @@ async def test_a_step_that_raises_fails_the_workflow_and_retry_completes_it(
     assert wf.status is WorkflowStatus.COMPLETED
 
 
-def _on_done_boom(ctx: StepContext, found: dict[str, Any]) -> Any:
-    raise RuntimeError("on_done broke")
-
-
 async def test_a_failed_step_leaves_no_agent_run_running(
-    service: Orchestra, worker: Worker, monkeypatch: pytest.MonkeyPatch
+    service: Orchestra, worker: Worker, breaks: Breakage
 ) -> None:
     """A workflow that failed after its agents finished shows no run as still running,
     and its retry does not run the agents that had finished again."""
-    cp = await start(service, worker, prompt=TASK)
-    original = plan_review.definition.steps["review"]
-    assert isinstance(original, AgentStep)
-    monkeypatch.setitem(
-        plan_review.definition.steps,
-        "review",
-        AgentStep("review", original.tasks, _on_done_boom),
-    )
+    cp = await start(service, worker, prompt=TASK, type="plan_review_breaks")
+    breaks.where = "on_done"
     wf = await decide(service, worker, cp, "approve")
     assert wf.status is WorkflowStatus.FAILED and "on_done broke" in (wf.error or "")
     statuses = [r.status for r in await runs(service, wf.id, role="reviewer")]
     assert AgentRunStatus.RUNNING not in statuses, statuses
-    monkeypatch.setitem(plan_review.definition.steps, "review", original)
+    breaks.where = None
     await service.retry(wf.id, actor="ana")
     await worker.run_until_idle()
     await pending(service, wf.id, REVIEWS_READY)

@@ -72,7 +72,9 @@ def load_workflow_txn(tx: Tx, workflow_id: str) -> RowMap:
     return rows[0]
 
 
-def context_of(row: RowMap) -> StepContext:
+def context_of(row: RowMap) -> StepContext[Any]:
+    """What the workflow's definition sees of ``row``: its state as the definition's
+    model (validated here, once per call)."""
     return StepContext(
         workflow_id=row["id"],
         name=row["name"],
@@ -81,18 +83,8 @@ def context_of(row: RowMap) -> StepContext:
         max_iterations=row["max_iterations"],
         workspace=Path(row["workspace_path"]) if row["workspace_path"] else None,
         agents=row["agents"],
-        state=row["state"],
+        state=get_definition(row["type"]).load_state(row["state"]),
     )
-
-
-def merge_state(state: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(state)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease: Lease | None = None) -> RowMap:
@@ -106,7 +98,8 @@ def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease: Lease | None = None
     and releases the lease: the workflow waits for a person, not for a worker.
     """
     old = row["status"]
-    state = merge_state(row["state"], nxt.state)
+    definition = get_definition(row["type"])
+    state = row["state"] if nxt.state is None else definition.dump_state(nxt.state)
     if nxt.skip_failed is not None:
         _skip_failed_runs_txn(tx, row["id"], nxt.skip_failed, row["iteration"])
     if nxt.cancel:
@@ -126,7 +119,6 @@ def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease: Lease | None = None
             tx, row, old=old, new=WorkflowStatus.COMPLETED, values=values, lease=lease
         )
 
-    definition = get_definition(row["type"])
     step = definition.step(nxt.step)
     iteration = nxt.iteration if nxt.iteration is not None else row["iteration"]
     values = {
@@ -165,7 +157,7 @@ def _capped(action: CheckpointAction, view: CheckpointView) -> CheckpointAction:
     return action.model_copy(update={"inputs": inputs})
 
 
-def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep) -> str:
+def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str:
     """Insert the checkpoint for the workflow's current step visit; return its id.
 
     The contract (:class:`orchestra.domain.models.Checkpoint`) is built from the

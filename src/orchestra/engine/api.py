@@ -101,7 +101,7 @@ class Engine:
         """Start a workflow (pending until a worker enters its first step)."""
         definition = get_definition(new.type)
         workflow_id = new_id()
-        state = definition.initial_state(new.agents)
+        state = definition.dump_state(definition.new_state(new.agents))
 
         def txn(tx: Tx) -> _Moved[None]:
             row: dict[str, Any] = {

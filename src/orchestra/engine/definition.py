@@ -1,21 +1,26 @@
 """How a workflow is defined: a graph of agent steps and checkpoint steps in Python.
 
-A definition is data plus pure functions of the workflow's JSON state. The
-engine owns persistence, leases and the checkpoint contract; a definition only
-says which agents to run with which prompts, what each checkpoint shows, and
-where each outcome leads (:class:`Next`). Plan & Review
-(:mod:`orchestra.workflows.plan_review`) is one such definition; definitions are
-found through the ``orchestra.workflows`` entry-point group.
+A definition is data plus pure functions of the workflow's typed state (a
+:class:`WorkflowState` model it declares). The engine owns persistence, leases,
+retries, ``cancel`` and the checkpoint contract; a definition only says which
+agents to run with which prompts, what each checkpoint shows, and where each
+outcome leads (:class:`Next`). Plan & Review (:mod:`orchestra.workflows.plan_review`)
+is the worked example. Definitions are found through the ``orchestra.workflows``
+entry-point group, or registered in-process with :func:`register_definition`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import builtins
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import (
@@ -30,8 +35,25 @@ from orchestra.domain.statuses import ActionStyle, WorkflowStatus
 JSON = dict[str, Any]
 
 
+class WorkflowState(BaseModel):
+    """Base of a definition's state: read-only, and only the declared fields (a
+    misspelt key is an error, not a silently lost value). Stored as the workflow
+    row's JSON, fields that are ``None`` left out; on its own it is the empty state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied and validated (unlike ``model_copy``, a
+        wrong name or type fails here, in the step that made it). Values are shared,
+        not copied: the state is read-only."""
+        return self.model_validate({**self.__dict__, **changes})
+
+
+S = TypeVar("S", bound=WorkflowState)
+
+
 @dataclass(frozen=True)
-class StepContext:
+class StepContext(Generic[S]):
     """What a definition's functions see of the workflow (read-only)."""
 
     workflow_id: str
@@ -41,7 +63,7 @@ class StepContext:
     max_iterations: int
     workspace: Path | None
     agents: JSON
-    state: JSON
+    state: S
 
 
 @dataclass(frozen=True)
@@ -64,8 +86,9 @@ class Next:
     """Where the workflow goes after a step or a resolution.
 
     ``step=None`` with ``cancel=False`` completes the workflow with ``result``.
-    ``state`` is merged into the workflow's state (keys set to ``None`` are
-    removed). ``skip_failed`` marks the failed agent runs of the current
+    ``state``: the workflow's new state (an instance of the definition's state
+    model, e.g. ``ctx.state.replace(plan=...)``); ``None`` keeps it as it is.
+    ``skip_failed`` marks the failed agent runs of the current
     iteration's step ``skip_failed`` as skipped. ``retry``: agents of the next
     step to run again although their last attempt failed, each with a timeout
     override or ``None`` (the engine keeps it, out of the state, until that
@@ -73,7 +96,7 @@ class Next:
     """
 
     step: str | None
-    state: JSON = field(default_factory=dict)
+    state: WorkflowState | None = None
     iteration: int | None = None
     result: JSON | None = None
     cancel: bool = False
@@ -110,34 +133,37 @@ CANCEL = CheckpointAction(
 
 
 @dataclass(frozen=True)
-class AgentStep:
+class AgentStep(Generic[S]):
+    """Agents run in parallel; when the last one ends, ``on_done`` says where next."""
+
     name: str
-    tasks: Callable[[StepContext], list[AgentTask]]
+    tasks: Callable[[StepContext[S]], list[AgentTask]]
     #: Called once every task has finished, with the latest run of each task.
-    on_done: Callable[[StepContext, dict[str, AgentRun]], Next]
+    on_done: Callable[[StepContext[S], dict[str, AgentRun]], Next]
 
 
 @dataclass(frozen=True)
-class CheckpointStep:
+class CheckpointStep(Generic[S]):
     """A declarative checkpoint: title, actions and label are fixed; the view and
     the routing are functions. The engine builds the contract from this."""
 
     name: str
     title: str
     actions: list[CheckpointAction]
-    view: Callable[[StepContext], CheckpointView]
-    on_resolve: Callable[[StepContext, Resolution], Next]
+    view: Callable[[StepContext[S]], CheckpointView]
+    #: Routes every action but ``cancel`` (the engine's own).
+    on_resolve: Callable[[StepContext[S], Resolution], Next]
     editable_label: str = "Content"
 
 
-Step = AgentStep | CheckpointStep
+Step = AgentStep[Any] | CheckpointStep[Any]
 
 
 @dataclass(frozen=True)
-class Committed:
+class Committed(Generic[S]):
     """A workflow as a commit left it: what an ``after_commit`` hook sees."""
 
-    ctx: StepContext
+    ctx: StepContext[S]
     status: WorkflowStatus
     #: The step it is at now; ``None`` once it ended.
     step: str | None
@@ -145,36 +171,111 @@ class Committed:
 
 
 @dataclass(frozen=True)
-class WorkflowDefinition:
+class WorkflowDefinition(Generic[S]):
+    """A workflow type: its state model and its steps, by name."""
+
     type: str
     title: str
+    #: The state model: what the steps read (``ctx.state``) and return (``Next.state``).
+    state: builtins.type[S]
     first_step: str
-    steps: Mapping[str, Step]
-    #: Builds the initial state and validates the agents entry (raise InvalidInput).
-    initial_state: Callable[[JSON], JSON] = lambda agents: {}
+    steps: Mapping[str, AgentStep[S] | CheckpointStep[S]]
+    #: Builds the initial state and validates the agents entry (raise InvalidInput);
+    #: ``None``: the state model's defaults.
+    initial_state: Callable[[JSON], S] | None = None
     #: Side effects outside the database (files in the workspace), run by the engine
     #: after an agent step's commit and after a resolution's commit, never inside a
     #: transaction, in a thread, and only for workflows with a workspace. It may run
     #: more than once for one state, so it must be idempotent; an ``OSError`` or
     #: ``OrchestraError`` it raises is logged with the workflow id (the commit stands).
-    after_commit: Callable[[Committed], None] | None = None
+    after_commit: Callable[[Committed[S]], None] | None = None
 
     def step(self, name: str) -> Step:
         return self.steps[name]
 
+    def new_state(self, agents: JSON) -> S:
+        """The state a new workflow starts with."""
+        if self.initial_state is None:
+            return self.state()
+        return self.initial_state(agents)
+
+    def load_state(self, stored: JSON) -> S:
+        """The state model of a workflow row's stored JSON."""
+        return self.state.model_validate(stored)
+
+    def dump_state(self, state: WorkflowState) -> JSON:
+        """The JSON to store for ``state``: its fields, those that are ``None`` left
+        out (the shape rows have always had, so old rows load unchanged)."""
+        if not isinstance(state, self.state):
+            raise TypeError(
+                f"workflow type {self.type!r} keeps a {self.state.__name__} state, "
+                f"a step returned a {type(state).__name__}"
+            )
+        return {k: v for k, v in state.model_dump(mode="json").items() if v is not None}
+
+
+# -- the registry -------------------------------------------------------------
+
+#: Definitions registered in this process (tests, embedding apps), by type.
+_registered: dict[str, WorkflowDefinition[Any]] = {}
+
 
 @cache
-def definitions() -> dict[str, WorkflowDefinition]:
-    """Every installed workflow definition, by type."""
-    found: dict[str, WorkflowDefinition] = {}
+def _installed() -> dict[str, WorkflowDefinition[Any]]:
+    """The definitions of the ``orchestra.workflows`` entry points, by type (loaded once)."""
+    found: dict[str, WorkflowDefinition[Any]] = {}
     for ep in entry_points(group="orchestra.workflows"):
         definition = ep.load()
         found[definition.type] = definition
     return found
 
 
-def get_definition(workflow_type: str) -> WorkflowDefinition:
-    found = definitions().get(workflow_type)
+def register_definition(definition: WorkflowDefinition[Any]) -> None:
+    """Make ``definition`` known to this process, as an entry point would.
+
+    Registering the same definition again is a no-op; another definition for a
+    type already known (registered or installed) is an error, since workflows of
+    that type would change behaviour under their feet."""
+    known = _find(definition.type)
+    if known is definition:
+        return
+    if known is not None:
+        raise ValueError(
+            f"workflow type {definition.type!r} is already defined ({known.title!r}); "
+            "unregister it first or choose another type name"
+        )
+    _registered[definition.type] = definition
+
+
+def unregister_definition(workflow_type: str) -> None:
+    """Forget a definition :func:`register_definition` added (installed ones stay)."""
+    _registered.pop(workflow_type, None)
+
+
+@contextmanager
+def registered(definition: WorkflowDefinition[Any]) -> Iterator[WorkflowDefinition[Any]]:
+    """``definition`` registered for the ``with`` block (tests), and forgotten after
+    unless it was known before."""
+    added = _find(definition.type) is None
+    register_definition(definition)
+    try:
+        yield definition
+    finally:
+        if added:
+            unregister_definition(definition.type)
+
+
+def definitions() -> dict[str, WorkflowDefinition[Any]]:
+    """Every known workflow definition, by type: installed and registered."""
+    return {**_installed(), **_registered}
+
+
+def _find(workflow_type: str) -> WorkflowDefinition[Any] | None:
+    return _registered.get(workflow_type) or _installed().get(workflow_type)
+
+
+def get_definition(workflow_type: str) -> WorkflowDefinition[Any]:
+    found = _find(workflow_type)
     if found is None:
         known = ", ".join(sorted(definitions())) or "none"
         raise InvalidInput(

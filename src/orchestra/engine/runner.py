@@ -108,7 +108,7 @@ class Prepared:
     the tasks of that step with the runs kept from before and the runs to start."""
 
     row: RowMap
-    step: AgentStep | None = None
+    step: AgentStep[Any] | None = None
     tasks: dict[str, AgentTask] = field(default_factory=dict)
     kept: dict[str, AgentRun] = field(default_factory=dict)
     to_run: list[AgentRun] = field(default_factory=list)
@@ -429,7 +429,7 @@ class Worker:
         )
 
     def _start_runs_txn(
-        self, tx: Tx, row: RowMap, step: AgentStep, tasks: list[AgentTask]
+        self, tx: Tx, row: RowMap, step: AgentStep[Any], tasks: list[AgentTask]
     ) -> tuple[dict[str, AgentRun], list[AgentRun]]:
         retry: dict[str, Any] = row["retry"] or {}
         latest: dict[str, RowMap] = {}

@@ -2,15 +2,11 @@
 in parallel, the person consolidates their reviews, and the plan is approved or
 revised in another iteration.
 
-This is a workflow *definition*: pure functions of the workflow state that the
-engine calls. State keys (all JSON):
-
-- ``plan``: the current plan; ``plans``: every iteration's plan (``{"1": …}``)
-- ``plan_output``: the planner's run that produced the current plan
-- ``planner_prompt`` / ``reviewer_prompt``: the prompt for the next run (one
-  iteration only; cleared once used)
-- ``reviews``: this iteration's reviews; ``feedback``/``notes``: what goes back
-- ``problem``: the failed step and agents while an ``agent_problem`` waits
+This is a workflow *definition*, and the one to copy: a typed state
+(:class:`PlanReviewState`), names for steps and actions, then one section per
+step — what it runs or shows, and where each outcome leads (:class:`Next`). The
+engine calls these pure functions and owns the rest (persistence, retries of
+failed agents, the ``cancel`` action).
 
 With a workspace, the plans also go to disk (:mod:`orchestra.workflows.plan_files`)
 from the ``after_commit`` hook, outside any transaction.
@@ -19,7 +15,10 @@ from the ``after_commit`` hook, outside any transaction.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
@@ -41,12 +40,71 @@ from orchestra.engine.definition import (
     Next,
     StepContext,
     WorkflowDefinition,
+    WorkflowState,
 )
 from orchestra.workflows import prompts
 from orchestra.workflows.plan_files import FINAL, sync_plan
 from orchestra.workflows.reviews import REVIEW_SCHEMA, consolidate, feedback_markdown, parse_review
 
 log = logging.getLogger(__name__)
+
+# -- the state -------------------------------------------------------------
+
+
+class Failure(BaseModel):
+    """One agent that failed, as the ``agent_problem`` checkpoint shows it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str  # the task key, e.g. "reviewer-2"
+    label: str
+    error: str
+    stderr_tail: str
+    agent_run_id: str
+    timeout_s: float | None = None
+
+
+class Problem(BaseModel):
+    """A step whose agents failed, kept while ``agent_problem`` waits for a person."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: str
+    failures: tuple[Failure, ...]
+    #: What the step's other agents produced (kept when the failed ones are skipped).
+    succeeded: tuple[AgentOutput, ...] = ()
+
+
+class PlanReviewState(WorkflowState):
+    """Everything Plan & Review remembers between steps (the row's ``state`` JSON)."""
+
+    #: The current plan, and every iteration's plan by iteration (``{"1": …}``).
+    plan: str = ""
+    plans: dict[str, str] = {}
+    #: The planner's run that produced the current plan (or the person's text).
+    plan_output: AgentOutput | None = None
+    #: The planner's session, continued when it is configured with ``resume = true``.
+    planner_session: str | None = None
+    #: The prompt for the next run, when not the default (one run only; cleared once used).
+    planner_prompt: str | None = None
+    reviewer_prompt: str | None = None
+    #: The revision prompt held while ``iteration_limit_reached`` waits.
+    pending_planner_prompt: str | None = None
+    #: Iterations a person allowed beyond ``max_iterations``.
+    extra_iterations: int = 0
+    #: This iteration's reviews.
+    reviews: tuple[AgentOutput, ...] = ()
+    #: What goes back to the planner: the feedback as edited, and the person's notes.
+    feedback: str | None = None
+    notes: str | None = None
+    notes_by: str | None = None
+    problem: Problem | None = None
+
+
+#: What every function below is given.
+Ctx = StepContext[PlanReviewState]
+
+# -- names -----------------------------------------------------------------
 
 PLAN = "plan"
 REVIEW = "review"
@@ -58,8 +116,23 @@ ITERATION_LIMIT = "iteration_limit_reached"
 AGENT_PROBLEM = "agent_problem"
 
 
+class Action(StrEnum):
+    """The actions the checkpoints offer (``cancel`` is the engine's: :data:`CANCEL`)."""
+
+    APPROVE = "approve"
+    EDIT_REVIEWER_PROMPT = "edit_reviewer_prompt"
+    SEND_TO_REVIEWERS = "send_to_reviewers"
+    REVISE = "revise"
+    EDIT_PLANNER_PROMPT = "edit_planner_prompt"
+    SEND_TO_PLANNER = "send_to_planner"
+    EXTEND = "extend"
+    RETRY = "retry"
+    SKIP_AGENT = "skip_agent"
+    MANUAL_INPUT = "manual_input"
+
+
 def _action(
-    name: str,
+    name: Action,
     label: str,
     style: ActionStyle = ActionStyle.SECONDARY,
     *,
@@ -78,45 +151,44 @@ def _action(
 # -- helpers ---------------------------------------------------------------
 
 
-def _plan_version(ctx: StepContext) -> int:
-    return ctx.iteration
+def _default_reviewer_prompt(ctx: Ctx) -> str:
+    return prompts.reviewer_prompt(ctx.prompt, ctx.state.plan, ctx.iteration)
 
 
-def _default_reviewer_prompt(ctx: StepContext) -> str:
-    return prompts.reviewer_prompt(ctx.prompt, ctx.state["plan"], _plan_version(ctx))
-
-
-def _review_outputs(ctx: StepContext) -> list[AgentOutput]:
-    return [AgentOutput.model_validate(r) for r in ctx.state.get("reviews", [])]
-
-
-def _default_feedback(ctx: StepContext) -> str:
-    outputs = _review_outputs(ctx)
+def _default_feedback(ctx: Ctx) -> str:
+    outputs = list(ctx.state.reviews)
     return feedback_markdown(outputs, consolidate(outputs))
 
 
-def _limit_reached(ctx: StepContext) -> bool:
-    return ctx.iteration >= ctx.max_iterations + int(ctx.state.get("extra_iterations", 0))
+def _revision_prompt(ctx: Ctx, feedback: str, notes: str | None, by: str | None) -> str:
+    return prompts.revision_prompt(ctx.prompt, ctx.state.plan, ctx.iteration, feedback, notes, by)
 
 
-def _to_planner(ctx: StepContext, prompt: str) -> Next:
-    """Send ``prompt`` to the planner for the next iteration (or stop at the limit)."""
-    if _limit_reached(ctx):
-        return Next(step=ITERATION_LIMIT, state={"pending_planner_prompt": prompt})
+def _to_planner(ctx: Ctx, state: PlanReviewState, prompt: str) -> Next:
+    """Send ``prompt`` to the planner for the next iteration, or, at the iteration
+    limit, hold it while a person decides whether to allow one more."""
+    if ctx.iteration >= ctx.max_iterations + state.extra_iterations:
+        return Next(step=ITERATION_LIMIT, state=state.replace(pending_planner_prompt=prompt))
     return Next(
         step=PLAN,
         iteration=ctx.iteration + 1,
-        state={"planner_prompt": prompt, "pending_planner_prompt": None},
+        state=state.replace(planner_prompt=prompt, pending_planner_prompt=None),
     )
 
 
-def _revision_prompt(ctx: StepContext, feedback: str, notes: str | None, by: str | None) -> str:
-    return prompts.revision_prompt(
-        ctx.prompt, ctx.state["plan"], _plan_version(ctx), feedback, notes, by
+def _complete(ctx: Ctx) -> Next:
+    state = ctx.state
+    return Next(
+        step=None, result={"plan": state.plan, "iterations": ctx.iteration, "plans": state.plans}
     )
 
 
-def _output_of(run: AgentRun, agent_name: str) -> dict[str, Any]:
+def _with_plan(state: PlanReviewState, ctx: Ctx, plan: str) -> PlanReviewState:
+    """``state`` with ``plan`` as this iteration's plan."""
+    return state.replace(plan=plan, plans={**state.plans, str(ctx.iteration): plan})
+
+
+def _output_of(run: AgentRun, agent_name: str) -> AgentOutput:
     structured = parse_review(run.output or "", run.structured) if run.role == "reviewer" else None
     return AgentOutput(
         agent=agent_name,
@@ -124,10 +196,10 @@ def _output_of(run: AgentRun, agent_name: str) -> dict[str, Any]:
         content=run.output or "",
         structured=structured,
         agent_run_id=run.id,
-    ).model_dump(mode="json")
+    )
 
 
-def _agent_label(ctx: StepContext, key: str) -> str:
+def _agent_label(ctx: Ctx, key: str) -> str:
     if key == "planner":
         entry = ctx.agents["planner"]
     else:
@@ -135,33 +207,7 @@ def _agent_label(ctx: StepContext, key: str) -> str:
     return f"{key} ({entry['name']})"
 
 
-def _problem(
-    ctx: StepContext, step: str, runs: dict[str, AgentRun], timeouts: dict[str, float]
-) -> Next:
-    failures = [
-        {
-            "agent": key,
-            "label": _agent_label(ctx, key),
-            "error": run.error or "no error recorded",
-            "stderr_tail": run.stderr_tail or "",
-            "agent_run_id": run.id,
-            "timeout_s": timeouts.get(key),
-        }
-        for key, run in sorted(runs.items())
-        if run.status is AgentRunStatus.FAILED
-    ]
-    succeeded = [
-        _output_of(run, _agent_label(ctx, key))
-        for key, run in sorted(runs.items())
-        if run.status is AgentRunStatus.COMPLETED
-    ]
-    return Next(
-        step=AGENT_PROBLEM,
-        state={"problem": {"step": step, "failures": failures, "succeeded": succeeded}},
-    )
-
-
-def _timeout(ctx: StepContext, entry: dict[str, Any], role: str) -> float:
+def _timeout(ctx: Ctx, entry: dict[str, Any], role: str) -> float:
     return float(
         entry.get("timeout_s")
         or ctx.agents.get(f"{role}_timeout_s")
@@ -169,51 +215,75 @@ def _timeout(ctx: StepContext, entry: dict[str, Any], role: str) -> float:
     )
 
 
-# -- agent steps -----------------------------------------------------------
+def _max_timeout(ctx: Ctx) -> float:
+    """The operator's cap on agent timeouts, as the workflow recorded it at creation."""
+    return float(ctx.agents.get("max_timeout_s") or DEFAULT_MAX_AGENT_TIMEOUT_S)
 
 
-def _plan_tasks(ctx: StepContext) -> list[AgentTask]:
+def _problem(ctx: Ctx, step: str, runs: dict[str, AgentRun], timeouts: dict[str, float]) -> Next:
+    """An agent step failed: show a person what failed and what succeeded."""
+    failures = tuple(
+        Failure(
+            agent=key,
+            label=_agent_label(ctx, key),
+            error=run.error or "no error recorded",
+            stderr_tail=run.stderr_tail or "",
+            agent_run_id=run.id,
+            timeout_s=timeouts.get(key),
+        )
+        for key, run in sorted(runs.items())
+        if run.status is AgentRunStatus.FAILED
+    )
+    succeeded = tuple(
+        _output_of(run, _agent_label(ctx, key))
+        for key, run in sorted(runs.items())
+        if run.status is AgentRunStatus.COMPLETED
+    )
+    problem = Problem(step=step, failures=failures, succeeded=succeeded)
+    return Next(step=AGENT_PROBLEM, state=ctx.state.replace(problem=problem))
+
+
+# -- plan: the planner writes (or revises) the plan -----------------------
+
+
+def _plan_tasks(ctx: Ctx) -> list[AgentTask]:
     entry = ctx.agents["planner"]
-    prompt = ctx.state.get("planner_prompt") or prompts.planner_prompt(ctx.prompt)
     options = entry.get("options", {})
     # A planner configured with ``resume = true`` continues its own session.
-    session = ctx.state.get("planner_session") if options.get("resume") is True else None
+    session = ctx.state.planner_session if options.get("resume") is True else None
     return [
         AgentTask(
             key="planner",
             role="planner",
             adapter=entry["adapter"],
             options=options,
-            prompt=prompt,
+            prompt=ctx.state.planner_prompt or prompts.planner_prompt(ctx.prompt),
             timeout_s=_timeout(ctx, entry, "planner"),
-            resume_session=session if isinstance(session, str) and session else None,
+            resume_session=session or None,
         )
     ]
 
 
-def _plan_done(ctx: StepContext, runs: dict[str, AgentRun]) -> Next:
+def _plan_done(ctx: Ctx, runs: dict[str, AgentRun]) -> Next:
     run = runs["planner"]
     if run.status is not AgentRunStatus.COMPLETED:
-        return _problem(
-            ctx, PLAN, runs, {"planner": _timeout(ctx, ctx.agents["planner"], "planner")}
-        )
-    plan = run.output or ""
-    plans = {**ctx.state.get("plans", {}), str(ctx.iteration): plan}
-    return Next(
-        step=PLAN_READY,
-        state={
-            "plan": plan,
-            "plans": plans,
-            "planner_prompt": None,
-            "problem": None,
-            "plan_output": _output_of(run, _agent_label(ctx, "planner")),
-            "planner_session": (run.meta or {}).get("session_id"),
-        },
+        timeout = _timeout(ctx, ctx.agents["planner"], "planner")
+        return _problem(ctx, PLAN, runs, {"planner": timeout})
+    session = (run.meta or {}).get("session_id")
+    state = _with_plan(ctx.state, ctx, run.output or "").replace(
+        planner_prompt=None,
+        problem=None,
+        plan_output=_output_of(run, _agent_label(ctx, "planner")),
+        planner_session=session if isinstance(session, str) and session else None,
     )
+    return Next(step=PLAN_READY, state=state)
 
 
-def _review_tasks(ctx: StepContext) -> list[AgentTask]:
-    prompt = ctx.state.get("reviewer_prompt") or _default_reviewer_prompt(ctx)
+# -- review: every reviewer reviews the plan, in parallel ------------------
+
+
+def _review_tasks(ctx: Ctx) -> list[AgentTask]:
+    prompt = ctx.state.reviewer_prompt or _default_reviewer_prompt(ctx)
     return [
         AgentTask(
             key=f"reviewer-{i}",
@@ -228,58 +298,48 @@ def _review_tasks(ctx: StepContext) -> list[AgentTask]:
     ]
 
 
-def _review_done(ctx: StepContext, runs: dict[str, AgentRun]) -> Next:
+def _review_done(ctx: Ctx, runs: dict[str, AgentRun]) -> Next:
     if any(run.status is AgentRunStatus.FAILED for run in runs.values()):
         timeouts = {t.key: t.timeout_s for t in _review_tasks(ctx)}
         return _problem(ctx, REVIEW, runs, timeouts)
-    reviews = [
+    reviews = tuple(
         _output_of(run, _agent_label(ctx, key))
         for key, run in sorted(runs.items())
         if run.status is AgentRunStatus.COMPLETED
-    ]
-    return Next(
-        step=REVIEWS_READY, state={"reviews": reviews, "reviewer_prompt": None, "problem": None}
     )
+    state = ctx.state.replace(reviews=reviews, reviewer_prompt=None, problem=None)
+    return Next(step=REVIEWS_READY, state=state)
 
 
-# -- checkpoints -----------------------------------------------------------
+# -- plan_ready_for_review: a person reads (and may edit) the plan ---------
 
 
-def _plan_ready_view(ctx: StepContext) -> CheckpointView:
-    outputs = (
-        [AgentOutput.model_validate(ctx.state["plan_output"])]
-        if ctx.state.get("plan_output")
-        else []
-    )
+def _plan_ready_view(ctx: Ctx) -> CheckpointView:
+    output = ctx.state.plan_output
     return CheckpointView(
         instructions=(
             f"Read the plan (version {ctx.iteration}). Edit it if needed, then approve it to "
             "send it to the reviewers, or edit the reviewers' prompt first."
         ),
-        agent_outputs=outputs,
-        editable_content=ctx.state["plan"],
-        context={
-            "iteration": ctx.iteration,
-            "plan_versions": sorted(ctx.state.get("plans", {}), key=int),
-        },
+        agent_outputs=[output] if output else [],
+        editable_content=ctx.state.plan,
+        context={"iteration": ctx.iteration, "plan_versions": sorted(ctx.state.plans, key=int)},
     )
 
 
-def _with_edited_plan(ctx: StepContext, decision: Resolution) -> dict[str, Any]:
-    if decision.text is None or decision.text == ctx.state["plan"]:
-        return {}
-    plans = {**ctx.state.get("plans", {}), str(ctx.iteration): decision.text}
-    return {"plan": decision.text, "plans": plans}
+def _plan_ready_resolve(ctx: Ctx, decision: Resolution) -> Next:
+    state = ctx.state
+    if decision.text is not None and decision.text != state.plan:  # the person edited it
+        state = _with_plan(state, ctx, decision.text)
+    if decision.action == Action.EDIT_REVIEWER_PROMPT:
+        return Next(step=EDIT_REVIEWER_PROMPT, state=state)
+    return Next(step=REVIEW, state=state)
 
 
-def _plan_ready_resolve(ctx: StepContext, decision: Resolution) -> Next:
-    edited = _with_edited_plan(ctx, decision)
-    if decision.action == "edit_reviewer_prompt":
-        return Next(step=EDIT_REVIEWER_PROMPT, state=edited)
-    return Next(step=REVIEW, state=edited)
+# -- edit_reviewer_prompt: a person edits what every reviewer receives -----
 
 
-def _edit_reviewer_prompt_view(ctx: StepContext) -> CheckpointView:
+def _edit_reviewer_prompt_view(ctx: Ctx) -> CheckpointView:
     return CheckpointView(
         instructions="This is the exact prompt every reviewer will receive for this "
         "iteration. Edit it and send it to the reviewers.",
@@ -288,12 +348,15 @@ def _edit_reviewer_prompt_view(ctx: StepContext) -> CheckpointView:
     )
 
 
-def _edit_reviewer_prompt_resolve(ctx: StepContext, decision: Resolution) -> Next:
-    return Next(step=REVIEW, state={"reviewer_prompt": decision.text})
+def _edit_reviewer_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
+    return Next(step=REVIEW, state=ctx.state.replace(reviewer_prompt=decision.text))
 
 
-def _reviews_ready_view(ctx: StepContext) -> CheckpointView:
-    outputs = _review_outputs(ctx)
+# -- reviews_ready_for_consolidation: approve, or send feedback back -------
+
+
+def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
+    outputs = list(ctx.state.reviews)
     consolidation = consolidate(outputs)
     return CheckpointView(
         instructions=(
@@ -305,78 +368,70 @@ def _reviews_ready_view(ctx: StepContext) -> CheckpointView:
         consolidation=consolidation,
         context={
             "iteration": ctx.iteration,
-            "plan": ctx.state["plan"],
+            "plan": ctx.state.plan,
             "max_iterations": ctx.max_iterations,
         },
     )
 
 
-def _reviews_ready_resolve(ctx: StepContext, decision: Resolution) -> Next:
-    if decision.action == "approve":
+def _reviews_ready_resolve(ctx: Ctx, decision: Resolution) -> Next:
+    if decision.action == Action.APPROVE:
         return _complete(ctx)
     feedback = decision.text or _default_feedback(ctx)
-    keep = {"feedback": feedback, "notes": decision.notes, "notes_by": decision.resolved_by}
-    if decision.action == "edit_planner_prompt":
-        return Next(step=EDIT_PLANNER_PROMPT, state=keep)
-    nxt = _to_planner(ctx, _revision_prompt(ctx, feedback, decision.notes, decision.resolved_by))
-    return Next(step=nxt.step, iteration=nxt.iteration, state={**keep, **nxt.state})
-
-
-def _complete(ctx: StepContext) -> Next:
-    return Next(
-        step=None,
-        result={
-            "plan": ctx.state["plan"],
-            "iterations": ctx.iteration,
-            "plans": ctx.state.get("plans", {}),
-        },
+    state = ctx.state.replace(
+        feedback=feedback, notes=decision.notes, notes_by=decision.resolved_by
     )
+    if decision.action == Action.EDIT_PLANNER_PROMPT:
+        return Next(step=EDIT_PLANNER_PROMPT, state=state)
+    prompt = _revision_prompt(ctx, feedback, decision.notes, decision.resolved_by)
+    return _to_planner(ctx, state, prompt)
 
 
-def _edit_planner_prompt_view(ctx: StepContext) -> CheckpointView:
-    prompt = _revision_prompt(
-        ctx,
-        ctx.state.get("feedback") or _default_feedback(ctx),
-        ctx.state.get("notes"),
-        ctx.state.get("notes_by"),
-    )
+# -- edit_planner_prompt: a person edits the planner's revision prompt -----
+
+
+def _edit_planner_prompt_view(ctx: Ctx) -> CheckpointView:
+    state = ctx.state
+    feedback = state.feedback or _default_feedback(ctx)
     return CheckpointView(
         instructions="This is the exact prompt the planner will receive for the next "
         "iteration. Edit it and send it to the planner.",
-        editable_content=prompt,
+        editable_content=_revision_prompt(ctx, feedback, state.notes, state.notes_by),
         context={"iteration": ctx.iteration},
     )
 
 
-def _edit_planner_prompt_resolve(ctx: StepContext, decision: Resolution) -> Next:
+def _edit_planner_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
     assert decision.text is not None  # requires_content
-    return _to_planner(ctx, decision.text)
+    return _to_planner(ctx, ctx.state, decision.text)
 
 
-def _limit_view(ctx: StepContext) -> CheckpointView:
+# -- iteration_limit_reached: approve as is, or allow one more -------------
+
+
+def _limit_view(ctx: Ctx) -> CheckpointView:
     return CheckpointView(
         instructions=(
             f"The plan has been through {ctx.iteration} of {ctx.max_iterations} allowed "
             "iterations. Approve the current plan, allow one more iteration, or cancel."
         ),
-        editable_content=ctx.state["plan"],
+        editable_content=ctx.state.plan,
         context={"iteration": ctx.iteration, "max_iterations": ctx.max_iterations},
     )
 
 
-def _limit_resolve(ctx: StepContext, decision: Resolution) -> Next:
-    if decision.action == "approve":
+def _limit_resolve(ctx: Ctx, decision: Resolution) -> Next:
+    if decision.action == Action.APPROVE:
         return _complete(ctx)
-    extra = int(ctx.state.get("extra_iterations", 0)) + 1
-    return Next(
-        step=PLAN,
-        iteration=ctx.iteration + 1,
-        state={
-            "extra_iterations": extra,
-            "planner_prompt": ctx.state["pending_planner_prompt"],
-            "pending_planner_prompt": None,
-        },
+    state = ctx.state.replace(
+        extra_iterations=ctx.state.extra_iterations + 1,
+        planner_prompt=ctx.state.pending_planner_prompt,
+        pending_planner_prompt=None,
     )
+    return Next(step=PLAN, iteration=ctx.iteration + 1, state=state)
+
+
+# -- agent_problem: retry the failed agents, skip them, or write their part -
 
 
 #: A retry may give the failed agents a longer timeout (seconds, for that retry); each
@@ -390,101 +445,86 @@ RETRY_TIMEOUT = ActionInput(
     "(up to the configured maximum).",
 )
 
-
 #: The role whose agents run in a step, as agent outputs name it elsewhere.
 _ROLE_OF_STEP = {PLAN: "planner", REVIEW: "reviewer"}
 
 
-def _max_timeout(ctx: StepContext) -> float:
-    """The operator's cap on agent timeouts, as the workflow recorded it at creation."""
-    return float(ctx.agents.get("max_timeout_s") or DEFAULT_MAX_AGENT_TIMEOUT_S)
-
-
-def _problem_view(ctx: StepContext) -> CheckpointView:
-    problem = ctx.state["problem"]
-    failures = problem["failures"]
-    names = ", ".join(f["label"] for f in failures)
+def _problem_view(ctx: Ctx) -> CheckpointView:
+    problem = ctx.state.problem
+    assert problem is not None  # set by _problem on the way here
+    failures = problem.failures
     outputs = [
         AgentOutput(
-            agent=f["label"],
-            role=_ROLE_OF_STEP.get(problem["step"], problem["step"]),
-            content=f["stderr_tail"],
-            agent_run_id=f["agent_run_id"],
+            agent=f.label,
+            role=_ROLE_OF_STEP.get(problem.step, problem.step),
+            content=f.stderr_tail,
+            agent_run_id=f.agent_run_id,
             status=AgentRunStatus.FAILED,
-            error=f["error"],
+            error=f.error,
         )
         for f in failures
     ]
-    outputs += [AgentOutput.model_validate(s) for s in problem["succeeded"]]
-    hide = (
-        frozenset()
-        if problem["step"] == REVIEW and problem["succeeded"]
-        else frozenset({"skip_agent"})
-    )
+    outputs += problem.succeeded
+    # Skipping the failed agents leaves something to go on only for reviewers.
+    can_skip = problem.step == REVIEW and bool(problem.succeeded)
+    names = ", ".join(f.label for f in failures)
     return CheckpointView(
         instructions=(
-            f"{names} failed: " + "; ".join(f["error"] for f in failures) + ". Retry the "
+            f"{names} failed: " + "; ".join(f.error for f in failures) + ". Retry the "
             "failed agents (optionally with a longer timeout; after a timeout the retry "
             "doubles it), skip them, or write their answer yourself."
         ),
         agent_outputs=outputs,
         editable_content="",
-        context={"failed_step": problem["step"], "failures": failures},
-        hide_actions=hide,
+        context={
+            "failed_step": problem.step,
+            "failures": [f.model_dump(mode="json") for f in failures],
+        },
+        hide_actions=frozenset() if can_skip else frozenset({Action.SKIP_AGENT}),
         input_maximum={RETRY_TIMEOUT.name: _max_timeout(ctx)},
     )
 
 
-def _problem_resolve(ctx: StepContext, decision: Resolution) -> Next:
-    problem = ctx.state["problem"]
-    step = problem["step"]
-    if decision.action == "retry":
+def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
+    problem = ctx.state.problem
+    assert problem is not None
+    if decision.action == Action.RETRY:
+        # The engine reruns these agents; a timed-out one gets twice its timeout.
         chosen = (decision.inputs or {}).get(RETRY_TIMEOUT.name)
         retry: dict[str, float | None] = {}
-        for f in problem["failures"]:
+        for f in problem.failures:
             longer = chosen
-            if longer is None and f["error"].startswith("timeout") and f["timeout_s"]:
-                longer = min(2 * float(f["timeout_s"]), _max_timeout(ctx))
-            retry[f["agent"]] = longer
-        return Next(step=step, state={"problem": None}, retry=retry)
-    if step == PLAN:  # manual_input: the person's text is the plan
+            if longer is None and f.error.startswith("timeout") and f.timeout_s:
+                longer = min(2 * f.timeout_s, _max_timeout(ctx))
+            retry[f.agent] = longer
+        return Next(step=problem.step, state=ctx.state.replace(problem=None), retry=retry)
+    if problem.step == PLAN:  # manual_input: the person's text is the plan
         assert decision.text is not None
-        plans = {**ctx.state.get("plans", {}), str(ctx.iteration): decision.text}
         output = AgentOutput(
             agent=decision.resolved_by, role="planner (manual)", content=decision.text
         )
-        return Next(
-            step=PLAN_READY,
-            state={
-                "plan": decision.text,
-                "plans": plans,
-                "planner_prompt": None,
-                "problem": None,
-                "plan_output": output.model_dump(mode="json"),
-            },
+        state = _with_plan(ctx.state, ctx, decision.text).replace(
+            planner_prompt=None, problem=None, plan_output=output
         )
-    reviews = list(problem["succeeded"])
-    if decision.action == "manual_input":
+        return Next(step=PLAN_READY, state=state)
+    reviews = problem.succeeded
+    if decision.action == Action.MANUAL_INPUT:
         assert decision.text is not None
-        reviews.append(
-            AgentOutput(
-                agent=f"{decision.resolved_by} (manual review)",
-                role="reviewer",
-                content=decision.text,
-                structured=parse_review(decision.text),
-            ).model_dump(mode="json")
+        manual = AgentOutput(
+            agent=f"{decision.resolved_by} (manual review)",
+            role="reviewer",
+            content=decision.text,
+            structured=parse_review(decision.text),
         )
-    return Next(
-        step=REVIEWS_READY,
-        skip_failed=REVIEW,
-        state={"reviews": reviews, "reviewer_prompt": None, "problem": None},
-    )
+        reviews = (*reviews, manual)
+    state = ctx.state.replace(reviews=reviews, reviewer_prompt=None, problem=None)
+    return Next(step=REVIEWS_READY, skip_failed=REVIEW, state=state)
 
 
 # -- plans on disk ---------------------------------------------------------
 
 
-def _write_plans(done: Committed) -> None:
+def _write_plans(done: Committed[PlanReviewState]) -> None:
     """Keep the workspace's plan files in step with the committed state: the current
     iteration's plan (as produced, or as a person edited it) and, once the workflow
     completed, the final plan. Idempotent: unchanged files are not rewritten."""
@@ -492,8 +532,8 @@ def _write_plans(done: Committed) -> None:
     if ctx.workspace is None:
         return
     wanted: list[tuple[int | str, str]] = []
-    plan = ctx.state.get("plans", {}).get(str(ctx.iteration))
-    if isinstance(plan, str):
+    plan = ctx.state.plans.get(str(ctx.iteration))
+    if plan is not None:
         wanted.append((ctx.iteration, plan))
     final = (done.result or {}).get("plan")
     if done.status is WorkflowStatus.COMPLETED and isinstance(final, str):
@@ -504,10 +544,11 @@ def _write_plans(done: Committed) -> None:
             log.info("workflow %s: plan %s written to %s", ctx.workflow_id, version, path)
 
 
-# -- agents entry ----------------------------------------------------------
+# -- the definition --------------------------------------------------------
 
 
-def _validate_agents(agents: dict[str, Any]) -> dict[str, Any]:
+def _initial_state(agents: dict[str, Any]) -> PlanReviewState:
+    """Refuse an agents entry without a planner or reviewers before anything runs."""
     if not isinstance(agents.get("planner"), dict):
         raise InvalidInput("agents.planner is required", details={"field": "agents.planner"})
     reviewers = agents.get("reviewers")
@@ -517,14 +558,15 @@ def _validate_agents(agents: dict[str, Any]) -> dict[str, Any]:
         )
     if len(reviewers) > 10:
         raise InvalidInput("at most 10 reviewers", details={"field": "agents.reviewers"})
-    return {}
+    return PlanReviewState()
 
 
 definition = WorkflowDefinition(
     type="plan_review",
     title="Plan & Review",
+    state=PlanReviewState,
     first_step=PLAN,
-    initial_state=_validate_agents,
+    initial_state=_initial_state,
     after_commit=_write_plans,
     steps={
         PLAN: AgentStep(PLAN, _plan_tasks, _plan_done),
@@ -534,12 +576,12 @@ definition = WorkflowDefinition(
             "Plan ready for review",
             [
                 _action(
-                    "approve",
+                    Action.APPROVE,
                     "Approve plan → reviewers",
                     ActionStyle.PRIMARY,
                     description="Send the plan (as edited) to every reviewer.",
                 ),
-                _action("edit_reviewer_prompt", "Edit reviewer prompt first"),
+                _action(Action.EDIT_REVIEWER_PROMPT, "Edit reviewer prompt first"),
                 CANCEL,
             ],
             _plan_ready_view,
@@ -551,7 +593,7 @@ definition = WorkflowDefinition(
             "Edit the reviewers' prompt",
             [
                 _action(
-                    "send_to_reviewers",
+                    Action.SEND_TO_REVIEWERS,
                     "Send to reviewers",
                     ActionStyle.PRIMARY,
                     requires_content=True,
@@ -566,13 +608,13 @@ definition = WorkflowDefinition(
             REVIEWS_READY,
             "Reviews ready for consolidation",
             [
-                _action("approve", "Approve plan (finish)", ActionStyle.PRIMARY),
+                _action(Action.APPROVE, "Approve plan (finish)", ActionStyle.PRIMARY),
                 _action(
-                    "revise",
+                    Action.REVISE,
                     "Send feedback → planner",
                     description="The feedback as edited and your notes go to the planner.",
                 ),
-                _action("edit_planner_prompt", "Edit planner prompt first"),
+                _action(Action.EDIT_PLANNER_PROMPT, "Edit planner prompt first"),
                 CANCEL,
             ],
             _reviews_ready_view,
@@ -584,7 +626,10 @@ definition = WorkflowDefinition(
             "Edit the planner's revision prompt",
             [
                 _action(
-                    "send_to_planner", "Send to planner", ActionStyle.PRIMARY, requires_content=True
+                    Action.SEND_TO_PLANNER,
+                    "Send to planner",
+                    ActionStyle.PRIMARY,
+                    requires_content=True,
                 ),
                 CANCEL,
             ],
@@ -596,8 +641,8 @@ definition = WorkflowDefinition(
             ITERATION_LIMIT,
             "Iteration limit reached",
             [
-                _action("approve", "Approve current plan", ActionStyle.PRIMARY),
-                _action("extend", "Allow one more iteration"),
+                _action(Action.APPROVE, "Approve current plan", ActionStyle.PRIMARY),
+                _action(Action.EXTEND, "Allow one more iteration"),
                 CANCEL,
             ],
             _limit_view,
@@ -609,13 +654,13 @@ definition = WorkflowDefinition(
             "An agent failed",
             [
                 CheckpointAction(
-                    name="retry",
+                    name=Action.RETRY,
                     label="Retry failed agents",
                     style=ActionStyle.PRIMARY,
                     inputs=[RETRY_TIMEOUT],
                 ),
-                _action("skip_agent", "Continue without them"),
-                _action("manual_input", "Use my text instead", requires_content=True),
+                _action(Action.SKIP_AGENT, "Continue without them"),
+                _action(Action.MANUAL_INPUT, "Use my text instead", requires_content=True),
                 CANCEL,
             ],
             _problem_view,
