@@ -2,7 +2,7 @@
 
 The config file is ``$ORCHESTRA_CONFIG`` or ``<data dir>/orchestra.toml``; its
 top-level keys are the field names below (``port = 3030``). The agents
-configuration (``[agents.*]``, ``[roles]``) may live in the same file.
+configuration (``[agents.*]``, ``[jobs]``) may live in the same file.
 """
 
 from __future__ import annotations

@@ -102,10 +102,10 @@ async def test_plan_review_over_http(server: ServerProcess) -> None:
 
         history = await api.get(f"/api/workflows/{wid}/history")
         runs = history["agent_runs"]
-        first_reviews = [r for r in runs if r["role"] == "reviewer" and r["iteration"] == 1]
+        first_reviews = [r for r in runs if r["job"] == "reviewer" and r["iteration"] == 1]
         assert len(first_reviews) == 3
         assert all(EDIT.strip() in r["prompt"] for r in first_reviews)
-        second_plan = [r for r in runs if r["role"] == "planner" and r["iteration"] == 2]
+        second_plan = [r for r in runs if r["job"] == "planner" and r["iteration"] == 2]
         assert len(second_plan) == 1 and NOTES in second_plan[0]["prompt"]
         assert EDIT.strip() in second_plan[0]["prompt"]  # the edited plan is what is revised
         decisions = [
@@ -277,7 +277,7 @@ async def _metrics(api: Api) -> dict[str, float]:
 
 
 async def test_metrics_follow_the_work(server: ServerProcess) -> None:
-    planner = 'adapter="demo",role="planner",status="completed"'
+    planner = 'adapter="demo",agent_job="planner",status="completed"'
     async with Api(server.base_url, server.tokens["ana"]) as api:
         wid = (await api.create_workflow())["id"]
         cp = await api.wait_for_checkpoint(wid, PLAN_READY)

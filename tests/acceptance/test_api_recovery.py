@@ -42,7 +42,7 @@ async def _finish(api: Api, wid: str) -> list[tuple[int, str]]:
     await api.post(f"/api/checkpoints/{reviews['id']}/resolve", {"action": "approve"})
     await api.wait_for_status(wid, WorkflowStatus.COMPLETED)
     runs = (await api.get(f"/api/workflows/{wid}/history"))["agent_runs"]
-    return [(r["attempt"], r["status"]) for r in runs if r["role"] == "planner"]
+    return [(r["attempt"], r["status"]) for r in runs if r["job"] == "planner"]
 
 
 async def test_stopped_and_killed_servers_leave_work_that_the_next_one_completes(

@@ -262,9 +262,9 @@ def test_run_end_to_end_with_editor_and_notes(db_url: str, tmp_path: Path) -> No
     assert second.resolution is not None and second.resolution.action == "revise"
     assert second.resolution.notes == "NOTES-FOR-THE-PLANNER"
     # What the person typed reached the next agents' prompts.
-    reviewers_v1 = [r for r in history.agent_runs if r.role == "reviewer" and r.iteration == 1]
+    reviewers_v1 = [r for r in history.agent_runs if r.job == "reviewer" and r.iteration == 1]
     assert len(reviewers_v1) == 3 and all(MARKER in r.prompt for r in reviewers_v1)
-    planner_v2 = [r for r in history.agent_runs if r.role == "planner" and r.iteration == 2]
+    planner_v2 = [r for r in history.agent_runs if r.job == "planner" and r.iteration == 2]
     assert len(planner_v2) == 1 and "NOTES-FOR-THE-PLANNER" in planner_v2[0].prompt
     assert history.workflow.result is not None
 
@@ -334,7 +334,7 @@ async def test_ctrl_c_then_resume_continues_the_same_workflow(
     assert "Plan ready for review" in result.stdout
     history = await service.history(workflow_id)
     assert history.workflow.status is WorkflowStatus.CANCELLED
-    planner_runs = [r for r in history.agent_runs if r.role == "planner"]
+    planner_runs = [r for r in history.agent_runs if r.job == "planner"]
     assert [r.attempt for r in planner_runs] == [1, 2]
     assert planner_runs[0].status is AgentRunStatus.INTERRUPTED
     assert planner_runs[1].status is AgentRunStatus.COMPLETED
@@ -464,7 +464,7 @@ async def test_resolve_with_editor_and_content_file_reach_the_planner(
     )
     await worker.run_until_idle()
     history = await service.history(wf.id)
-    planner_v2 = [r for r in history.agent_runs if r.role == "planner" and r.iteration == 2]
+    planner_v2 = [r for r in history.agent_runs if r.job == "planner" and r.iteration == 2]
     assert [r.prompt for r in planner_v2] == [custom.read_text()]
 
 
@@ -555,11 +555,11 @@ def test_tokens(db_url: str, tmp_path: Path) -> None:
 def test_agents_lists_the_configuration(tmp_path: Path) -> None:
     (tmp_path / "orchestra.toml").write_text(
         '[agents.slow]\nadapter = "demo"\n[agents.slow.options]\ndelay_s = 1\n\n'
-        '[roles]\nplanner = "slow"\nreviewers = ["demo"]\n'
+        '[jobs]\nplanner = "slow"\nreviewers = ["demo"]\n'
     )
     rows = as_json(orchestra(tmp_path, None, "agents", "--json"))
     by_name = {r["name"]: r for r in rows}
-    assert by_name["slow"]["roles"] == ["planner"] and by_name["slow"]["reachable"] is True
+    assert by_name["slow"]["jobs"] == ["planner"] and by_name["slow"]["reachable"] is True
     assert by_name["demo"]["roles"] == ["reviewer"]
     assert "slow" in ok(orchestra(tmp_path, None, "agents")).stdout
 

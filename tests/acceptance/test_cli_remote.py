@@ -80,7 +80,7 @@ def test_remote_run_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
     assert history.workflow.status is WorkflowStatus.COMPLETED
     assert history.workflow.created_by == "ana"
     assert [c.resolution.resolved_by for c in history.checkpoints if c.resolution] == ["ana", "ana"]
-    reviewer_prompts = [r.prompt for r in history.agent_runs if r.role == "reviewer"]
+    reviewer_prompts = [r.prompt for r in history.agent_runs if r.job == "reviewer"]
     assert reviewer_prompts and all(MARKER in p for p in reviewer_prompts)
 
 

@@ -79,7 +79,7 @@ class FakeAgents:
     def request(self, prompt: str = "Plan the change.", **fields: Any) -> AgentRequest:
         fields.setdefault("timeout_s", 30.0)
         fields.setdefault("workspace", self.workspace)
-        return AgentRequest(prompt=prompt, role=fields.pop("role", "planner"), **fields)
+        return AgentRequest(prompt=prompt, job=fields.pop("job", "planner"), **fields)
 
     async def failure(
         self, cli: str, scenario: str | None, progress: Progress, **fields: Any

@@ -1,4 +1,4 @@
-"""Agent configuration from TOML: defaults, role references, early refusal of typos,
+"""Agent configuration from TOML: defaults, job references, early refusal of typos,
 and the reachability check behind ``orchestra agents``."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ adapter = "openai"
 base_url = "http://127.0.0.1:11434/v1"
 model = "qwen3-coder"
 
-[roles]
+[jobs]
 planner = "claude-opus"
 reviewers = ["codex", "gemini", "local-llm"]
 reviewer_timeout_s = 240
@@ -61,23 +61,33 @@ def test_sample_file(tmp_path: Path) -> None:
     opus = config.spec("claude-opus")
     assert opus.adapter == "claude"
     assert opus.options == {"model": "opus", "allowed_tools": ["Read", "Grep"]}
-    # Roles may name adapters directly: they run with default options.
+    # Jobs may name adapters directly: they run with default options.
     assert config.spec("codex") == AgentSpec(name="codex", adapter="codex")
     assert config.timeout_for("claude-opus", "planner") == 900
     assert config.timeout_for("codex", "reviewer") == 240
     assert config.planner_timeout_s == 600
 
 
+def test_the_jobs_table_by_its_old_name_is_read_the_same_and_both_are_refused(
+    tmp_path: Path,
+) -> None:
+    old = SAMPLE.replace("[jobs]", "[roles]")
+    assert old != SAMPLE
+    assert load_agents_config(write(tmp_path, old)) == load_agents_config(write(tmp_path, SAMPLE))
+    with pytest.raises(InvalidInput, match=r"\[roles\] is its old name"):
+        load_agents_config(write(tmp_path, SAMPLE + '\n[roles]\nplanner = "codex"\n'))
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
         ('[agents.x]\nadapter = "cluade"\n', "unknown adapter 'cluade'"),
-        ('[roles]\nplanner = "nobody"\n', "neither a configured agent"),
+        ('[jobs]\nplanner = "nobody"\n', "neither a configured agent"),
         ('[agents.x]\nadapter = "claude"\nmodel = "opus"\n', "[agents.NAME.options]"),
         ('[agents.x]\nadapter = "claude"\n[agents.x.options]\nmodle = "opus"\n', "modle"),
         ('[agents.x]\nadapter = "openai"\n', "needs a `model` option"),
-        ("[roles]\nreviewers = []\n", "reviewers"),
-        ("[roles]\nplanner_timeout_s = -1\n", "planner_timeout_s"),
+        ("[jobs]\nreviewers = []\n", "reviewers"),
+        ("[jobs]\nplanner_timeout_s = -1\n", "planner_timeout_s"),
         ("[agents.x\n", "not valid TOML"),
     ],
 )
@@ -139,7 +149,7 @@ adapter = "codex"
 [agents.ghost.options]
 path = "{tmp_path / "no-codex-here"}"
 
-[roles]
+[jobs]
 planner = "claude"
 reviewers = ["demo", "ghost"]
 """,

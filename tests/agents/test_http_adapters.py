@@ -33,7 +33,7 @@ def anthropic(server: Any, mode: str = "ok", **options: Any) -> Adapter:
 
 def request(prompt: str = "Plan the change.", **fields: Any) -> AgentRequest:
     return AgentRequest(
-        prompt=prompt, role="reviewer", timeout_s=fields.pop("timeout_s", 30), **fields
+        prompt=prompt, job="reviewer", timeout_s=fields.pop("timeout_s", 30), **fields
     )
 
 

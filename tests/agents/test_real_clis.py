@@ -128,7 +128,7 @@ class RealAgents:
     def request(self, prompt: str, **fields: Any) -> AgentRequest:
         fields.setdefault("timeout_s", 60.0)
         return AgentRequest(
-            prompt=prompt, role=fields.pop("role", "planner"), workspace=self.workspace, **fields
+            prompt=prompt, job=fields.pop("job", "planner"), workspace=self.workspace, **fields
         )
 
     def calls(self, prefix: str) -> list[dict[str, Any]]:
@@ -232,7 +232,7 @@ async def test_structured_review_is_accepted_and_parsed(real: RealAgents, cli: s
     adapter, prefix, _ = real.agent(cli)
     request = real.request(
         reviewer_prompt("Add a flag.", "1. Add it.", 1),
-        role="reviewer",
+        job="reviewer",
         output_schema=REVIEW_SCHEMA,
     )
     result = await adapter.run(request, Progress())
@@ -418,8 +418,8 @@ async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
     )
     codex, codex_prefix = real.config_toml("codex", "rev-codex", "ok")
     gemini, _ = real.config_toml("gemini", "rev-gemini", "ok")
-    roles = '[roles]\nplanner = "planner"\nreviewers = ["rev-codex", "rev-gemini"]\n'
-    config = parse_agents_config(planner + codex + gemini + roles, real.tmp / "orchestra.toml")
+    jobs = '[jobs]\nplanner = "planner"\nreviewers = ["rev-codex", "rev-gemini"]\n'
+    config = parse_agents_config(planner + codex + gemini + jobs, real.tmp / "orchestra.toml")
     service = Orchestra(db, agents=config, allowed_roots=[real.tmp])
     wf = await service.create_workflow(
         name="Real CLIs", prompt="Add a --json flag.", workspace_path=str(real.workspace)
@@ -438,8 +438,8 @@ async def test_mixed_workflow_with_the_real_clis_through_both_checkpoints(
     assert real.calls(codex_prefix)[0]["body"]["text"]["format"]["strict"] is True
     # A revision: the planner (resume = true) continues its own session.
     await decide(service, worker, review_cp, "revise", notes="Add a rollback step.")
-    (first,) = await runs(service, wf.id, role="planner", iteration=1)
-    (second,) = await runs(service, wf.id, role="planner", iteration=2)
+    (first,) = await runs(service, wf.id, job="planner", iteration=1)
+    (second,) = await runs(service, wf.id, job="planner", iteration=2)
     assert first.meta and second.meta
     assert second.meta["resumed_session"] == first.meta["session_id"]
     assert second.meta["session_id"] == first.meta["session_id"]

@@ -71,7 +71,7 @@ adapter = "demo"
 [agents.demo-strict.options]
 verdict = "request_changes"
 
-[roles]
+[jobs]
 planner = "demo"
 reviewers = ["demo", "demo-strict", "demo"]
 """

@@ -324,7 +324,7 @@ def test_an_action_that_sends_the_text_waits_for_text(
     expect(panel(page).locator("h2[id^=cp-title]")).to_have_text("Reviews ready for consolidation")
     with api(server) as client:
         runs = client.get(f"/api/workflows/{wf_id}/history").json()["agent_runs"]
-    prompts = {r["prompt"] for r in runs if r["role"] == "reviewer"}
+    prompts = {r["prompt"] for r in runs if r["job"] == "reviewer"}
     assert prompts == {"Review this plan for missing tests only."}
 
 

@@ -168,7 +168,7 @@ def _run(run_id: str, at: datetime) -> AgentRun:
         step_index=0,
         iteration=1,
         agent="planner",
-        role="planner",
+        job="planner",
         adapter="demo",
         status=AgentRunStatus.RUNNING,
         attempt=1,

@@ -47,7 +47,7 @@ async def test_plan_review_completes_with_edited_plan(service: Orchestra, worker
     assert review_cp is not None and review_cp.step_name == "reviews_ready_for_consolidation"
     assert len(review_cp.agent_outputs) == 3
     history = await service.history(wf.id)
-    reviewer_prompts = [r.prompt for r in history.agent_runs if r.role == "reviewer"]
+    reviewer_prompts = [r.prompt for r in history.agent_runs if r.job == "reviewer"]
     assert len(reviewer_prompts) == 3
     assert all("5. Also document the flag." in p for p in reviewer_prompts)
 
@@ -109,7 +109,7 @@ async def test_a_workflow_that_fails_to_start_is_failed_and_can_be_retried(
         if broken["yes"]:
             raise RuntimeError("no agents today")
         return [
-            AgentTask(key="a", role="planner", adapter="demo", options={}, prompt="p", timeout_s=5)
+            AgentTask(key="a", job="planner", adapter="demo", options={}, prompt="p", timeout_s=5)
         ]
 
     work = AgentStep(name="work", tasks=tasks, on_done=lambda ctx, runs: Next(step=None))

@@ -71,13 +71,13 @@ async def _reviews(service: Orchestra, worker: Worker, **create: Any) -> Checkpo
 
 
 async def _plan_of(service: Orchestra, workflow_id: str, iteration: int) -> str:
-    (run,) = await runs(service, workflow_id, role="planner", iteration=iteration)
+    (run,) = await runs(service, workflow_id, job="planner", iteration=iteration)
     assert run.status is AgentRunStatus.COMPLETED and run.output
     return run.output
 
 
-async def _prompts(service: Orchestra, workflow_id: str, role: str, iteration: int) -> list[str]:
-    return [r.prompt for r in await runs(service, workflow_id, role=role, iteration=iteration)]
+async def _prompts(service: Orchestra, workflow_id: str, job: str, iteration: int) -> list[str]:
+    return [r.prompt for r in await runs(service, workflow_id, job=job, iteration=iteration)]
 
 
 async def _assert_reviewers_got(
@@ -133,7 +133,7 @@ async def test_edited_reviewer_prompt_reaches_every_reviewer_for_one_iteration_o
     wf = await decide(service, worker, cp, "edit_reviewer_prompt")
     edit_cp = await pending(service, wf.id, EDIT_REVIEWER_PROMPT)
     assert edit_cp.editable_content == prompts.reviewer_prompt(TASK, plan1, 1)
-    assert await runs(service, wf.id, role="reviewer") == []
+    assert await runs(service, wf.id, job="reviewer") == []
     custom = "Review this plan for security problems only.\n\n" + plan1
     await decide(service, worker, edit_cp, "send_to_reviewers", edited_content=custom)
     await _assert_reviewers_got(service, wf.id, 1, custom)
@@ -204,7 +204,7 @@ async def test_edited_planner_prompt_reaches_the_planner_exactly_for_one_iterati
     assert edit_cp.editable_content == prompts.revision_prompt(
         TASK, plan1, 1, review_cp.editable_content or "", "Mind the tests.", "ana"
     )
-    assert await runs(service, wf_id, role="planner", iteration=2) == []
+    assert await runs(service, wf_id, job="planner", iteration=2) == []
     custom = "Write the plan again, as a numbered list of at most five steps."
     await decide(service, worker, edit_cp, "send_to_planner", edited_content=custom)
     assert await _prompts(service, wf_id, "planner", 2) == [custom]
@@ -233,7 +233,7 @@ async def test_iteration_limit_stops_the_loop_and_approve_completes(
     limit_cp = await pending(service, wf_id, ITERATION_LIMIT)
     assert [a.name for a in limit_cp.actions] == _declared(ITERATION_LIMIT)
     assert limit_cp.iteration == 1
-    assert await runs(service, wf_id, role="planner", iteration=2) == []
+    assert await runs(service, wf_id, job="planner", iteration=2) == []
     plan1 = await _plan_of(service, wf_id, 1)
     assert limit_cp.editable_content == plan1
     await _approving_completes_with(service, worker, limit_cp, plan1)
@@ -363,7 +363,7 @@ async def test_cancel_while_an_agent_runs_stops_it(
         await service.resolve(cp.id, Decision(action="approve"), actor="ana")
 
         async def slow_reviewer_running() -> bool:
-            found = await runs(service, cp.workflow_id, role="reviewer")
+            found = await runs(service, cp.workflow_id, job="reviewer")
             states = sorted((r.agent, r.status) for r in found)
             return states == [
                 ("reviewer-1", AgentRunStatus.COMPLETED),
@@ -381,7 +381,7 @@ async def test_cancel_while_an_agent_runs_stops_it(
         stop.set()
         await running
     assert await snapshot(db) == after_cancel
-    found = {r.agent: r for r in await runs(service, cp.workflow_id, role="reviewer")}
+    found = {r.agent: r for r in await runs(service, cp.workflow_id, job="reviewer")}
     assert found["reviewer-2"].status is AgentRunStatus.CANCELLED
     assert found["reviewer-1"].status is AgentRunStatus.COMPLETED
     assert len(found) == 3
@@ -409,8 +409,8 @@ async def test_agent_problem_retry_reruns_only_the_failed_agent(
     assert sorted(outputs.values()) == sorted(
         [AgentRunStatus.FAILED, AgentRunStatus.COMPLETED, AgentRunStatus.COMPLETED]
     )
-    # Every output names its role as the rest of Orchestra does (not the step's name).
-    assert {o.role for o in problem.agent_outputs} == {"reviewer"}
+    # Every output names its job as the rest of Orchestra does (not the step's name).
+    assert {o.job for o in problem.agent_outputs} == {"reviewer"}
 
     # still broken: the retry fails again, and only reviewer-2 ran again
     await decide(service, worker, problem, "retry")
@@ -422,7 +422,7 @@ async def test_agent_problem_retry_reruns_only_the_failed_agent(
     assert len(review_cp.agent_outputs) == 3
 
     attempts = sorted(
-        (r.agent, r.attempt, r.status) for r in await runs(service, wf.id, role="reviewer")
+        (r.agent, r.attempt, r.status) for r in await runs(service, wf.id, job="reviewer")
     )
     assert attempts == [
         ("reviewer-1", 1, AgentRunStatus.COMPLETED),
@@ -627,7 +627,7 @@ async def test_a_failed_step_leaves_no_agent_run_running(
     breaks.where = "on_done"
     wf = await decide(service, worker, cp, "approve")
     assert wf.status is WorkflowStatus.FAILED and "on_done broke" in (wf.error or "")
-    statuses = [r.status for r in await runs(service, wf.id, role="reviewer")]
+    statuses = [r.status for r in await runs(service, wf.id, job="reviewer")]
     assert AgentRunStatus.RUNNING not in statuses, statuses
     breaks.where = None
     await service.retry(wf.id, actor="ana")

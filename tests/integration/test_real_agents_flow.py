@@ -182,7 +182,7 @@ async def test_mixed_workflow_completes_with_structured_reviews_usage_and_plan_f
     wf = await decide(service, worker, plan_cp, "approve", edited_content=edited)
     assert (plans / "plan-v1.md").read_text() == edited
     review_cp = await pending(service, wf.id, REVIEWS_READY)
-    reviewer_runs = await runs(service, wf_id, role="reviewer")
+    reviewer_runs = await runs(service, wf_id, job="reviewer")
     assert len(reviewer_runs) == 3
     assert all("4. Document the flag." in (r.prompt or "") for r in reviewer_runs)
 
@@ -215,13 +215,13 @@ async def test_mixed_workflow_completes_with_structured_reviews_usage_and_plan_f
     }
     assert all(r.status is AgentRunStatus.COMPLETED for r in reviewer_runs)
     # what else claude reported is kept on its run: session id and turns
-    (planner1,) = await runs(service, wf_id, role="planner", iteration=1)
+    (planner1,) = await runs(service, wf_id, job="planner", iteration=1)
     assert planner1.meta is not None
     assert planner1.meta["session_id"] and planner1.meta["num_turns"] == 2
 
     # second iteration: the consolidated feedback reaches the planner; plan v2 on disk
     wf = await decide(service, worker, review_cp, "revise", notes="Keep it small.")
-    (planner2,) = await runs(service, wf_id, role="planner", iteration=2)
+    (planner2,) = await runs(service, wf_id, job="planner", iteration=2)
     assert "approve_with_changes" in (planner2.prompt or "")
     assert "Keep it small." in (planner2.prompt or "")
     plan_cp2 = await pending(service, wf_id, PLAN_READY)
@@ -397,7 +397,7 @@ async def test_retry_reruns_only_the_failed_reviewer_and_skip_continues_without_
     assert [f["agent"] for f in problem2.context["failures"]] == ["reviewer-3"]
     assert setup.posts() == 1  # the openai reviewer did not run again
     attempts = sorted(
-        (r.agent, r.attempt, r.status) for r in await runs(service, wf.id, role="reviewer")
+        (r.agent, r.attempt, r.status) for r in await runs(service, wf.id, job="reviewer")
     )
     assert attempts == [
         ("reviewer-1", 1, AgentRunStatus.COMPLETED),
@@ -484,7 +484,7 @@ def test_the_sample_agents_config_in_the_docs_loads() -> None:
         for doc in (root / "docs" / "agents.md", root / "README.md")
         if doc.exists()
         for block in re.findall(r"```toml\n(.*?)```", doc.read_text(), re.DOTALL)
-        if "[roles]" in block
+        if "[jobs]" in block
     ]
     assert blocks, "no sample agents config found in the docs"
     doc, block = blocks[0]

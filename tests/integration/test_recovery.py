@@ -408,5 +408,5 @@ async def test_a_failed_heartbeat_is_retried_and_the_lease_kept(
         stop.set()
         await running
     assert failed
-    planner = await runs(service, wf.id, role="planner")
+    planner = await runs(service, wf.id, job="planner")
     assert [(r.attempt, r.status) for r in planner] == [(1, AgentRunStatus.COMPLETED)]

@@ -79,7 +79,7 @@ async def test_twenty_concurrent_resolutions_exactly_one_wins(
 
     await worker.run_until_idle()
     await pending(service, cp.workflow_id, "reviews_ready_for_consolidation")
-    reviewer_runs = await runs(service, cp.workflow_id, role="reviewer")
+    reviewer_runs = await runs(service, cp.workflow_id, job="reviewer")
     assert sorted((r.agent, r.attempt) for r in reviewer_runs) == [
         ("reviewer-1", 1),
         ("reviewer-2", 1),
@@ -324,5 +324,5 @@ async def test_a_resolution_racing_a_cancel_leaves_one_consistent_outcome(
     await worker.run_until_idle()
     history = await service.history(cp.workflow_id)
     assert history.workflow.status is WorkflowStatus.CANCELLED
-    assert [r.role for r in history.agent_runs] == ["planner"]
+    assert [r.job for r in history.agent_runs] == ["planner"]
     assert_events_ordered(history.events)

@@ -41,7 +41,7 @@ ENTITIES: list[tuple[Entity, type[StrEnum], EventType]] = [
 ENTITY_IDS = [entity.value for entity, _, _ in ENTITIES]
 TABLE = {Entity.WORKFLOW: workflows, Entity.CHECKPOINT: checkpoints, Entity.AGENT_RUN: agent_runs}
 #: A column per entity that a guard can name (and a value the row does not have).
-GUARD = {Entity.WORKFLOW: "lease_token", Entity.CHECKPOINT: "action", Entity.AGENT_RUN: "role"}
+GUARD = {Entity.WORKFLOW: "lease_token", Entity.CHECKPOINT: "action", Entity.AGENT_RUN: "job"}
 
 
 def _insert_row(tx: Tx, entity: Entity, status: str) -> tuple[str, str]:
@@ -92,7 +92,7 @@ def _insert_row(tx: Tx, entity: Entity, status: str) -> tuple[str, str]:
                 step_name="review",
                 iteration=1,
                 agent="reviewer-1",
-                role="reviewer",
+                job="reviewer",
                 adapter="demo",
                 status=status,
                 attempt=1,

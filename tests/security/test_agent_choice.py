@@ -256,7 +256,7 @@ def test_the_remote_cli_takes_configured_names_only(server: ServerProcess, tmp_p
             "DATABASE_URL",
         ),
         ('[agents.slow]\nadapter = "demo"\ntimeout_s = 7200\n', "agents.slow.timeout_s"),
-        ("[roles]\nplanner_timeout_s = 4000\n", "roles.planner_timeout_s"),
+        ("[jobs]\nplanner_timeout_s = 4000\n", "jobs.planner_timeout_s"),
         ('[agents.slow]\nadapter = "demo"\n[agents.slow.options]\ndelay_s = 601\n', "delay_s"),
         ('[agents.c]\nadapter = "claude"\n[agents.c.options]\nmodel = ["x"]\n', "'model'"),
         ('[agents.d]\nadapter = "demo"\n[agents.d.options]\nfail = "sometimes"\n', "'fail'"),

@@ -60,7 +60,7 @@ def _config(folder: Path) -> Path:
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         lines += [f"[agents.{name}]", 'adapter = "claude"', "timeout_s = 60"]
         lines += [f"[agents.{name}.options]", f'path = "{script}"', ""]
-    lines += ["[roles]", 'planner = "demo"', 'reviewers = ["demo"]', ""]
+    lines += ["[jobs]", 'planner = "demo"', 'reviewers = ["demo"]', ""]
     path = folder / "orchestra.toml"
     path.write_text("\n".join(lines))
     return path
@@ -183,7 +183,7 @@ async def test_nested_json_from_reviewers_is_a_plain_review_or_an_agent_problem(
 
         reviews = await api.wait_for_checkpoint(plain["id"], REVIEWS_READY, timeout_s=60)
         history = await api.get(f"/api/workflows/{plain['id']}/history")
-        runs = [r for r in history["agent_runs"] if r["role"] == "reviewer"]
+        runs = [r for r in history["agent_runs"] if r["job"] == "reviewer"]
         assert {r["status"] for r in runs} == {"completed"}, runs
         assert all(r["structured"] is None for r in runs)  # plain-text reviews
         outputs = reviews["agent_outputs"]

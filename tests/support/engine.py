@@ -126,7 +126,7 @@ async def runs(
     service: Orchestra,
     workflow_id: str,
     *,
-    role: str | None = None,
+    job: str | None = None,
     iteration: int | None = None,
     agent: str | None = None,
 ) -> list[AgentRun]:
@@ -134,7 +134,7 @@ async def runs(
     return [
         r
         for r in found
-        if (role is None or r.role == role)
+        if (job is None or r.job == job)
         and (iteration is None or r.iteration == iteration)
         and (agent is None or r.agent == agent)
     ]

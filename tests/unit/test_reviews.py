@@ -90,7 +90,7 @@ def test_unknown_values_are_normalised_not_trusted() -> None:
 
 def _output(agent: str, content: str) -> AgentOutput:
     return AgentOutput(
-        agent=agent, role="reviewer", content=content, structured=parse_review(content)
+        agent=agent, job="reviewer", content=content, structured=parse_review(content)
     )
 
 

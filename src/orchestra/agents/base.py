@@ -26,7 +26,8 @@ class AgentRequest:
     """What an agent is asked to do, in which directory, within which time."""
 
     prompt: str
-    role: str
+    #: The agent's job in the workflow (``planner``, ``reviewer``).
+    job: str
     timeout_s: float
     workspace: Path | None = None
     #: JSON schema of the structured answer wanted (reviews), when any.

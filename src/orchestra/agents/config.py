@@ -1,10 +1,12 @@
 """Which agents exist and which of them plan and review, from a TOML file.
 
-A file names agents (an adapter plus its options and timeout) and the role
-defaults; a role may also name an adapter directly (``reviewers = ["codex"]``),
-which then runs with its default options. Everything is checked when the file
-is loaded (adapter names, option names, role references), so a typo shows up
-at start-up, not half-way through a workflow::
+A file names agents (an adapter plus its options and timeout) and who does each
+job by default (``[jobs]``: planner, reviewers; a person's permission is a
+*role*, an agent's part in a workflow a *job*); a job may also name an adapter
+directly (``reviewers = ["codex"]``), which then runs with its default options.
+Everything is checked when the file is loaded (adapter names, option names,
+job references), so a typo shows up at start-up, not half-way through a
+workflow::
 
     [agents.claude-opus]
     adapter = "claude"
@@ -16,7 +18,7 @@ at start-up, not half-way through a workflow::
     ANTHROPIC_BASE_URL = "https://llm-gateway.internal"
     ANTHROPIC_API_KEY = { from_env = "OPUS_API_KEY" }  # read from the server's environment
 
-    [roles]
+    [jobs]                                          # its old name, [roles], is read too
     planner = "claude-opus"
     reviewers = ["codex", "gemini"]
     planner_timeout_s = 900
@@ -31,7 +33,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.agents.base import AgentCheck
 from orchestra.agents.registry import adapter_names, create_adapter
@@ -69,8 +71,8 @@ class AgentSpec(_AgentEntry):
     name: str
 
 
-class _Roles(BaseModel):
-    """The ``[roles]`` table: who plans, who reviews, and their default timeouts."""
+class _Jobs(BaseModel):
+    """The ``[jobs]`` table: who plans, who reviews, and their default timeouts."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,8 +82,8 @@ class _Roles(BaseModel):
     reviewer_timeout_s: float = Field(default=DEFAULT_REVIEWER_TIMEOUT_S, gt=0)
 
 
-class AgentsConfig(_Roles):
-    """Every configured agent by name, and the role defaults a workflow starts from."""
+class AgentsConfig(_Jobs):
+    """Every configured agent by name, and the job defaults a workflow starts from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,19 +101,29 @@ class AgentsConfig(_Roles):
             )
         return spec
 
-    def timeout_for(self, name: str, role: str) -> float:
-        """The agent's own timeout, else its role's (planners get longer by default)."""
+    def timeout_for(self, name: str, job: str) -> float:
+        """The agent's own timeout, else its job's (planners get longer by default)."""
         spec = self.spec(name)
         if spec.timeout_s is not None:
             return spec.timeout_s
-        return self.planner_timeout_s if role == "planner" else self.reviewer_timeout_s
+        return self.planner_timeout_s if job == "planner" else self.reviewer_timeout_s
 
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agents: dict[str, _AgentEntry] = Field(default_factory=dict)
-    roles: _Roles = Field(default_factory=_Roles)
+    jobs: _Jobs = Field(default_factory=_Jobs)
+    #: The table's name before it was ``[jobs]``: read the same way.
+    roles: _Jobs | None = None
+
+    @model_validator(mode="after")
+    def _one_jobs_table(self) -> _File:
+        if self.roles is not None:
+            if self.jobs.model_fields_set:
+                raise ValueError("give [jobs] only ([roles] is its old name)")
+            self.jobs, self.roles = self.roles, None
+        return self
 
 
 def default_agents_config(max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S) -> AgentsConfig:
@@ -186,13 +198,13 @@ def parse_agents_config(
             options=_agent_options(name, entry, source),
             timeout_s=entry.timeout_s,
         )
-    roles = parsed.roles
-    for name in [roles.planner, *roles.reviewers]:
+    jobs = parsed.jobs
+    for name in [jobs.planner, *jobs.reviewers]:
         if name in agents:
             continue
         if name not in known:
             raise InvalidInput(
-                f"{source}: role names {name!r}, which is neither a configured agent "
+                f"{source}: [jobs] names {name!r}, which is neither a configured agent "
                 f"({', '.join(sorted(agents)) or 'none'}) nor an adapter "
                 f"({', '.join(sorted(known))})",
                 details={"agent": name},
@@ -205,20 +217,20 @@ def parse_agents_config(
             create_adapter(spec.adapter, spec.options)
         except OrchestraError as exc:
             raise InvalidInput(f"{source}: agent {spec.name!r}: {exc.message}") from exc
-    role_values = roles.model_dump()
+    job_values = jobs.model_dump()
     for key in ("planner_timeout_s", "reviewer_timeout_s"):
-        if key not in roles.model_fields_set:  # a default never exceeds the cap
-            role_values[key] = min(role_values[key], max_timeout_s)
-    return AgentsConfig(agents=agents, max_timeout_s=max_timeout_s, **role_values)
+        if key not in jobs.model_fields_set:  # a default never exceeds the cap
+            job_values[key] = min(job_values[key], max_timeout_s)
+    return AgentsConfig(agents=agents, max_timeout_s=max_timeout_s, **job_values)
 
 
 def _check_timeouts(parsed: _File, source: Path, cap: float) -> None:
     """Refuse a timeout above the cap: it would hold a worker slot for longer."""
     found = [(f"agents.{n}.timeout_s", e.timeout_s) for n, e in parsed.agents.items()]
     found += [
-        (f"roles.{key}", getattr(parsed.roles, key))
+        (f"jobs.{key}", getattr(parsed.jobs, key))
         for key in ("planner_timeout_s", "reviewer_timeout_s")
-        if key in parsed.roles.model_fields_set
+        if key in parsed.jobs.model_fields_set
     ]
     for where, value in found:
         if value is not None and value > cap:

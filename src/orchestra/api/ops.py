@@ -114,14 +114,14 @@ class Metrics:
         self.agent_run_duration = Histogram(
             "orchestra_agent_run_duration_seconds",
             "Agent runs from start to their outcome",
-            ["adapter", "role", "status"],
+            ["adapter", "agent_job", "status"],
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, float("inf")),
             registry=r,
         )
         self.agent_run_failures = Counter(
             "orchestra_agent_run_failures",
             "Agent runs that failed",
-            ["adapter", "role", "reason"],
+            ["adapter", "agent_job", "reason"],
             registry=r,
         )
         self.step_latency = Histogram(
@@ -174,7 +174,8 @@ class Metrics:
                 self._runs[str(data.get("agent_run_id"))] = (
                     e.created_at,
                     str(data.get("adapter")),
-                    str(data.get("role")),
+                    # ``job`` (``role`` in events written before migration 0006 renamed it)
+                    str(data.get("job", data.get("role"))),
                 )
             elif e.type is EventType.AGENT_RUN_STATUS_CHANGED:
                 self._run_changed(e)
@@ -188,12 +189,12 @@ class Metrics:
         started = self._runs.pop(str(e.data.get("id")), None)
         if started is None or e.data.get("from") != AgentRunStatus.RUNNING:
             return
-        at, adapter, role = started
+        at, adapter, job = started
         status = str(e.data.get("to"))
-        self.agent_run_duration.labels(adapter, role, status).observe(_seconds(at, e.created_at))
+        self.agent_run_duration.labels(adapter, job, status).observe(_seconds(at, e.created_at))
         if status == AgentRunStatus.FAILED:
             reason = str(e.data.get("reason") or "unknown")
-            self.agent_run_failures.labels(adapter, role, reason).inc()
+            self.agent_run_failures.labels(adapter, job, reason).inc()
 
     def _step_changed(self, e: Event) -> None:
         if e.workflow_id is None:

@@ -62,7 +62,7 @@ AgentName = Annotated[
 
 
 class AgentsChoice(Body):
-    """Which configured agents plan and review; omitted: the configured roles."""
+    """Which configured agents plan and review; omitted: the configured jobs."""
 
     planner: AgentName | None = None
     reviewers: Annotated[

@@ -212,7 +212,7 @@ def token_revoke(
 @app.command("agents")
 @exits_on_errors
 def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
-    """List the configured agents, their roles, and whether each is reachable; then the
+    """List the configured agents, their jobs, and whether each is reachable; then the
     agent CLIs found on PATH, with the entry to add for those not configured yet."""
     from orchestra.agents.config import check_agents, load_agents_config
     from orchestra.agents.discovery import find_clis
@@ -222,13 +222,13 @@ def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
     checks = asyncio.run(check_agents(config))
     found = asyncio.run(find_clis(config))
     source = settings.agents_file or "built-in defaults"
-    table = table_of(f"Agents ({source})", "Name", "Adapter", "Roles", "Reachable", "Detail")
+    table = table_of(f"Agents ({source})", "Name", "Adapter", "Jobs", "Reachable", "Detail")
     rows = []
     for name, check in checks:
         spec = config.agents[name]
-        roles = [
-            role
-            for role, plays in (
+        jobs = [
+            job
+            for job, plays in (
                 ("planner", name == config.planner),
                 ("reviewer", name in config.reviewers),
             )
@@ -240,13 +240,13 @@ def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
                 "adapter": spec.adapter,
                 "options": spec.options,
                 "timeout_s": spec.timeout_s,
-                "roles": roles,
+                "jobs": jobs,
                 "reachable": check.ok,
                 "detail": check.detail,
             }
         )
         reachable = "[green]yes[/]" if check.ok else "[red]no[/]"
-        table.add_row(name, spec.adapter, ", ".join(roles) or "—", reachable, escape(check.detail))
+        table.add_row(name, spec.adapter, ", ".join(jobs) or "—", reachable, escape(check.detail))
     if as_json:
         print_json(rows)
         return

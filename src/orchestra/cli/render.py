@@ -184,7 +184,7 @@ def timeline_table(history: History) -> Table:
     """Checkpoints (with their resolutions) and agent runs, in the order they happened."""
     rows: list[tuple[datetime, int, str, Text, str]] = []
     for run in history.agent_runs:
-        what = f"agent {run.agent} ({run.adapter}) · {run.role} · attempt {run.attempt}"
+        what = f"agent {run.agent} ({run.adapter}) · {run.job} · attempt {run.attempt}"
         rows.append(
             (run.started_at, run.iteration, what, status_text(run.status), _run_detail(run))
         )
@@ -271,7 +271,7 @@ def agent_output_view(output: AgentOutput) -> Panel:
         body.append(Text("(no output)", style="dim"))
     return Panel(
         Group(*body),
-        title=f"[bold]{escape(output.agent)}[/] · {escape(output.role)}",
+        title=f"[bold]{escape(output.agent)}[/] · {escape(output.job)}",
         title_align="left",
         border_style="red" if failed else "blue",
     )

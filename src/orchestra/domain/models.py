@@ -12,7 +12,7 @@ import math
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from orchestra.domain.events import EventType
 from orchestra.domain.statuses import (
@@ -76,7 +76,9 @@ class AgentOutput(Model):
     """What one agent produced, as shown at a checkpoint."""
 
     agent: str
-    role: str
+    #: The agent's job in the workflow (``planner``, ``reviewer``): not a person's role.
+    #: Stored states and checkpoints written before migration 0006 call it ``role``.
+    job: str = Field(validation_alias=AliasChoices("job", "role"))
     content: str
     structured: JSON | None = None
     agent_run_id: str | None = None
@@ -191,7 +193,8 @@ class AgentRun(Model):
     step_index: int
     iteration: int
     agent: str
-    role: str
+    #: The agent's job in the workflow (``planner``, ``reviewer``).
+    job: str
     adapter: str
     status: AgentRunStatus
     attempt: int

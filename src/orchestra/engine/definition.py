@@ -71,7 +71,8 @@ class AgentTask:
     """One agent to run in an agent step."""
 
     key: str  # unique within the step, e.g. "planner", "reviewer-2"
-    role: str
+    #: The agent's job in the workflow (``planner``, ``reviewer``).
+    job: str
     adapter: str
     options: JSON
     prompt: str

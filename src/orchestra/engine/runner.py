@@ -470,7 +470,7 @@ class Worker:
                 "step_name": step.name,
                 "iteration": row["iteration"],
                 "agent": task.key,
-                "role": task.role,
+                "job": task.job,
                 "adapter": task.adapter,
                 "status": AgentRunStatus.RUNNING.value,
                 "attempt": attempt,
@@ -484,7 +484,7 @@ class Worker:
                 {
                     "agent_run_id": values["id"],
                     "agent": task.key,
-                    "role": task.role,
+                    "job": task.job,
                     "adapter": task.adapter,
                     "attempt": attempt,
                     "step": step.name,
@@ -507,7 +507,7 @@ class Worker:
             adapter = create_adapter(task.adapter, task.options)
             request = AgentRequest(
                 prompt=task.prompt,
-                role=task.role,
+                job=task.job,
                 timeout_s=timeout,
                 workspace=workspace,
                 output_schema=task.output_schema,

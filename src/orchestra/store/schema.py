@@ -153,7 +153,8 @@ agent_runs = Table(
     Column("iteration", Integer, nullable=False),
     #: The agent's key within the step, e.g. ``planner`` or ``reviewer-2``.
     Column("agent", String(64), nullable=False),
-    Column("role", String(32), nullable=False),
+    #: The agent's job (``planner``, ``reviewer``); a person's permission is a ``role``.
+    Column("job", String(32), nullable=False),
     Column("adapter", String(64), nullable=False),
     Column("status", String(32), nullable=False),
     Column("attempt", Integer, nullable=False),

@@ -189,10 +189,10 @@ def _with_plan(state: PlanReviewState, ctx: Ctx, plan: str) -> PlanReviewState:
 
 
 def _output_of(run: AgentRun, agent_name: str) -> AgentOutput:
-    structured = parse_review(run.output or "", run.structured) if run.role == "reviewer" else None
+    structured = parse_review(run.output or "", run.structured) if run.job == "reviewer" else None
     return AgentOutput(
         agent=agent_name,
-        role=run.role,
+        job=run.job,
         content=run.output or "",
         structured=structured,
         agent_run_id=run.id,
@@ -207,11 +207,11 @@ def _agent_label(ctx: Ctx, key: str) -> str:
     return f"{key} ({entry['name']})"
 
 
-def _timeout(ctx: Ctx, entry: dict[str, Any], role: str) -> float:
+def _timeout(ctx: Ctx, entry: dict[str, Any], job: str) -> float:
     return float(
         entry.get("timeout_s")
-        or ctx.agents.get(f"{role}_timeout_s")
-        or (600 if role == "planner" else 300)
+        or ctx.agents.get(f"{job}_timeout_s")
+        or (600 if job == "planner" else 300)
     )
 
 
@@ -254,7 +254,7 @@ def _plan_tasks(ctx: Ctx) -> list[AgentTask]:
     return [
         AgentTask(
             key="planner",
-            role="planner",
+            job="planner",
             adapter=entry["adapter"],
             options=options,
             prompt=ctx.state.planner_prompt or prompts.planner_prompt(ctx.prompt),
@@ -287,7 +287,7 @@ def _review_tasks(ctx: Ctx) -> list[AgentTask]:
     return [
         AgentTask(
             key=f"reviewer-{i}",
-            role="reviewer",
+            job="reviewer",
             adapter=entry["adapter"],
             options=entry.get("options", {}),
             prompt=prompt,
@@ -445,8 +445,8 @@ RETRY_TIMEOUT = ActionInput(
     "(up to the configured maximum).",
 )
 
-#: The role whose agents run in a step, as agent outputs name it elsewhere.
-_ROLE_OF_STEP = {PLAN: "planner", REVIEW: "reviewer"}
+#: The job whose agents run in a step, as agent outputs name it elsewhere.
+_JOB_OF_STEP = {PLAN: "planner", REVIEW: "reviewer"}
 
 
 def _problem_view(ctx: Ctx) -> CheckpointView:
@@ -456,7 +456,7 @@ def _problem_view(ctx: Ctx) -> CheckpointView:
     outputs = [
         AgentOutput(
             agent=f.label,
-            role=_ROLE_OF_STEP.get(problem.step, problem.step),
+            job=_JOB_OF_STEP.get(problem.step, problem.step),
             content=f.stderr_tail,
             agent_run_id=f.agent_run_id,
             status=AgentRunStatus.FAILED,
@@ -501,7 +501,7 @@ def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
     if problem.step == PLAN:  # manual_input: the person's text is the plan
         assert decision.text is not None
         output = AgentOutput(
-            agent=decision.resolved_by, role="planner (manual)", content=decision.text
+            agent=decision.resolved_by, job="planner (manual)", content=decision.text
         )
         state = _with_plan(ctx.state, ctx, decision.text).replace(
             planner_prompt=None, problem=None, plan_output=output
@@ -512,7 +512,7 @@ def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
         assert decision.text is not None
         manual = AgentOutput(
             agent=f"{decision.resolved_by} (manual review)",
-            role="reviewer",
+            job="reviewer",
             content=decision.text,
             structured=parse_review(decision.text),
         )
