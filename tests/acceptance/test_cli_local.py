@@ -560,7 +560,7 @@ def test_agents_lists_the_configuration(tmp_path: Path) -> None:
     rows = as_json(orchestra(tmp_path, None, "agents", "--json"))
     by_name = {r["name"]: r for r in rows}
     assert by_name["slow"]["jobs"] == ["planner"] and by_name["slow"]["reachable"] is True
-    assert by_name["demo"]["roles"] == ["reviewer"]
+    assert by_name["demo"]["jobs"] == ["reviewer"]
     assert "slow" in ok(orchestra(tmp_path, None, "agents")).stdout
 
 
