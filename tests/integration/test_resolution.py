@@ -326,3 +326,20 @@ async def test_a_resolution_racing_a_cancel_leaves_one_consistent_outcome(
     assert history.workflow.status is WorkflowStatus.CANCELLED
     assert [r.job for r in history.agent_runs] == ["planner"]
     assert_events_ordered(history.events)
+
+
+async def test_the_engines_outcome_carries_exactly_the_events_its_commit_appended(
+    service: Orchestra, worker: Worker, db: Database
+) -> None:
+    cp = await start(service, worker)
+    mark = await max_event_id(db)
+    outcome = await service.engine.resolve(cp.id, Decision(action="approve"), actor="ana")
+    assert outcome.value.status is CheckpointStatus.APPROVED
+    logged = await service.events_after(workflow_id=cp.workflow_id, after=mark)
+    assert outcome.events == logged[: len(outcome.events)]
+    assert [e.type for e in outcome.events][:2] == [
+        EventType.CHECKPOINT_STATUS_CHANGED,
+        EventType.WORKFLOW_STATUS_CHANGED,
+    ]
+    # The events are all of this commit's: the worker's own commits come after them.
+    assert {e.workflow_id for e in outcome.events} == {cp.workflow_id}

@@ -311,6 +311,21 @@ def _move_runs_txn(
         )
 
 
+def retry_txn(tx: Tx, row: RowMap, *, actor: str) -> RowMap:
+    """Run a failed workflow's current step again: back to running, unleased, with
+    every failed agent of that step marked to run again (``workflows.retry``)."""
+    values = {"error": None, "finished_at": None, "retry": {"*": None}, **NO_LEASE}
+    return _move_workflow_txn(
+        tx,
+        row,
+        old=row["status"],
+        new=WorkflowStatus.RUNNING,
+        values=values,
+        lease=None,
+        data={"retried_by": actor},
+    )
+
+
 def fail_txn(tx: Tx, row: RowMap, error: str, *, lease: Lease | None = None) -> bool:
     """Record a failure; the workflow keeps its current step so a retry resumes it.
 

@@ -25,13 +25,12 @@ from typing import Any, Generic, TypeVar
 from orchestra.domain.errors import TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
-from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, Entity, WorkflowStatus
-from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id
+from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
+from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id, retry_txn
 from orchestra.engine.checkpoints import resolve_txn
 from orchestra.engine.definition import get_definition
 from orchestra.engine.leases import NO_LEASE, is_leased
 from orchestra.engine.runner import Handoff, Worker, WorkerSettings, after_commit
-from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Database, Tx, carried_events
 from orchestra.store.queries import RowMap, to_workflow
 from orchestra.store.schema import workflows
@@ -72,13 +71,15 @@ class Outcome(Generic[T]):
 
 @dataclass
 class _Moved(Generic[T]):
-    """Inside a transaction: the result, the workflow row as it was left, and the
-    hand-off to this process's worker if it took the workflow."""
+    """Inside a transaction: the result, the workflow row as it was left, and what to
+    do after the commit (start the hand-off to this process's worker, or wake every
+    worker); ``appended`` is the transaction's own list, filled when it commits."""
 
     value: T
     row: RowMap | None
     handoff: Handoff | None = None
-    tx: Tx | None = None
+    wake: bool = False
+    appended: list[Any] = field(default_factory=list)
 
 
 class Engine:
@@ -159,7 +160,7 @@ class Engine:
             return _Moved(checkpoint, row)
 
         moved = await self._commit(txn, hook=True)
-        return Outcome(moved.value, moved.tx.appended if moved.tx else [])
+        return Outcome(moved.value, moved.appended)
 
     async def cancel(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
         """Cancel a workflow that has not ended."""
@@ -186,20 +187,7 @@ class Engine:
                     "retried",
                     details={"status": row["status"]},
                 )
-            values = {"error": None, "finished_at": None, "retry": {"*": None}, **NO_LEASE}
-            if not transition_txn(
-                tx,
-                Entity.WORKFLOW,
-                workflow_id,
-                workflow_id=workflow_id,
-                old=row["status"],
-                new=WorkflowStatus.RUNNING,
-                values=values,
-                data={"retried_by": actor},
-            ):
-                raise AssertionError("workflow row locked but changed")
-            moved = {**row, **values, "status": WorkflowStatus.RUNNING.value, "updated_at": tx.now}
-            return _Moved(None, moved)
+            return _Moved(None, retry_txn(tx, row, actor=actor))
 
         return await self._workflow_outcome(txn)
 
@@ -208,7 +196,7 @@ class Engine:
     async def _workflow_outcome(self, txn: Callable[[Tx], _Moved[None]]) -> Outcome[Workflow]:
         moved = await self._commit(txn)
         assert moved.row is not None
-        return Outcome(to_workflow(moved.row), moved.tx.appended if moved.tx else [])
+        return Outcome(to_workflow(moved.row), moved.appended)
 
     async def _commit(self, txn: Callable[[Tx], _Moved[T]], *, hook: bool = False) -> _Moved[T]:
         """Run ``txn``, handing what it left runnable to this process's worker in the
@@ -218,9 +206,11 @@ class Engine:
 
         def with_handoff(tx: Tx) -> _Moved[T]:
             moved = txn(tx)
-            moved.tx = tx
-            if moved.row is not None and _runnable(moved.row, tx):
-                moved.handoff = self.worker.adopt_txn(tx, moved.row)
+            moved.appended = tx.appended  # the same list: flushing the events fills it
+            row = moved.row
+            if row is not None and _runnable(row, tx):
+                moved.handoff = self.worker.adopt_txn(tx, row)
+                moved.wake = moved.handoff is None
                 if moved.handoff is not None and moved.handoff[1] is not None:
                     moved.row = moved.handoff[1].row  # as the worker's step left it
             return moved
@@ -229,7 +219,7 @@ class Engine:
         row = moved.row
         if moved.handoff is not None:
             self.worker.start(moved.handoff)
-        elif row is not None and moved.tx is not None and _runnable(row, moved.tx):
+        elif moved.wake:
             await self.db.wake_workers()
         if hook and row is not None and row["workspace_path"]:
             await after_commit(row)  # e.g. plans written into the workspace

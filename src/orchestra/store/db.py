@@ -166,10 +166,13 @@ class Tx:
         return rows
 
     def _appended(self, ids: Sequence[int], rows: list[dict[str, Any]]) -> None:
-        self.appended += [
-            (event_id, row["workflow_id"], row["type"], row["data"], row["created_at"])
-            for event_id, row in zip(ids, rows, strict=True)
-        ]
+        # In place: a caller may hold this list (the engine reads it after the commit).
+        self.appended.extend(
+            [
+                (event_id, row["workflow_id"], row["type"], row["data"], row["created_at"])
+                for event_id, row in zip(ids, rows, strict=True)
+            ]
+        )
 
 
 class SqliteTx(Tx):
