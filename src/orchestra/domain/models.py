@@ -70,6 +70,8 @@ class CheckpointAction(Model):
     description: str = ""
     #: Optional numbers the action takes (see :attr:`Resolution.inputs`).
     inputs: list[ActionInput] = Field(default_factory=list)
+    #: Whether it takes line comments on the code under review (:class:`LineComment`).
+    takes_comments: bool = False
 
 
 class AgentOutput(Model):
@@ -99,6 +101,9 @@ class ReviewIssue(Model):
     title: str
     category: str | None = None
     detail: str = ""
+    #: Where a code review's issue is (the file, and the line in the new file).
+    file: str | None = None
+    line: int | None = None
 
 
 class Consolidation(Model):
@@ -109,6 +114,19 @@ class Consolidation(Model):
     issues_by_severity: dict[str, list[ReviewIssue]] = Field(default_factory=dict)
     recommendations: list[str] = Field(default_factory=list)
     agreement: str = ""
+
+
+#: The most line comments one decision may carry.
+MAX_LINE_COMMENTS = 500
+
+
+class LineComment(Model):
+    """A person's comment on one line of a file under review (the new file's line
+    number; a removed line's number in the old file)."""
+
+    file: Text = Field(min_length=1, max_length=4096)
+    line: int = Field(ge=1, le=10_000_000)
+    body: Text = Field(min_length=1, max_length=20_000)
 
 
 class Decision(Model):
@@ -122,6 +140,8 @@ class Decision(Model):
     #: Numbers the action takes, by name (e.g. a retry's ``timeout_s``): checked by the
     #: engine against what the action declares, so a wrong one gets a clear message.
     inputs: dict[Text, Any] | None = None
+    #: Line comments on the code under review, for actions that take them.
+    comments: list[LineComment] | None = Field(default=None, max_length=MAX_LINE_COMMENTS)
 
     @property
     def text(self) -> str | None:

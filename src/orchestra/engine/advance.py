@@ -189,6 +189,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "edited_content": None,
         "notes": None,
         "inputs": None,
+        "comments": None,
         "resolved_by": None,
         "resolved_at": None,
         "idempotency_key": None,

@@ -82,6 +82,7 @@ def _same_request(cp: Checkpoint, decision: Decision, actor: str) -> bool:
         and done.edited_content == decision.edited_content
         and done.notes == decision.notes
         and given == (done.inputs or {})
+        and (decision.comments or None) == (done.comments or None)
     )
 
 
@@ -122,6 +123,11 @@ def resolve_txn(
             details={"action": action, "field": "edited_content"},
         )
     given = _valid_inputs(chosen, decision.inputs or {})
+    if decision.comments and not chosen.takes_comments:
+        raise InvalidInput(
+            f"action {action!r} takes no line comments; give them with an action that does",
+            details={"action": action, "field": "comments"},
+        )
     for name, value in (("edited_content", edited_content), ("notes", notes)):
         if value is not None and len(value) > MAX_CONTENT_CHARS:
             raise InvalidInput(
@@ -135,6 +141,7 @@ def resolve_txn(
         edited_content=edited_content,
         notes=notes,
         inputs=given or None,
+        comments=decision.comments or None,
         resolved_by=actor,
         resolved_at=tx.now,
     )

@@ -22,6 +22,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestra.agents.base import Adapter
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import (
     AgentOutput,
@@ -67,6 +68,24 @@ class StepContext(Generic[S]):
 
 
 @dataclass(frozen=True)
+class Workdir:
+    """Where a task runs when not in the workspace (e.g. a git worktree), and the
+    work around each attempt, run by the engine in a thread:
+
+    ``prepare`` before the agent starts, on every attempt (make the directory, or
+    reset it to the last recorded snapshot after an attempt was cut short);
+    ``capture`` after the agent answered and before its run is recorded, whose
+    facts (e.g. the snapshot's commit) are stored in the run's ``meta`` in the
+    same transaction. Either may raise :class:`~orchestra.domain.errors.OrchestraError`:
+    the run then fails with that message, for a person to retry.
+    """
+
+    path: Path
+    prepare: Callable[[], None] | None = None
+    capture: Callable[[], JSON] | None = None
+
+
+@dataclass(frozen=True)
 class AgentTask:
     """One agent to run in an agent step."""
 
@@ -80,6 +99,11 @@ class AgentTask:
     output_schema: JSON | None = None
     #: The agent's previous session to continue, when it was configured to resume.
     resume_session: str | None = None
+    #: Where it runs, when not in the workspace.
+    workdir: Workdir | None = None
+    #: Work the definition does itself (a check command, git), in place of an
+    #: adapter from the registry; ``adapter`` is then only the name recorded.
+    runner: Adapter | None = None
 
 
 @dataclass(frozen=True)

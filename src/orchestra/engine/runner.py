@@ -503,18 +503,24 @@ class Worker:
     ) -> tuple[AgentRun, AgentResult | AgentFailure]:
         started = time.monotonic()
         result: AgentResult | AgentFailure
+        workdir = task.workdir
         try:
-            adapter = create_adapter(task.adapter, task.options)
+            adapter = task.runner or create_adapter(task.adapter, task.options)
+            if workdir is not None and workdir.prepare is not None:
+                await asyncio.to_thread(workdir.prepare)
             request = AgentRequest(
                 prompt=task.prompt,
                 job=task.job,
                 timeout_s=timeout,
-                workspace=workspace,
+                workspace=workdir.path if workdir is not None else workspace,
                 output_schema=task.output_schema,
                 resume_session=task.resume_session,
             )
             async with asyncio.timeout(timeout + 30):  # the adapter's own limit comes first
                 result = await adapter.run(request, progress.add)
+            if workdir is not None and workdir.capture is not None:
+                # Recorded with the run, in the transaction that records it.
+                result.meta.update(await asyncio.to_thread(workdir.capture))
         except AgentFailure as failure:
             result = failure
         except TimeoutError:

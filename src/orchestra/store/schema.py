@@ -124,6 +124,8 @@ checkpoints = Table(
     Column("edited_content", Text),
     Column("notes", Text),
     Column("inputs", Json),
+    #: Line comments given with the resolution (code review), as a JSON list.
+    Column("comments", Json),
     Column("resolved_by", String(128)),
     Column("resolved_at", UTCDateTime),
     Column("idempotency_key", String(200)),

@@ -50,6 +50,30 @@ REVIEW_SCHEMA: dict[str, Any] = {
     "required": ["verdict", "summary", "confidence", "issues", "recommendations", "questions"],
 }
 
+
+def _with_locations(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` whose issues also name a file and a line (code reviews)."""
+    issue = schema["properties"]["issues"]["items"]
+    located = {
+        **issue,
+        "properties": {
+            **issue["properties"],
+            "file": {"type": ["string", "null"]},
+            "line": {"type": ["integer", "null"], "minimum": 1},
+        },
+        "required": [*issue["required"], "file", "line"],
+    }
+    issues = {**schema["properties"]["issues"], "items": located}
+    return {**schema, "properties": {**schema["properties"], "issues": issues}}
+
+
+#: What code reviewers are asked to answer: a review whose issues carry ``file`` and
+#: ``line`` (the path as the diff shows it, the line number in the new file).
+CODE_REVIEW_SCHEMA: dict[str, Any] = _with_locations(REVIEW_SCHEMA)
+
+#: The longest file path kept from a review (longer: the issue is kept without one).
+MAX_ISSUE_PATH_CHARS = 4096
+
 #: Candidate starts of a JSON object inside prose tried at most (each is a linear parse).
 MAX_JSON_CANDIDATES = 50
 _OBJECT_START = re.compile(r'\{\s*"')
@@ -115,14 +139,18 @@ def parse_review(content: str, structured: dict[str, Any] | None = None) -> dict
         if not isinstance(raw, dict):
             continue
         severity = str(raw.get("severity", "medium")).lower()
-        issues.append(
-            {
-                "severity": severity if severity in SEVERITIES else "medium",
-                "category": raw.get("category"),
-                "title": str(raw.get("title") or raw.get("description") or raw.get("issue") or ""),
-                "detail": str(raw.get("detail") or raw.get("suggestion") or ""),
-            }
-        )
+        issue = {
+            "severity": severity if severity in SEVERITIES else "medium",
+            "category": raw.get("category"),
+            "title": str(raw.get("title") or raw.get("description") or raw.get("issue") or ""),
+            "detail": str(raw.get("detail") or raw.get("suggestion") or ""),
+        }
+        path, line = raw.get("file") or raw.get("path"), raw.get("line")
+        if isinstance(path, str) and 0 < len(path) <= MAX_ISSUE_PATH_CHARS:
+            issue["file"] = path
+            if isinstance(line, int) and not isinstance(line, bool) and 0 < line < 10**7:
+                issue["line"] = line
+        issues.append(issue)
     confidence = data.get("confidence")
     return {
         "verdict": verdict if verdict in VERDICTS else None,
