@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
+from orchestra.domain.code import CodeChange
+from orchestra.domain.errors import NotFound
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
@@ -225,6 +227,21 @@ async def list_checkpoints(
 )
 async def get_checkpoint(request: Request, checkpoint_id: str, _: Reader) -> Checkpoint:
     return await _service(request).get_checkpoint(checkpoint_id)
+
+
+@router.get(
+    "/checkpoints/{checkpoint_id}/code",
+    tags=["checkpoints"],
+    responses=error_responses(401, 404),
+)
+async def get_checkpoint_code(request: Request, checkpoint_id: str, _: Reader) -> CodeChange:
+    """The code change a checkpoint shows (Implement & Review's code review): each
+    file's diff, the reviewers' findings by file and line, the checks' result."""
+    checkpoint = await _service(request).get_checkpoint(checkpoint_id)
+    change = CodeChange.of(checkpoint)
+    if change is None:
+        raise NotFound(f"checkpoint {checkpoint_id} shows no code change")
+    return change
 
 
 @router.post(
