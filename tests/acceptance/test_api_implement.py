@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.workflows.git_worktree import git, list_worktrees
+from orchestra.workflows.git_worktree import create_worktree, git, list_worktrees
 from tests.acceptance.server import Api, ServerProcess, module_server_fixture
 
 pytestmark = pytest.mark.slow
@@ -126,3 +126,32 @@ async def test_bad_implement_requests_are_4xx_and_write_nothing(
         assert (await api.get(f"/api/checkpoints/{cp['id']}"))["status"] == "pending"
         r = await api.client.get(f"/api/checkpoints/{'0' * 32}/code")
         assert r.status_code == 404
+
+
+async def test_worktrees_are_listed_and_left_behind_ones_pruned_by_an_admin(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    ws = _repo(tmp_path / "ws")
+    orphan = create_worktree(ws, "left behind", "c3" * 16)  # no workflow knows it
+    async with (
+        Api(server.base_url, server.tokens["ana"]) as api,
+        Api(server.base_url, server.tokens["root"]) as admin,
+    ):
+        wf = await api.create_workflow(
+            name="live", type="plan_implement", workspace_path=str(ws), options={"plan": "Do."}
+        )
+        await api.wait_for_checkpoint(wf["id"], CODE_READY)
+        listed = await api.get("/api/worktrees", params={"workspace_path": str(ws)})
+        owners = {w["branch"]: (w["workflow_id"], w["workflow_status"]) for w in listed}
+        assert owners == {
+            orphan.branch: (None, None),
+            f"orchestra/live-{wf['id'][:8]}": (wf["id"], "awaiting_checkpoint"),
+        }
+        r = await api.client.post("/api/worktrees/prune", json={"workspace_path": str(ws)})
+        assert r.status_code == 403  # removing files is an admin's call
+        left = await admin.post("/api/worktrees/prune", {"workspace_path": str(ws)})
+        assert [w["workflow_id"] for w in left] == [wf["id"]]
+        assert not orphan.path.exists()
+        assert orphan.branch in git(ws, "branch", "--format=%(refname:short)").split()
+        r = await api.client.get("/api/worktrees", params={"workspace_path": "/etc"})
+        assert r.status_code == 422 and "workspace" in r.json()["error"]["message"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
-from orchestra.domain.code import CodeChange
+from orchestra.domain.code import CodeChange, WorktreeInfo
 from orchestra.domain.errors import NotFound
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.roles import Permission, Role
@@ -266,6 +266,29 @@ async def resolve_checkpoint(
 
 
 # -- tokens (admin) ----------------------------------------------------------
+
+
+# -- worktrees -----------------------------------------------------------------
+
+
+class PruneWorktrees(Body):
+    workspace_path: Text
+
+
+@router.get("/worktrees", tags=["worktrees"], responses=error_responses(401, 403, 422))
+async def list_worktrees(
+    request: Request, _: Reader, workspace_path: Annotated[str, Query(max_length=4096)]
+) -> list[WorktreeInfo]:
+    """Orchestra's worktrees in a repository (within the allowed roots), each with
+    the workflow it belongs to."""
+    return await _service(request).worktrees(workspace_path)
+
+
+@router.post("/worktrees/prune", tags=["worktrees"], responses=error_responses(401, 403, 422))
+async def prune_worktrees(request: Request, body: PruneWorktrees, _: Admin) -> list[WorktreeInfo]:
+    """Remove the worktrees whose workflow ended or is unknown (branches stay);
+    the ones left."""
+    return await _service(request).worktrees(body.workspace_path, prune=True)
 
 
 @router.get("/tokens", tags=["tokens"], responses=error_responses(401, 403))
