@@ -375,9 +375,9 @@ LINE_STYLE = {
 }
 LINE_MARK = {LineKind.ADDED: "+", LineKind.REMOVED: "-", LineKind.SAME: " ", LineKind.HUNK: ""}
 
-# C0 and C1 controls (but tab and newline), DEL, and the bidirectional overrides that
-# make text read other than it runs ("trojan source").
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls (but tab), DEL, and the bidirectional overrides that make text
+# read other than it runs ("trojan source").
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -385,13 +385,21 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def written_out(text: str, *, newlines: bool = False) -> str:
+    """``text`` with what would act on a terminal (ANSI escapes, carriage returns,
+    bidi overrides, lone surrogates) written out as ``\\x1b``; newlines kept unless
+    ``newlines`` is true (a path or one line must stay one line)."""
+    if newlines:
+        shown = _UNSAFE.sub(_escaped, text)
+    else:
+        shown = "\n".join(_UNSAFE.sub(_escaped, part) for part in text.split("\n"))
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def safe_text(text: str, style: str = "") -> Text:
     """Text from an agent or a diff as a terminal shows it literally: never markup
-    (a :class:`Text`), and control characters (ANSI escapes, carriage returns, bidi
-    overrides) written out as ``\\x1b`` instead of acting on the terminal."""
-    shown = _UNSAFE.sub(_escaped, text)
-    shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
-    return Text(shown, style=style)
+    (a :class:`Text`), and control characters written out (:func:`written_out`)."""
+    return Text(written_out(text), style=style)
 
 
 def check_view(check: CheckOutcome) -> RenderableType:
@@ -433,7 +441,7 @@ def finding_text(finding: Finding, *, where: bool = False) -> Text:
 
 
 def _file_header(diff: DiffFile) -> Text:
-    header = safe_text(diff.path, "bold")
+    header = Text(written_out(diff.path, newlines=True), style="bold")
     header.append("  ")
     header.append(f"+{diff.added}", style="green")
     header.append(" ")
