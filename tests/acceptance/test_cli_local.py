@@ -766,6 +766,8 @@ async def test_resolve_sends_line_comments_and_refuses_bad_ones(
             LineComment(file="a:12:b.py", line=1, body="colons: fine"),
         ]
         assert (await service.get_workflow(wf.id)).result == {"action": "request_changes"}
+        timeline = ok(orchestra_with_code(tmp_path, db_url, "show", wf.id, **env)).stdout
+        assert "2 line comment(s)" in timeline
 
 
 async def test_run_shows_the_diff_and_takes_comments_from_the_editor(

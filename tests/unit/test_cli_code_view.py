@@ -11,7 +11,12 @@ from pathlib import Path
 from rich.cells import cell_len
 from rich.console import Console, RenderableType
 
-from orchestra.cli.render import CODE_LINES_PER_FILE, checkpoint_view, code_change_view
+from orchestra.cli.render import (
+    CODE_LINES_PER_FILE,
+    checkpoint_view,
+    code_change_view,
+    result_view,
+)
 from orchestra.domain.code import (
     CheckOutcome,
     CodeChange,
@@ -20,8 +25,14 @@ from orchestra.domain.code import (
     as_context,
     bounded_files,
 )
-from orchestra.domain.models import Checkpoint, CheckpointAction
-from orchestra.domain.statuses import ActionStyle, CheckpointStatus
+from orchestra.domain.models import (
+    Checkpoint,
+    CheckpointAction,
+    LineComment,
+    Resolution,
+    Workflow,
+)
+from orchestra.domain.statuses import ActionStyle, CheckpointStatus, WorkflowStatus
 from orchestra.workflows.git_worktree import create_worktree, diff, git, snapshot
 
 WF = "c3" * 16
@@ -208,3 +219,50 @@ def test_the_checkpoint_shows_the_code_and_other_checkpoints_do_not(tmp_path: Pa
     assert text.index("Code under review") < text.index("Feedback for the implementer")
     plain = code_checkpoint(change, context={"iteration": 1})
     assert "Code under review" not in screen(checkpoint_view(plain))
+
+
+def test_a_resolved_checkpoint_lists_its_line_comments(tmp_path: Path) -> None:
+    cp = code_checkpoint(real_change(tmp_path, {"app.py": edited_app()}))
+    resolution = Resolution(
+        action="request_changes",
+        comments=[
+            LineComment(file="app.py", line=5, body="Use a constant."),
+            LineComment(file="app.py", line=16, body="[bold]why[/bold]?"),
+        ],
+        resolved_by="ana",
+        resolved_at=datetime.now(UTC),
+    )
+    done = cp.model_copy(update={"resolution": resolution, "status": CheckpointStatus.REJECTED})
+    text = screen(checkpoint_view(done), width=100)
+    assert "request_changes by ana" in text
+    assert "app.py:5 Use a constant." in text and "app.py:16 [bold]why[/bold]?" in text
+
+
+def test_an_implementation_s_result_says_where_the_commit_is() -> None:
+    now = datetime.now(UTC)
+    wf = Workflow(
+        id="wf",
+        name="impl",
+        type="plan_implement",
+        status=WorkflowStatus.COMPLETED,
+        current_step=None,
+        iteration=1,
+        max_iterations=3,
+        agents={},
+        prompt="p",
+        created_at=now,
+        updated_at=now,
+        result={
+            "commit": "0123456789abcdef" * 2,
+            "branch": "orchestra/impl-1234",
+            "merged": False,
+            "merge_note": "main has moved on: the branch is left for you to merge",
+        },
+    )
+    text = screen(result_view(wf), width=120)
+    assert "Committed 0123456789ab on branch orchestra/impl-1234. Not merged." in text
+    assert "main has moved on" in text
+    merged = wf.model_copy(update={"result": {"commit": "ab" * 20, "merged": True}})
+    assert "Merged into the base branch." in screen(result_view(merged), width=120)
+    gone = wf.model_copy(update={"result": {"discarded": True}})
+    assert "The change was discarded" in screen(result_view(gone))

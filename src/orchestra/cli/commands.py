@@ -114,9 +114,12 @@ def show(
         console.print(timeline_table(history))
         if wf.pending_checkpoint is not None:
             console.print(checkpoint_view(wf.pending_checkpoint))
+            takes = any(a.takes_comments for a in wf.pending_checkpoint.actions)
             console.print(
-                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION",
+                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION"
+                + (" [--comment PATH:LINE:TEXT …]" if takes else ""),
                 style="dim",
+                markup=False,
             )
         elif wf.status.is_terminal:
             console.print(result_view(wf))

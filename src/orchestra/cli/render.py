@@ -212,6 +212,8 @@ def timeline_table(history: History) -> Table:
                 notes += [f"{name} {value:g}" for name, value in sorted(r.inputs.items())]
             if r.notes:
                 notes.append(f"notes: {r.notes}")
+            if r.comments:
+                notes.append(f"{len(r.comments)} line comment(s)")
             rows.append(
                 (
                     r.resolved_at,
@@ -237,13 +239,35 @@ def result_view(wf: Workflow) -> RenderableType:
         parts.append(Text(wf.error, style="red"))
     result = wf.result or {}
     plan = result.get("plan")
-    if isinstance(plan, str):
+    if isinstance(result.get("commit"), str) or result.get("discarded") is True:
+        parts.append(code_result_view(result))
+    elif isinstance(plan, str):
         iterations = result.get("iterations")
         title = "Final plan" + (f" (after {iterations} iteration(s))" if iterations else "")
         parts.append(Panel(Markdown(plan), title=title, title_align="left", border_style="green"))
     elif result:
         parts.append(Text(str(result)))
     return Group(*parts)
+
+
+def code_result_view(result: Mapping[str, Any]) -> Text:
+    """How an implementation ended: the commit on its branch (merged or why not), or
+    discarded."""
+    if result.get("discarded") is True:
+        return Text("The change was discarded: no worktree or branch is left.", style="magenta")
+    text = Text.assemble(("Committed ", "bold"), (str(result.get("commit"))[:12], "bold green"))
+    if result.get("branch"):
+        text.append(" on branch ")
+        text.append_text(safe_text(str(result["branch"]), "bold"))
+    text.append(". ")
+    if result.get("merged") is True:
+        text.append("Merged into the base branch.", style="green")
+    else:
+        text.append("Not merged.", style="yellow")
+    if result.get("merge_note"):
+        text.append(" ")
+        text.append_text(safe_text(str(result["merge_note"]), "dim"))
+    return text
 
 
 # -- checkpoints -----------------------------------------------------------
@@ -582,6 +606,10 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
                 f" — notes: {r.notes}" if r.notes else "",
             )
         )
+        for comment in r.comments or []:
+            said = Text(f"  {written_out(comment.file, newlines=True)}:{comment.line} ", "bold")
+            said.append_text(safe_text(comment.body))
+            parts.append(said)
     else:
         parts += [Text("Actions", style="bold"), actions_view(cp)]
     return Panel(
