@@ -26,6 +26,7 @@ from orchestra.domain.code import (
     bounded_files,
 )
 from orchestra.domain.models import (
+    AgentOutput,
     Checkpoint,
     CheckpointAction,
     LineComment,
@@ -266,3 +267,19 @@ def test_an_implementation_s_result_says_where_the_commit_is() -> None:
     assert "Merged into the base branch." in screen(result_view(merged), width=120)
     gone = wf.model_copy(update={"result": {"discarded": True}})
     assert "The change was discarded" in screen(result_view(gone))
+
+
+def test_a_code_review_names_the_place_of_each_issue(tmp_path: Path) -> None:
+    review = {
+        "verdict": "request_changes",
+        "summary": "One problem.",
+        "issues": [
+            {"severity": "high", "title": "Off by one", "file": "app.py", "line": 5},
+            {"severity": "low", "title": "Docs", "file": "README.md"},
+        ],
+    }
+    output = AgentOutput(agent="rev", job="code_reviewer", content="", structured=review)
+    cp = code_checkpoint(real_change(tmp_path, {"app.py": "x\n"}), agent_outputs=[output])
+    text = screen(checkpoint_view(cp), width=100)
+    assert "[high] app.py:5 Off by one" in text
+    assert "[low] README.md Docs" in text

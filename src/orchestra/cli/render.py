@@ -288,7 +288,13 @@ def _review_markdown(review: Mapping[str, Any]) -> str:
         for issue in issues:
             detail = f" — {issue.get('detail')}" if issue.get("detail") else ""
             category = f" ({issue.get('category')})" if issue.get("category") else ""
-            lines.append(f"- [{issue.get('severity')}] {issue.get('title')}{category}{detail}")
+            where = ""
+            if issue.get("file"):  # a code review's issue names its place
+                line = f":{issue.get('line')}" if issue.get("line") is not None else ""
+                where = f" `{issue.get('file')}{line}`"
+            lines.append(
+                f"- [{issue.get('severity')}]{where} {issue.get('title')}{category}{detail}"
+            )
     for heading, key in (("Recommendations", "recommendations"), ("Questions", "questions")):
         if review.get(key):
             lines += ["", f"**{heading}**", ""] + [f"- {item}" for item in review[key]]
