@@ -756,6 +756,8 @@ async def test_resolve_sends_line_comments_and_refuses_bad_ones(
             refused = resolve(action, "app.py:5:fine", bad)
             assert refused.returncode == 2, (bad, refused.stdout, refused.stderr)
             assert says in refused.stderr
+        too_many = resolve("request_changes", *["app.py:5:again"] * 501)
+        assert too_many.returncode == 2 and "at most 500" in too_many.stderr
         assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
 
         ok(resolve("request_changes", "app.py:5:Use a constant", "a:12:b.py:1:colons: fine"))

@@ -38,6 +38,7 @@ def test_the_option_splits_path_line_and_text() -> None:
         file="x.py", line=5, body="see foo:3: bar"
     )
     assert parse_option("C:/dir:name.py:7:ok").file == "C:/dir:name.py"
+    assert parse_option("x:1:2:text") == LineComment(file="x", line=1, body="2:text")
 
 
 def test_with_the_change_the_split_naming_a_diff_line_wins(change: CodeChange) -> None:
@@ -46,6 +47,10 @@ def test_with_the_change_the_split_naming_a_diff_line_wins(change: CodeChange) -
         file="a:12:b.py", line=2, body="second line"
     )
     assert parse_option("app.py:5:five", change).file == "app.py"
+    # Overlapping splits: "a:12:b.py:1:…" could be a path "a" line 12 (not shown).
+    assert parse_option("a:12:b.py:1:1:x", change) == LineComment(
+        file="a:12:b.py", line=1, body="1:x"
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,3 +128,11 @@ def test_hostile_paths_and_text_stay_one_line_and_literal(tmp_path: Path) -> Non
         text = under(text, f"{shown}:1", f"> about {shown}")
     found = parse_review(review, text)
     assert sorted((c.file, c.line) for c in found) == sorted((n, 1) for n in names)
+
+
+def test_more_comments_than_a_decision_takes_are_refused(change: CodeChange) -> None:
+    review = review_file(change)
+    line = next(written for written in review.lines if "line five, changed" in written)
+    many = review.text + f"{line}\n> a\n" * 501
+    with pytest.raises(CommentError, match="501 line comments: at most 500"):
+        parse_review(review, many)

@@ -22,7 +22,7 @@ from orchestra.cli.app import (
     with_backend,
 )
 from orchestra.cli.backend import Backend
-from orchestra.cli.comments import parse_option
+from orchestra.cli.comments import check_count, parse_option
 from orchestra.cli.editor import edit_text
 from orchestra.cli.errors import exits_on_errors
 from orchestra.cli.render import (
@@ -213,7 +213,8 @@ def resolve(
         raise typer.BadParameter("use either --edit or --content-file", param_hint="--edit")
     edited = _read_content(content_file) if content_file is not None else None
     given = _parse_inputs(inputs or [])
-    for raw in comments or []:  # bad syntax: say so before anything is opened or sent
+    check_count(len(comments or []))  # bad ones: say so before anything is opened or sent
+    for raw in comments or []:
         parse_option(raw)
 
     async def body(b: Backend) -> None:

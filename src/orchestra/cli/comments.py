@@ -31,7 +31,8 @@ QUOTE = "> "
 #: their diff line right).
 LOCATION_WIDTH = 32
 
-_SPLIT = re.compile(r":(\d+):")
+#: Every ``:<digits>:`` (overlapping ones too: ``a:1:2:text``), as a lookahead.
+_SPLIT = re.compile(r"(?=:(\d+):)")
 
 MARK = {LineKind.ADDED: "+", LineKind.REMOVED: "-", LineKind.SAME: " "}
 
@@ -73,7 +74,7 @@ def parse_option(raw: str, change: CodeChange | None = None) -> LineComment:
     the one naming a line of its diff wins, else the first. With ``change``, a path
     or line the diff does not show is refused."""
     splits = [
-        (raw[: m.start()], int(m.group(1)), raw[m.end() :])
+        (raw[: m.start()], int(m.group(1)), raw[m.start() + len(m.group(1)) + 2 :])
         for m in _SPLIT.finditer(raw)
         if m.start() > 0
     ]
@@ -102,6 +103,15 @@ def parse_option(raw: str, change: CodeChange | None = None) -> LineComment:
     if not body.strip():
         raise CommentError(f"{raw!r}: the comment text is empty", details={"field": "comments"})
     return _comment(path, line, body, repr(raw))
+
+
+def check_count(count: int) -> None:
+    """Refuse more comments than a decision takes."""
+    if count > MAX_LINE_COMMENTS:
+        raise CommentError(
+            f"{count} line comments: at most {MAX_LINE_COMMENTS} are taken",
+            details={"field": "comments"},
+        )
 
 
 # -- the review file ----------------------------------------------------------------
@@ -205,8 +215,10 @@ def parse_review(review: ReviewFile, edited: str) -> list[LineComment]:
             found.append(_comment(file, line_no, text, f"line {at}"))
         except CommentError as exc:
             problems.append(exc.message)
-    if len(found) > MAX_LINE_COMMENTS:
-        problems.append(f"{len(found)} comments: at most {MAX_LINE_COMMENTS} are taken")
+    try:
+        check_count(len(found))
+    except CommentError as exc:
+        problems.append(exc.message)
     if problems:
         raise CommentError(
             "the line comments need fixing:\n  "

@@ -33,7 +33,13 @@ from rich.text import Text
 
 from orchestra.cli.app import DatabaseUrl, Server, Token, app, console, globals_of, open_backend
 from orchestra.cli.backend import Backend, is_settled
-from orchestra.cli.comments import CommentError, parse_option, parse_review, review_file
+from orchestra.cli.comments import (
+    CommentError,
+    check_count,
+    parse_option,
+    parse_review,
+    review_file,
+)
 from orchestra.cli.editor import edit_text, editor_command
 from orchestra.cli.errors import CliError, ExitCode, err_console, exits_on_errors, report
 from orchestra.cli.render import (
@@ -326,6 +332,7 @@ class TerminalRun:
         found: list[LineComment] = []
         while answer := self._ask("Comment (Enter to end): "):
             try:
+                check_count(len(found) + 1)
                 found.append(parse_option(answer, change))
             except CommentError as exc:
                 report(exc)
