@@ -389,3 +389,27 @@ async def test_a_worker_killed_mid_implementation_resumes_from_the_last_snapshot
     text = git(ws, "show", f"{change.snapshot}:ORCHESTRA_DEMO.md")
     assert text.count("## Run 1") == 1 and text.count("## Run 2") == 1 and "## Run 3" not in text
     assert len(list_worktrees(ws)) == 1
+
+
+async def test_a_base_made_dirty_while_planning_is_a_clear_checkpoint_then_a_retry(
+    service: Orchestra, worker: Worker, tmp_path: Path
+) -> None:
+    """The worktree is cut when the implementer first runs: if the checkout has
+    uncommitted changes by then, the person gets an agent_problem checkpoint that
+    says so (no half-made worktree), and a retry after committing goes on."""
+    ws = repo(tmp_path / "ws")
+    wf = await start(service, ws)
+    cp = await pending(service, worker, wf.id)
+    cp = await decide(service, worker, cp, "approve")
+    assert cp is not None
+    (ws / "app.py").write_text("print('changed meanwhile')\n")
+    cp = await decide(service, worker, cp, "approve")
+    assert cp is not None and cp.step_name == "agent_problem"
+    assert "uncommitted changes" in cp.instructions
+    assert [a.name for a in cp.actions] == ["retry", "cancel"]
+    assert list_worktrees(ws) == [] and branches(ws) == ["main"]
+    git(ws, "commit", "-q", "-am", "meanwhile")
+    cp = await decide(service, worker, cp, "retry")
+    assert cp is not None and cp.step_name == "code_ready_for_review"
+    change = CodeChange.of(cp)
+    assert change is not None and change.base == git(ws, "rev-parse", "HEAD").strip()
