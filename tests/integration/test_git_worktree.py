@@ -186,3 +186,21 @@ def test_git_runs_without_a_shell_and_ignores_the_callers_git_environment(
         ).stdout
         == ""
     )
+
+
+def test_the_approved_snapshot_replaces_commits_an_agent_made_on_the_branch(
+    tmp_path: Path,
+) -> None:
+    from orchestra.workflows.git_worktree import commit_snapshot
+
+    repo = _repo(tmp_path / "repo")
+    wt = create_worktree(repo, "agent commits", WF1)
+    (wt.path / "new.py").write_text("x = 1\n")
+    git(wt.path, "add", "-A")
+    git(wt.path, "commit", "-q", "-m", "the agent committed by itself")
+    shot = snapshot(wt, 1)
+    commit = commit_snapshot(wt, shot, "Reviewed change\n")
+    assert git(repo, "rev-list", "--parents", "-n", "1", commit).split()[1:] == [wt.base]
+    assert git(repo, "rev-parse", wt.branch).strip() == commit
+    assert git(repo, "show", f"{commit}:new.py") == "x = 1\n"
+    assert commit_snapshot(wt, shot, "Reviewed change\n") == commit  # run again: the same

@@ -294,20 +294,18 @@ def base_branch(workspace: Path) -> str | None:
 
 def commit_snapshot(wt: Worktree, snapshot_id: str, message: str) -> str:
     """Commit a snapshot's files on the workflow's branch, as one commit on the base,
-    with ``message``; the commit id. Idempotent: when the branch already holds that
-    commit (a step run again), it is returned."""
+    with ``message``; the commit id. The branch is the workflow's own: commits an
+    agent made on it are replaced (their files are in the snapshot). Idempotent:
+    when the branch already holds that commit (a step run again), it is returned."""
     snapshot_id = _checked_id(snapshot_id)
     tree = git(wt.repo, "rev-parse", f"{snapshot_id}^{{tree}}").strip()
     head = git(wt.repo, "rev-parse", f"refs/heads/{wt.branch}").strip()
     if head != wt.base:
-        if git(wt.repo, "rev-parse", f"{head}^{{tree}}").strip() == tree:
+        parents = git(wt.repo, "rev-list", "--parents", "-n", "1", head).split()[1:]
+        if parents == [wt.base] and git(wt.repo, "rev-parse", f"{head}^{{tree}}").strip() == tree:
             return head
-        raise Conflict(
-            f"branch {wt.branch} moved since the worktree was made; commit by hand",
-            details={"branch": wt.branch},
-        )
     commit = git(wt.repo, "commit-tree", tree, "-p", wt.base, "-m", message).strip()
-    git(wt.repo, "update-ref", f"refs/heads/{wt.branch}", commit, wt.base)
+    git(wt.repo, "update-ref", f"refs/heads/{wt.branch}", commit, head)
     return commit
 
 
