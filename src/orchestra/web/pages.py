@@ -44,11 +44,20 @@ from orchestra.service import MAX_ITERATIONS_LIMIT
 from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
+from orchestra.web.code_view import MARKS, PATCH_LINES, code_view, takes_comments
 from orchestra.web.diff import Diff
+from orchestra.web.forms import MAX_RESOLVE_FIELDS, decision_from_form
 from orchestra.web.markdown import RENDERED, markdown_filter
 from orchestra.web.render_pool import RenderPool
 from orchestra.web.session import BadForm, PageDenied, first
-from orchestra.web.view import DiffChoice, edit_texts, humanize, tone, workflow_view
+from orchestra.web.view import (
+    DiffChoice,
+    edit_texts,
+    humanize,
+    snapshot_of,
+    tone,
+    workflow_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +120,12 @@ def build_environment() -> Environment:
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
     env.globals["styles"] = ActionStyle
+    # Looks up the lines the handler parsed off the loop (Web.rich_page), as |markdown does.
+    env.globals["code_view"] = code_view
+    env.globals["takes_comments"] = takes_comments
+    env.globals["line_marks"] = MARKS
+    env.globals["csrf_field"] = session.CSRF_FIELD
+    env.globals["snapshot_of"] = snapshot_of
     # The shared macros are globals, so a block rendered alone (?partial=1) has them too.
     macros = env.get_template("macros.html").module
     env.globals.update({k: v for k, v in vars(macros).items() if isinstance(v, Macro)})
@@ -203,29 +218,33 @@ class Web:
     ) -> Response:
         """A page with agent or client markdown (and diffs): rendered off the loop first.
 
-        The template is run once to collect the texts its ``|markdown`` asks for,
-        they (and ``pairs``, to diff) are rendered in :class:`RenderPool`, and the
+        The template is run once to collect the texts its ``|markdown`` asks for (and
+        the patches its ``code_view`` shows), they (and ``pairs``, to diff) are rendered
+        in :class:`RenderPool`, and the
         template is run again with the results; ``diffs`` turns the diffs into
         more context.
         """
         ctx = self._context(request, who, page, extra)
         partial = bool(request.query_params.get("partial"))
         wanted: set[str] = set()
-        token = RENDERED.set(wanted)
+        patches: set[str] = set()
+        token, lines = RENDERED.set(wanted), PATCH_LINES.set(patches)
         try:
             self._render(template, ctx, partial)
         finally:
             RENDERED.reset(token)
-        done = await self.renders.render(wanted, pairs or [])
+            PATCH_LINES.reset(lines)
+        done = await self.renders.render(wanted, pairs or [], patches)
         if diffs is not None:
             more = diffs(done.diffs)
             ctx.update(more)
             extra = {**extra, **more}
-        token = RENDERED.set(done.html)
+        token, lines = RENDERED.set(done.html), PATCH_LINES.set(done.patches)
         try:
             return self._respond(request, template, ctx, status, extra)
         finally:
             RENDERED.reset(token)
+            PATCH_LINES.reset(lines)
 
     def _render(self, template: str, ctx: dict[str, Any], partial: bool) -> str | dict[str, str]:
         """The whole page, or (``partial``) its live regions by name."""
@@ -432,6 +451,28 @@ class Web:
             },
         )
 
+    async def resolve(self, request: Request, checkpoint_id: str) -> Response:
+        """The resolve form, posted by the page's script or, without it, by the browser:
+        the script gets the checkpoint (or the API's error, details and all) as JSON; a
+        plain post goes back to the workflow, or to the error page with nothing resolved."""
+        who = await session.principal(request, Permission.RESOLVE)
+        fields = await session.read_form(request, max_fields=MAX_RESOLVE_FIELDS)
+        decision = decision_from_form(fields)
+        try:
+            cp = await self.service.resolve(
+                checkpoint_id,
+                decision,
+                actor=who.name,
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
+        except OrchestraError as exc:
+            if not _wants_json(request):
+                raise
+            return error_response(status_of(exc), exc.code, exc.message, exc.details)
+        if _wants_json(request):
+            return JSONResponse(cp.model_dump(mode="json"))
+        return RedirectResponse(f"/workflows/{cp.workflow_id}#checkpoint-{cp.id}", status_code=303)
+
     async def checkpoint_panel(self, request: Request, checkpoint_id: str) -> Response:
         """One checkpoint's panel (the inbox opens them in place)."""
         who = await session.principal(request)
@@ -595,6 +636,7 @@ def build_router(web: Web) -> APIRouter:
         ("POST", "/workflows/new", web.create_workflow),
         ("GET", "/workflows/{workflow_id}", web.workflow),
         ("GET", "/checkpoints/{checkpoint_id}/panel", web.checkpoint_panel),
+        ("POST", "/checkpoints/{checkpoint_id}/resolve", web.resolve),
         ("GET", "/inbox", web.inbox),
         ("POST", "/preview", web.preview),
         ("GET", "/login", web.login_form),
