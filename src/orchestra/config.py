@@ -8,6 +8,7 @@ configuration (``[agents.*]``, ``[jobs]``) may live in the same file.
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,19 @@ ENV_PREFIX = "ORCHESTRA_"
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("ORCHESTRA_DATA_DIR", Path.home() / ".orchestra"))
+
+
+DEFAULT_CHECK_TIMEOUT_S = 600.0
+
+
+class WorkspaceSettings(BaseModel):
+    """``[workspaces."<path>"]``: settings of the workspaces under one directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The check command run in an implementer's worktree (an argument list, no shell).
+    check_command: list[str] | None = Field(default=None, min_length=1)
+    check_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class Settings(BaseModel):
@@ -59,6 +73,27 @@ class Settings(BaseModel):
     max_streams: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
     config_file: Path | None = None
+    #: Implement & Review: the command that checks an implementer's work, run in its
+    #: worktree after each iteration (e.g. ``["pytest", "-q"]``; None: no check), and
+    #: its timeout. ``[workspaces."<path>"]`` tables override both for workspaces there.
+    check_command: list[str] | None = Field(default=None, min_length=1)
+    check_timeout_s: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=86_400)
+    workspaces: dict[str, WorkspaceSettings] = Field(default_factory=dict)
+
+    def check_for(self, workspace: Path) -> dict[str, Any] | None:
+        """The check a workflow in ``workspace`` runs: the most specific
+        ``[workspaces]`` entry containing it, else the top-level setting."""
+        command, timeout = self.check_command, self.check_timeout_s
+        best = -1
+        for raw, entry in self.workspaces.items():
+            root = Path(raw).expanduser().resolve()
+            if workspace.resolve().is_relative_to(root) and len(root.parts) > best:
+                best = len(root.parts)
+                command = entry.check_command if entry.check_command is not None else command
+                timeout = entry.check_timeout_s or timeout
+        if not command:
+            return None
+        return {"command": list(command), "timeout_s": timeout}
 
     @property
     def db_url(self) -> str:
@@ -89,6 +124,10 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             values[name] = [p for p in raw.split(os.pathsep) if p]
         elif name == "allowed_hosts":
             values[name] = [h.strip() for h in raw.split(",") if h.strip()]
+        elif name == "check_command":
+            values[name] = shlex.split(raw)
+        elif name == "workspaces":
+            continue  # tables: the config file only
         else:
             values[name] = raw
     return values

@@ -46,7 +46,13 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     worker = WorkerSettings(
         concurrency=settings.worker_concurrency, lease_ttl_s=settings.lease_ttl_s
     )
-    service = Orchestra(db, agents=agents, allowed_roots=settings.workspace_roots, worker=worker)
+    service = Orchestra(
+        db,
+        agents=agents,
+        allowed_roots=settings.workspace_roots,
+        worker=worker,
+        checks=settings.check_for,
+    )
     log.info("orchestra: %s database at %s", db.kind, _redact(settings.db_url))
     return Runtime(settings, db, service)
 

@@ -8,7 +8,7 @@ store's queries. Nothing here writes SQL or keeps workflow state in memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,14 @@ class Orchestra:
         agents: AgentsConfig | None = None,
         allowed_roots: Sequence[Path] = (),
         worker: WorkerSettings | None = None,
+        checks: Callable[[Path], dict[str, Any] | None] | None = None,
     ) -> None:
         self.db = db
         self.agents = agents or default_agents_config()
         #: Where workspaces may lie (empty: the user's home directory).
         self.allowed_roots = [p.expanduser().resolve() for p in allowed_roots or [Path.home()]]
+        #: The check command (and its timeout) of a workspace, from the operator's settings.
+        self.checks = checks or (lambda _: None)
         #: The engine: every write goes through it (``worker``: its worker's settings).
         self.engine = Engine(db, worker)
 
@@ -57,8 +60,23 @@ class Orchestra:
         agents: Mapping[str, Any] | None = None,
         max_iterations: int = 3,
         created_by: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        from_workflow: str | None = None,
     ) -> Workflow:
+        """Start a workflow. ``from_workflow``: a completed workflow this one continues
+        (its result goes to the new one's definition, e.g. an approved plan to
+        implement; its workspace is the default)."""
         definition = get_definition(type)
+        previous = None
+        if from_workflow is not None:
+            previous = await self.get_workflow(from_workflow)
+            if previous.status is not WorkflowStatus.COMPLETED or previous.result is None:
+                raise InvalidInput(
+                    f"workflow {from_workflow} is {previous.status.value}; only a completed "
+                    "workflow can be continued",
+                    details={"field": "from_workflow"},
+                )
+            workspace_path = workspace_path or previous.workspace_path
         name, prompt = name.strip(), prompt.strip()
         if not name or len(name) > MAX_NAME_CHARS:
             raise InvalidInput(
@@ -74,14 +92,19 @@ class Orchestra:
                 details={"field": "max_iterations"},
             )
         workspace = self._check_workspace(workspace_path) if workspace_path else None
+        resolved = self.resolve_agents(agents, jobs=definition.agent_jobs)
+        if "implementer" in definition.agent_jobs and workspace is not None:
+            resolved["check"] = self.checks(Path(workspace))
         new = NewWorkflow(
             name=name,
             type=definition.type,
             prompt=prompt,
-            agents=self.resolve_agents(agents),
+            agents=resolved,
             max_iterations=max_iterations,
             workspace_path=workspace,
             created_by=created_by,
+            options=dict(options) if options else None,
+            previous_result=previous.result if previous is not None else None,
         )
         return (await self.engine.create(new)).value
 
@@ -126,14 +149,17 @@ class Orchestra:
                 return guarded
         return None
 
-    def resolve_agents(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    def resolve_agents(
+        self, raw: Mapping[str, Any] | None, *, jobs: Sequence[str] = ("planner", "reviewers")
+    ) -> dict[str, Any]:
         """The ``agents`` choice, by configured name only, as the workflow records it:
-        a client never supplies an adapter, its options or a timeout."""
+        a client never supplies an adapter, its options or a timeout. ``jobs``: the
+        ones the workflow type has."""
         raw = dict(raw or {})
-        unknown = set(raw) - {"planner", "reviewers"}
+        unknown = set(raw) - set(jobs)
         if unknown:
             raise InvalidInput(
-                f"unknown agents field(s): {', '.join(sorted(unknown))}; use planner and reviewers",
+                f"unknown agents field(s): {', '.join(sorted(unknown))}; use " + ", ".join(jobs),
                 details={"field": "agents"},
             )
         planner = raw.get("planner")
@@ -141,20 +167,36 @@ class Orchestra:
         reviewers_raw = raw.get("reviewers")
         if reviewers_raw is None:
             reviewers_raw = list(self.agents.reviewers)
-        if not isinstance(reviewers_raw, list) or not reviewers_raw:
-            raise InvalidInput(
-                "agents.reviewers must be a non-empty list of configured agent names "
-                f"({self._agent_names()})",
-                details={"field": "agents.reviewers"},
-            )
-        reviewers = [self._agent(r, f"agents.reviewers[{i}]") for i, r in enumerate(reviewers_raw)]
-        return {
+        reviewers = self._agent_list(reviewers_raw, "agents.reviewers")
+        resolved = {
             "planner": planner,
             "reviewers": reviewers,
             "planner_timeout_s": self.agents.planner_timeout_s,
             "reviewer_timeout_s": self.agents.reviewer_timeout_s,
             "max_timeout_s": self.agents.max_timeout_s,
         }
+        if "implementer" in jobs:
+            implementer = raw.get("implementer")
+            resolved["implementer"] = self._agent(
+                implementer or self.agents.implementer or raw.get("planner") or self.agents.planner,
+                "agents.implementer",
+            )
+            resolved["implementer_timeout_s"] = self.agents.implementer_timeout_s
+        if "code_reviewers" in jobs:
+            chosen = raw.get("code_reviewers")
+            if chosen is None:
+                chosen = list(self.agents.code_reviewers or reviewers_raw)
+            resolved["code_reviewers"] = self._agent_list(chosen, "agents.code_reviewers")
+        return resolved
+
+    def _agent_list(self, given: Any, where: str) -> list[dict[str, Any]]:
+        if not isinstance(given, list) or not given:
+            raise InvalidInput(
+                f"{where} must be a non-empty list of configured agent names "
+                f"({self._agent_names()})",
+                details={"field": where},
+            )
+        return [self._agent(r, f"{where}[{i}]") for i, r in enumerate(given)]
 
     def _agent_names(self) -> str:
         return ", ".join(sorted(self.agents.agents))

@@ -1,7 +1,8 @@
 """Which agents exist and which of them plan and review, from a TOML file.
 
 A file names agents (an adapter plus its options and timeout) and who does each
-job by default (``[jobs]``: planner, reviewers; a person's permission is a
+job by default (``[jobs]``: planner, reviewers, and for Implement & Review the
+implementer and code reviewers; a person's permission is a
 *role*, an agent's part in a workflow a *job*); a job may also name an adapter
 directly (``reviewers = ["codex"]``), which then runs with its default options.
 Everything is checked when the file is loaded (adapter names, option names,
@@ -21,8 +22,11 @@ workflow::
     [jobs]                                          # its old name, [roles], is read too
     planner = "claude-opus"
     reviewers = ["codex", "gemini"]
+    implementer = "claude-opus"                     # Implement & Review (plan_implement)
+    code_reviewers = ["codex"]                      # default: the reviewers
     planner_timeout_s = 900
     reviewer_timeout_s = 300
+    implementer_timeout_s = 1800
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_AGENT = "demo"
 DEFAULT_PLANNER_TIMEOUT_S = 600.0
 DEFAULT_REVIEWER_TIMEOUT_S = 300.0
+DEFAULT_IMPLEMENTER_TIMEOUT_S = 1800.0
 #: The longest any agent may run (``max_agent_timeout_s``): one agent cannot hold a
 #: worker slot for longer, whatever its configuration or a retry asks for.
 DEFAULT_MAX_AGENT_TIMEOUT_S = 3600.0
@@ -78,8 +83,16 @@ class _Jobs(BaseModel):
 
     planner: str = DEFAULT_AGENT
     reviewers: list[str] = Field(default_factory=lambda: [DEFAULT_AGENT] * 3, min_length=1)
+    #: Who changes the code (None: the planner), and who reviews the change (None:
+    #: the reviewers).
+    implementer: str | None = None
+    code_reviewers: list[str] | None = Field(default=None, min_length=1)
     planner_timeout_s: float = Field(default=DEFAULT_PLANNER_TIMEOUT_S, gt=0)
     reviewer_timeout_s: float = Field(default=DEFAULT_REVIEWER_TIMEOUT_S, gt=0)
+    implementer_timeout_s: float = Field(default=DEFAULT_IMPLEMENTER_TIMEOUT_S, gt=0)
+
+
+_JOB_TIMEOUTS = ("planner_timeout_s", "reviewer_timeout_s", "implementer_timeout_s")
 
 
 class AgentsConfig(_Jobs):
@@ -106,6 +119,8 @@ class AgentsConfig(_Jobs):
         spec = self.spec(name)
         if spec.timeout_s is not None:
             return spec.timeout_s
+        if job == "implementer":
+            return self.implementer_timeout_s
         return self.planner_timeout_s if job == "planner" else self.reviewer_timeout_s
 
 
@@ -133,6 +148,7 @@ def default_agents_config(max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S) ->
         max_timeout_s=max_timeout_s,
         planner_timeout_s=min(DEFAULT_PLANNER_TIMEOUT_S, max_timeout_s),
         reviewer_timeout_s=min(DEFAULT_REVIEWER_TIMEOUT_S, max_timeout_s),
+        implementer_timeout_s=min(DEFAULT_IMPLEMENTER_TIMEOUT_S, max_timeout_s),
     )
 
 
@@ -199,7 +215,8 @@ def parse_agents_config(
             timeout_s=entry.timeout_s,
         )
     jobs = parsed.jobs
-    for name in [jobs.planner, *jobs.reviewers]:
+    named = [jobs.planner, *jobs.reviewers, *(jobs.code_reviewers or [])]
+    for name in [*named, *([jobs.implementer] if jobs.implementer else [])]:
         if name in agents:
             continue
         if name not in known:
@@ -218,7 +235,7 @@ def parse_agents_config(
         except OrchestraError as exc:
             raise InvalidInput(f"{source}: agent {spec.name!r}: {exc.message}") from exc
     job_values = jobs.model_dump()
-    for key in ("planner_timeout_s", "reviewer_timeout_s"):
+    for key in _JOB_TIMEOUTS:
         if key not in jobs.model_fields_set:  # a default never exceeds the cap
             job_values[key] = min(job_values[key], max_timeout_s)
     return AgentsConfig(agents=agents, max_timeout_s=max_timeout_s, **job_values)
@@ -229,7 +246,7 @@ def _check_timeouts(parsed: _File, source: Path, cap: float) -> None:
     found = [(f"agents.{n}.timeout_s", e.timeout_s) for n, e in parsed.agents.items()]
     found += [
         (f"jobs.{key}", getattr(parsed.jobs, key))
-        for key in ("planner_timeout_s", "reviewer_timeout_s")
+        for key in _JOB_TIMEOUTS
         if key in parsed.jobs.model_fields_set
     ]
     for where, value in found:

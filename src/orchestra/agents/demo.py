@@ -10,12 +10,18 @@ Options:
   so a test can make a later retry succeed.
 - ``verdict``: the verdict its reviews give (default ``approve_with_changes`` on
   a first review, ``approve`` once the plan has been revised).
+
+As an implementer (job ``implementer``) it changes its working directory the way a
+coding agent does, deterministically: it adds a section to ``ORCHESTRA_DEMO.md``
+quoting the prompt's first line (one section per run, so each iteration differs).
+As a code reviewer it anchors its finding to the first added line of the diff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,10 @@ _OPTIONS = frozenset({"delay_s", "fail", "fail_unless_exists", "verdict"})
 _FAILS = ("error", "timeout")
 
 DEMO_NOTICE = "This was written by Orchestra's offline demo agent, not by a real model."
+#: The file the demo implementer changes in its working directory.
+DEMO_FILE = "ORCHESTRA_DEMO.md"
+_DIFF_FILE = re.compile(r"^\+\+\+ b/(.+)$")
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 
 
 class DemoAdapter:
@@ -72,6 +82,8 @@ class DemoAdapter:
                     await asyncio.sleep(delay)
             except TimeoutError:
                 raise AgentFailure("timeout", f"no answer within {request.timeout_s:g}s") from None
+        if request.job == "implementer" and request.workspace is not None:
+            return await asyncio.to_thread(self._implement, request)
         if request.output_schema is not None:
             review = self._review(request.prompt)
             return AgentResult(
@@ -109,9 +121,47 @@ class DemoAdapter:
             "- The demo agent does not read code; a real agent would.\n"
         )
 
+    def _implement(self, request: AgentRequest) -> AgentResult:
+        assert request.workspace is not None
+        target = request.workspace / DEMO_FILE
+        digest = hashlib.sha256(request.prompt.encode()).hexdigest()[:8]
+        before = target.read_text() if target.is_file() else "# Changes by the demo agent\n"
+        runs = before.count("\n## Run ") + 1
+        first = next((ln for ln in request.prompt.splitlines() if ln.strip()), "")[:200]
+        target.write_text(
+            f"{before}\n## Run {runs} (demo {digest})\n\n{DEMO_NOTICE}\n\n> {first}\n"
+        )
+        summary = f"Updated {DEMO_FILE} (run {runs}). {DEMO_NOTICE}"
+        return AgentResult(
+            content=summary,
+            tokens_in=len(request.prompt.split()),
+            tokens_out=len(summary.split()),
+            cost_usd=0.0,
+            duration_ms=0,
+        )
+
     def _review(self, prompt: str) -> dict[str, Any]:
         revised = "revision" in prompt.lower() or "feedback" in prompt.lower()
         verdict = self.verdict or ("approve" if revised else "approve_with_changes")
+        where = _first_added_line(prompt)
+        if where is not None:  # a code review: anchor the finding to a line of the diff
+            return {
+                "verdict": self.verdict or "approve_with_changes",
+                "summary": f"Demo code review. {DEMO_NOTICE}",
+                "confidence": 0.5,
+                "issues": [
+                    {
+                        "severity": "low",
+                        "category": "testing",
+                        "title": "Add a test for this line",
+                        "detail": "The demo agent flags the first added line of the diff.",
+                        "file": where[0],
+                        "line": where[1],
+                    }
+                ],
+                "recommendations": ["Keep the change small."],
+                "questions": [],
+            }
         return {
             "verdict": verdict,
             "summary": f"Demo review. {DEMO_NOTICE}",
@@ -139,3 +189,19 @@ def _one_of(options: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> s
             details={"adapter": "demo", "field": key},
         )
     return value
+
+
+def _first_added_line(prompt: str) -> tuple[str, int] | None:
+    """The file and new line number of the first added line of a diff in ``prompt``."""
+    path: str | None = None
+    line = 0
+    for text in prompt.splitlines()[:20_000]:
+        if found := _DIFF_FILE.match(text):
+            path, line = found.group(1), 0
+        elif path is not None and (hunk := _HUNK.match(text)):
+            line = int(hunk.group(1))
+        elif path is not None and line and text.startswith("+"):
+            return path, line
+        elif path is not None and line and text.startswith(" "):
+            line += 1
+    return None

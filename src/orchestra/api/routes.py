@@ -61,16 +61,23 @@ AgentName = Annotated[
 ]
 
 
+#: A list of configured agents' names (typed loosely, as :data:`AgentName`).
+AgentNames = Annotated[
+    Any,
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string"}, "description": "configured names"}
+    ),
+]
+
+
 class AgentsChoice(Body):
-    """Which configured agents plan and review; omitted: the configured jobs."""
+    """Which configured agents do each job; omitted: the configured jobs. The
+    implementer and code reviewers are for ``plan_implement``."""
 
     planner: AgentName | None = None
-    reviewers: Annotated[
-        Any,
-        WithJsonSchema(
-            {"type": "array", "items": {"type": "string"}, "description": "configured names"}
-        ),
-    ] = None
+    reviewers: AgentNames = None
+    implementer: AgentName | None = None
+    code_reviewers: AgentNames = None
 
 
 class CreateWorkflow(Body):
@@ -80,6 +87,11 @@ class CreateWorkflow(Body):
     workspace_path: Text | None = None
     agents: AgentsChoice | None = None
     max_iterations: Annotated[int, Field(ge=1, le=MAX_ITERATIONS_LIMIT)] = 3
+    #: Options of the workflow type (``plan_implement``: ``plan``, ``keep_worktree``).
+    options: dict[Text, Any] | None = None
+    #: A completed workflow this one continues (e.g. the Plan & Review whose plan to
+    #: implement); its workspace is the default.
+    from_workflow: Text | None = None
 
 
 class Resolve(Body, Decision):
@@ -119,6 +131,8 @@ async def create_workflow(request: Request, body: CreateWorkflow, who: Creator) 
         agents=agents,
         max_iterations=body.max_iterations,
         created_by=who.name,
+        options=body.options,
+        from_workflow=body.from_workflow,
     )
 
 

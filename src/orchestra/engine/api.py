@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from orchestra.domain.errors import TransitionNotAllowed
@@ -28,7 +29,7 @@ from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
 from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
 from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id, retry_txn
 from orchestra.engine.checkpoints import resolve_txn
-from orchestra.engine.definition import get_definition
+from orchestra.engine.definition import Start, get_definition
 from orchestra.engine.leases import NO_LEASE, is_leased
 from orchestra.engine.runner import Handoff, Worker, WorkerSettings, after_commit
 from orchestra.store.db import Database, Tx, carried_events
@@ -54,6 +55,10 @@ class NewWorkflow:
     max_iterations: int
     workspace_path: str | None = None
     created_by: str | None = None
+    #: The client's start options, for a definition that takes some (unchecked here).
+    options: dict[str, Any] | None = None
+    #: The result of the completed workflow this one continues.
+    previous_result: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,18 @@ class Engine:
         """Start a workflow (pending until a worker enters its first step)."""
         definition = get_definition(new.type)
         workflow_id = new_id()
-        state = definition.dump_state(definition.new_state(new.agents))
+        options = definition.parse_options(new.options)
+        if definition.start is not None:
+            start = Start(
+                agents=new.agents,
+                options=options,
+                workspace=Path(new.workspace_path) if new.workspace_path else None,
+                previous_result=new.previous_result,
+            )
+            initial = await asyncio.to_thread(definition.start, start)
+        else:
+            initial = definition.new_state(new.agents)
+        state = definition.dump_state(initial)
 
         def txn(tx: Tx) -> _Moved[None]:
             row: dict[str, Any] = {
@@ -174,7 +190,7 @@ class Engine:
                 )
             return _Moved(None, cancel_txn(tx, row, reason=f"cancelled by {actor}"))
 
-        return await self._workflow_outcome(txn)
+        return await self._workflow_outcome(txn, hook=True)
 
     async def retry(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
         """Run a failed workflow's current step again; its failed agents run again."""
@@ -193,15 +209,17 @@ class Engine:
 
     # -- after the commit ------------------------------------------------
 
-    async def _workflow_outcome(self, txn: Callable[[Tx], _Moved[None]]) -> Outcome[Workflow]:
-        moved = await self._commit(txn)
+    async def _workflow_outcome(
+        self, txn: Callable[[Tx], _Moved[None]], *, hook: bool = False
+    ) -> Outcome[Workflow]:
+        moved = await self._commit(txn, hook=hook)
         assert moved.row is not None
         return Outcome(to_workflow(moved.row), moved.appended)
 
     async def _commit(self, txn: Callable[[Tx], _Moved[T]], *, hook: bool = False) -> _Moved[T]:
         """Run ``txn``, handing what it left runnable to this process's worker in the
         same transaction; after the commit, start that (or ring every worker) and,
-        with ``hook`` (a person moved the workflow), run the definition's
+        with ``hook`` (a person moved or cancelled the workflow), run the definition's
         ``after_commit`` hook."""
 
         def with_handoff(tx: Tx) -> _Moved[T]:

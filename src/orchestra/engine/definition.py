@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestra.agents.base import Adapter
 from orchestra.domain.errors import InvalidInput
@@ -196,6 +196,18 @@ class Committed(Generic[S]):
 
 
 @dataclass(frozen=True)
+class Start:
+    """A workflow about to be created, as its definition's ``start`` hook sees it."""
+
+    agents: JSON
+    #: The client's start options, validated by the definition's ``options`` model.
+    options: BaseModel | None
+    workspace: Path | None
+    #: The result of the completed workflow this one continues, when it continues one.
+    previous_result: JSON | None = None
+
+
+@dataclass(frozen=True)
 class WorkflowDefinition(Generic[S]):
     """A workflow type: its state model and its steps, by name."""
 
@@ -208,12 +220,26 @@ class WorkflowDefinition(Generic[S]):
     #: Builds the initial state and validates the agents entry (raise InvalidInput);
     #: ``None``: the state model's defaults.
     initial_state: Callable[[JSON], S] | None = None
+    #: The first step for a given initial state, when it is not always ``first_step``
+    #: (e.g. implementing a plan given at the start skips planning).
+    entry: Callable[[S], str] | None = None
+    #: The agent jobs a client may choose agents for (``agents`` of a start request).
+    agent_jobs: tuple[str, ...] = ("planner", "reviewers")
+    #: Start options a client may give (a pydantic model; ``None``: it takes none).
+    options: builtins.type[BaseModel] | None = None
+    #: Instead of ``initial_state``: checks a start beyond the agents (e.g. that the
+    #: workspace is a git repository; raise InvalidInput) and builds the initial
+    #: state. It may block (it runs in a thread), and runs before anything is written.
+    start: Callable[[Start], S] | None = None
     #: Side effects outside the database (files in the workspace), run by the engine
     #: after an agent step's commit and after a resolution's commit, never inside a
     #: transaction, in a thread, and only for workflows with a workspace. It may run
     #: more than once for one state, so it must be idempotent; an ``OSError`` or
     #: ``OrchestraError`` it raises is logged with the workflow id (the commit stands).
     after_commit: Callable[[Committed[S]], None] | None = None
+
+    def first_step_for(self, state: S) -> str:
+        return self.entry(state) if self.entry is not None else self.first_step
 
     def step(self, name: str) -> Step:
         return self.steps[name]
@@ -223,6 +249,24 @@ class WorkflowDefinition(Generic[S]):
         if self.initial_state is None:
             return self.state()
         return self.initial_state(agents)
+
+    def parse_options(self, raw: JSON | None) -> BaseModel | None:
+        """The client's start options as the definition's model (bad ones: InvalidInput)."""
+        if self.options is None:
+            if raw:
+                raise InvalidInput(
+                    f"workflow type {self.type!r} takes no options", details={"field": "options"}
+                )
+            return None
+        try:
+            return self.options.model_validate(raw or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(
+                f"invalid options for {self.type!r}: {problems}", details={"field": "options"}
+            ) from None
 
     def load_state(self, stored: JSON) -> S:
         """The state model of a workflow row's stored JSON."""

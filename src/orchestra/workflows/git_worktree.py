@@ -183,11 +183,12 @@ def worktree_for(workspace: Path, name: str, workflow_id: str, base: str) -> Wor
 def create_worktree(workspace: Path, name: str, workflow_id: str) -> Worktree:
     """Cut the workflow's worktree from HEAD on a new branch; the existing one when it
     was made before (a restarted step). Nothing is left half-made on failure."""
+    existing = worktree_for(workspace, name, workflow_id, "")
+    if (existing.path / ".git").exists():  # made before: the base may have moved since
+        made_from = git(existing.path, "rev-parse", f"{REF_PREFIX}/{workflow_id}/base").strip()
+        return Worktree(existing.repo, existing.path, existing.branch, made_from, workflow_id)
     base = check_repository(workspace)
     wt = worktree_for(workspace, name, workflow_id, base)
-    if (wt.path / ".git").exists():
-        made_from = git(wt.path, "rev-parse", f"{REF_PREFIX}/{wt.workflow_id}/base").strip()
-        return Worktree(wt.repo, wt.path, wt.branch, made_from, wt.workflow_id)
     if git(wt.repo, "branch", "--list", wt.branch).strip():
         raise Conflict(
             f"branch {wt.branch} already exists in {str(wt.repo)!r}; delete it or rename the "
@@ -267,3 +268,59 @@ def remove_worktree(wt: Worktree, *, keep_branch: bool = False) -> None:
         git(wt.repo, "update-ref", "-d", ref)
     if not keep_branch and git(wt.repo, "branch", "--list", wt.branch).strip():
         git(wt.repo, "branch", "-q", "-D", wt.branch)
+
+
+def base_branch(workspace: Path) -> str | None:
+    """The branch the workspace has checked out (``None`` on a detached HEAD)."""
+    found = git(workspace, "symbolic-ref", "-q", "--short", "HEAD", ok=(0, 1)).strip()
+    return found or None
+
+
+def commit_snapshot(wt: Worktree, snapshot_id: str, message: str) -> str:
+    """Commit a snapshot's files on the workflow's branch, as one commit on the base,
+    with ``message``; the commit id. Idempotent: when the branch already holds that
+    commit (a step run again), it is returned."""
+    snapshot_id = _checked_id(snapshot_id)
+    tree = git(wt.repo, "rev-parse", f"{snapshot_id}^{{tree}}").strip()
+    head = git(wt.repo, "rev-parse", f"refs/heads/{wt.branch}").strip()
+    if head != wt.base:
+        if git(wt.repo, "rev-parse", f"{head}^{{tree}}").strip() == tree:
+            return head
+        raise Conflict(
+            f"branch {wt.branch} moved since the worktree was made; commit by hand",
+            details={"branch": wt.branch},
+        )
+    commit = git(wt.repo, "commit-tree", tree, "-p", wt.base, "-m", message).strip()
+    git(wt.repo, "update-ref", f"refs/heads/{wt.branch}", commit, wt.base)
+    return commit
+
+
+def fast_forward(wt: Worktree, branch: str, commit: str) -> tuple[bool, str]:
+    """Move ``branch`` to ``commit`` when that is a fast-forward; whether it moved, and
+    why not. A checked-out branch is merged with ``git merge --ff-only`` so its files
+    follow (refused, and left alone, when its checkout has local changes)."""
+    ref = f"refs/heads/{branch}"
+    tip = git(wt.repo, "rev-parse", "--verify", "-q", ref, ok=(0, 1)).strip()
+    if not tip:
+        return False, f"branch {branch} no longer exists; {wt.branch} is left for you"
+    if not _exit_ok(wt.repo, "merge-base", "--is-ancestor", tip, commit):
+        return False, (
+            f"{branch} moved on since the worktree was cut, so this is not a fast-forward; "
+            f"merge {wt.branch} yourself"
+        )
+    if base_branch(wt.repo) == branch:
+        try:
+            git(wt.repo, "merge", "-q", "--ff-only", commit)
+        except GitFailed as exc:
+            return False, f"could not fast-forward the checkout of {branch} ({exc.message})"
+    else:
+        git(wt.repo, "update-ref", ref, commit, tip)
+    return True, f"{branch} fast-forwarded to {commit[:12]}"
+
+
+def _exit_ok(cwd: Path, *args: str) -> bool:
+    try:
+        git(cwd, *args)
+    except GitFailed:
+        return False
+    return True

@@ -15,7 +15,9 @@ from the ``after_commit`` hook, outside any transaction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -199,12 +201,21 @@ def _output_of(run: AgentRun, agent_name: str) -> AgentOutput:
     )
 
 
-def _agent_label(ctx: Ctx, key: str) -> str:
-    if key == "planner":
-        entry = ctx.agents["planner"]
-    else:
-        entry = ctx.agents["reviewers"][int(key.rsplit("-", 1)[1]) - 1]
-    return f"{key} ({entry['name']})"
+#: Task keys ``<prefix>-<n>`` of agents listed in the agents entry, by prefix.
+_LISTED = {"reviewer": "reviewers", "code-reviewer": "code_reviewers"}
+
+
+def agent_label(ctx: StepContext[Any], key: str) -> str:
+    """``key (agent name)`` for a task key; the key alone for a definition's own work."""
+    entry = ctx.agents.get(key) if key in ("planner", "implementer") else None
+    prefix, _, n = key.rpartition("-")
+    listed = ctx.agents.get(_LISTED.get(prefix, ""))
+    if entry is None and isinstance(listed, list) and n.isdigit() and 0 < int(n) <= len(listed):
+        entry = listed[int(n) - 1]
+    return f"{key} ({entry['name']})" if isinstance(entry, dict) else key
+
+
+_agent_label = agent_label
 
 
 def _timeout(ctx: Ctx, entry: dict[str, Any], job: str) -> float:
@@ -374,9 +385,11 @@ def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
     )
 
 
-def _reviews_ready_resolve(ctx: Ctx, decision: Resolution) -> Next:
+def _reviews_ready_resolve(
+    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
+) -> Next:
     if decision.action == Action.APPROVE:
-        return _complete(ctx)
+        return approved(ctx)
     feedback = decision.text or _default_feedback(ctx)
     state = ctx.state.replace(
         feedback=feedback, notes=decision.notes, notes_by=decision.resolved_by
@@ -420,9 +433,11 @@ def _limit_view(ctx: Ctx) -> CheckpointView:
     )
 
 
-def _limit_resolve(ctx: Ctx, decision: Resolution) -> Next:
+def _limit_resolve(
+    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
+) -> Next:
     if decision.action == Action.APPROVE:
-        return _complete(ctx)
+        return approved(ctx)
     state = ctx.state.replace(
         extra_iterations=ctx.state.extra_iterations + 1,
         planner_prompt=ctx.state.pending_planner_prompt,
@@ -507,18 +522,23 @@ def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
             planner_prompt=None, problem=None, plan_output=output
         )
         return Next(step=PLAN_READY, state=state)
-    reviews = problem.succeeded
-    if decision.action == Action.MANUAL_INPUT:
-        assert decision.text is not None
-        manual = AgentOutput(
-            agent=f"{decision.resolved_by} (manual review)",
-            job="reviewer",
-            content=decision.text,
-            structured=parse_review(decision.text),
-        )
-        reviews = (*reviews, manual)
+    reviews = with_manual_review(problem, decision, "reviewer")
     state = ctx.state.replace(reviews=reviews, reviewer_prompt=None, problem=None)
     return Next(step=REVIEWS_READY, skip_failed=REVIEW, state=state)
+
+
+def with_manual_review(problem: Problem, decision: Resolution, job: str) -> tuple[AgentOutput, ...]:
+    """The reviews that succeeded, and the person's own when they wrote one."""
+    if decision.action != Action.MANUAL_INPUT:
+        return problem.succeeded
+    assert decision.text is not None  # requires_content
+    manual = AgentOutput(
+        agent=f"{decision.resolved_by} (manual review)",
+        job=job,
+        content=decision.text,
+        structured=parse_review(decision.text),
+    )
+    return (*problem.succeeded, manual)
 
 
 # -- plans on disk ---------------------------------------------------------
@@ -561,14 +581,12 @@ def _initial_state(agents: dict[str, Any]) -> PlanReviewState:
     return PlanReviewState()
 
 
-definition = WorkflowDefinition(
-    type="plan_review",
-    title="Plan & Review",
-    state=PlanReviewState,
-    first_step=PLAN,
-    initial_state=_initial_state,
-    after_commit=_write_plans,
-    steps={
+def plan_steps(
+    approved: Callable[[Ctx], Next] = _complete, *, approve_label: str = "Approve plan (finish)"
+) -> dict[str, AgentStep[Any] | CheckpointStep[Any]]:
+    """Plan & Review's steps; ``approved`` says where an approved plan goes (by
+    default the workflow completes with it), for a workflow that continues it."""
+    return {
         PLAN: AgentStep(PLAN, _plan_tasks, _plan_done),
         REVIEW: AgentStep(REVIEW, _review_tasks, _review_done),
         PLAN_READY: CheckpointStep(
@@ -608,7 +626,7 @@ definition = WorkflowDefinition(
             REVIEWS_READY,
             "Reviews ready for consolidation",
             [
-                _action(Action.APPROVE, "Approve plan (finish)", ActionStyle.PRIMARY),
+                _action(Action.APPROVE, approve_label, ActionStyle.PRIMARY),
                 _action(
                     Action.REVISE,
                     "Send feedback → planner",
@@ -618,7 +636,7 @@ definition = WorkflowDefinition(
                 CANCEL,
             ],
             _reviews_ready_view,
-            _reviews_ready_resolve,
+            partial(_reviews_ready_resolve, approved=approved),
             editable_label="Consolidated feedback",
         ),
         EDIT_PLANNER_PROMPT: CheckpointStep(
@@ -646,7 +664,7 @@ definition = WorkflowDefinition(
                 CANCEL,
             ],
             _limit_view,
-            _limit_resolve,
+            partial(_limit_resolve, approved=approved),
             editable_label="Current plan",
         ),
         AGENT_PROBLEM: CheckpointStep(
@@ -667,5 +685,15 @@ definition = WorkflowDefinition(
             _problem_resolve,
             editable_label="Your text (for manual input)",
         ),
-    },
+    }
+
+
+definition = WorkflowDefinition(
+    type="plan_review",
+    title="Plan & Review",
+    state=PlanReviewState,
+    first_step=PLAN,
+    initial_state=_initial_state,
+    after_commit=_write_plans,
+    steps=plan_steps(),
 )

@@ -1,11 +1,16 @@
-"""Prompt templates of Plan & Review. The checkpoints that let a person edit a
-prompt show exactly the text these functions produce."""
+"""Prompt templates of Plan & Review and Implement & Review. The checkpoints that
+let a person edit a prompt show exactly the text these functions produce."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-from orchestra.workflows.reviews import REVIEW_SCHEMA
+from orchestra.domain.models import LineComment
+from orchestra.workflows.reviews import CODE_REVIEW_SCHEMA, REVIEW_SCHEMA
+
+#: The most characters of a diff put into a code reviewer's prompt.
+MAX_DIFF_PROMPT_CHARS = 400_000
 
 
 def planner_prompt(task: str) -> str:
@@ -46,3 +51,68 @@ def reviewer_prompt(task: str, plan: str, version: int) -> str:
         _REVIEWER_PREAMBLE + f"## Task\n\n{task.strip()}\n\n"
         f"## Plan (v{version})\n\n{plan.strip()}\n"
     )
+
+
+def implementer_prompt(task: str, plan: str, branch: str) -> str:
+    return (
+        "You are the implementer. Implement the approved plan below in this repository. "
+        f"Your working directory is a git worktree on branch {branch}, made for you: "
+        "change the files directly, run what you need, and do not commit (a person "
+        "reviews the change first). When you are done, answer with a short summary of "
+        "what you changed and why.\n\n"
+        f"## Task\n\n{task.strip()}\n\n"
+        f"## Approved plan\n\n{plan.strip()}\n"
+    )
+
+
+def comments_markdown(comments: Sequence[LineComment]) -> str:
+    """Line comments as the implementer reads them: each body exactly as written."""
+    return "".join(f"- `{c.file}` line {c.line}:\n\n{c.body}\n\n" for c in comments)
+
+
+def implementer_revision_prompt(
+    task: str,
+    plan: str,
+    iteration: int,
+    feedback: str,
+    comments: Sequence[LineComment],
+    notes: str | None,
+    by: str | None,
+) -> str:
+    text = (
+        f"You are the implementer. Your change (iteration {iteration}) was reviewed and "
+        "needs more work. The files in your working directory are your change as it was "
+        "reviewed. Address the feedback below, keep what nobody questioned, do not "
+        "commit, and answer with a short summary of what you changed.\n\n"
+        f"## Task\n\n{task.strip()}\n\n"
+        f"## Approved plan\n\n{plan.strip()}\n\n"
+        f"## Feedback to address\n\n{feedback.strip()}\n"
+    )
+    if comments:
+        text += f"\n## Line comments from {by or 'the reviewer'}\n\n" + comments_markdown(comments)
+    if notes and notes.strip():
+        text += f"\n## Notes from {by or 'the reviewer'}\n\n{notes.strip()}\n"
+    return text
+
+
+_CODE_REVIEWER_PREAMBLE = (
+    "You are a code reviewer. Review the change below (a diff against the commit it "
+    "was cut from) for the task and the approved plan: is it correct, complete, safe "
+    "and tested? Your working directory holds the changed files. Answer with one JSON "
+    "object only, matching this schema; give each issue the file (its path as the "
+    "diff names it) and the line (in the new file) it is about, or null:\n\n"
+    f"```json\n{json.dumps(CODE_REVIEW_SCHEMA, indent=2)}\n```\n\n"
+)
+
+
+def code_reviewer_prompt(task: str, plan: str, diff: str, check: str | None) -> str:
+    if len(diff) > MAX_DIFF_PROMPT_CHARS:
+        diff = diff[:MAX_DIFF_PROMPT_CHARS] + "\n[… the diff is cut here; read the files …]\n"
+    text = (
+        _CODE_REVIEWER_PREAMBLE + f"## Task\n\n{task.strip()}\n\n"
+        f"## Approved plan\n\n{plan.strip()}\n\n"
+        f"## The change\n\n```diff\n{diff}```\n"
+    )
+    if check:
+        text += f"\n## Checks\n\n{check}\n"
+    return text
