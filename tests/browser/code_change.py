@@ -4,7 +4,6 @@ checkpoint shows it and takes line comments (until the real workflow is on main)
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,31 +13,24 @@ from typing import Any
 from orchestra.domain.code import CheckOutcome, CodeChange, DiffFile, Finding, as_context
 from orchestra.engine.definition import CheckpointStep, StepContext, registered
 from orchestra.workflows import plan_review
+from orchestra.workflows.git_worktree import git
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.py"
 HOSTILE_LINE = "</script><script>alert(1)</script>"
 CODE_TYPE = "plan_review_code"
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
 def make_repo(repo: Path) -> str:
     """A repository with one commit and changes on top; returns the base commit."""
     repo.mkdir(parents=True, exist_ok=True)
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "config", "user.email", "t@example.test")
-    _git(repo, "config", "user.name", "Test")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "app.py").write_text("".join(f"line {n}\n" for n in range(1, 21)))
     (repo / HOSTILE_NAME).write_text("print('hi')\n")
     (repo / "old.txt").write_text("gone\n")
     (repo / "logo.bin").write_bytes(b"\x00\x01\x02")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "base")
-    base = _git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD").strip()
     app = [f"line {n}\n" for n in range(1, 21)]
     app[9] = "line ten, changed\n"
     app.insert(15, "def flag():\n")
@@ -47,18 +39,18 @@ def make_repo(repo: Path) -> str:
     (repo / "old.txt").unlink()
     (repo / "logo.bin").write_bytes(b"\x00\x01\x03\x04")
     (repo / "README.md").write_text("# Flag\n\nUse --json.\n")
-    _git(repo, "add", "-A")
+    git(repo, "add", "-A")
     return base
 
 
 def diff_files(repo: Path, base: str) -> list[DiffFile]:
     """Each changed file's counts and unified diff against ``base`` (staged)."""
-    stats = _git(repo, "diff", "--cached", "--numstat", "-z", base).split("\0")
+    stats = git(repo, "diff", "--cached", "--numstat", "-z", base).split("\0")
     files = []
     for entry in filter(None, stats):
         added, removed, path = entry.split("\t", 2)
         binary = added == "-"
-        patch = "" if binary else _git(repo, "diff", "--cached", base, "--", path)
+        patch = "" if binary else git(repo, "diff", "--cached", base, "--", path)
         files.append(
             DiffFile(
                 path=path,
