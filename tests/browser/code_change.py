@@ -17,6 +17,8 @@ from orchestra.workflows.git_worktree import git
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.py"
 HOSTILE_LINE = "</script><script>alert(1)</script>"
+#: A name that would end an HTML attribute early if it were not escaped.
+QUOTE_NAME = 'q" onmouseover="alert(4)" x=\'.py'
 CODE_TYPE = "plan_review_code"
 
 
@@ -39,6 +41,7 @@ def make_repo(repo: Path) -> str:
     (repo / "old.txt").unlink()
     (repo / "logo.bin").write_bytes(b"\x00\x01\x03\x04")
     (repo / "README.md").write_text("# Flag\n\nUse --json.\n")
+    (repo / QUOTE_NAME).write_text("<img src=x onerror=alert(5)>\n")
     git(repo, "add", "-A")
     return base
 
