@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestra.domain.code import CheckOutcome, CodeChange, DiffFile, Finding, as_context
+from orchestra.domain.models import Checkpoint, CheckpointAction
+from orchestra.domain.statuses import ActionStyle, CheckpointStatus
 from orchestra.engine.definition import CheckpointStep, StepContext, registered
 from orchestra.workflows import plan_review
 from orchestra.workflows.git_worktree import git
@@ -93,6 +96,27 @@ def code_change(repo: Path) -> CodeChange:
             output_tail="1 failed\n</pre><script>alert(2)</script>",
             duration_ms=1234,
         ),
+    )
+
+
+def code_checkpoint(change: CodeChange) -> Checkpoint:
+    """``code_ready_for_review`` showing ``change``, built by hand (for template tests)."""
+    actions = [
+        CheckpointAction(name="approve", label="Approve", style=ActionStyle.PRIMARY),
+        CheckpointAction(name="request_changes", label="Request changes", takes_comments=True),
+    ]
+    named = {"id": "cp1", "workflow_id": "wf", "number": 1, "iteration": 1}
+    return Checkpoint(
+        **named,
+        step_name="code_ready_for_review",
+        title="Code ready for review",
+        instructions="",
+        editable_content="",
+        editable_label="Feedback for the implementer",
+        actions=actions,
+        status=CheckpointStatus.PENDING,
+        context={"code": as_context(change)},
+        created_at=datetime.now(UTC),
     )
 
 

@@ -28,13 +28,18 @@ import httpx
 import pytest
 
 from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER
-from orchestra.domain.code import CodeChange, as_context, parse_patch
-from orchestra.domain.models import Checkpoint, CheckpointAction, LineComment, Resolution
-from orchestra.domain.statuses import ActionStyle, CheckpointStatus
-from orchestra.web.code_view import PATCH_LINES
+from orchestra.domain.models import Checkpoint, LineComment, Resolution
+from orchestra.domain.statuses import CheckpointStatus
+from orchestra.web.code_view import FILE_HTML, render_file
 from orchestra.web.pages import build_environment
 from tests.acceptance.server import Api, ServerProcess, module_server
-from tests.browser.code_change import HOSTILE_LINE, HOSTILE_NAME, QUOTE_NAME, code_change
+from tests.browser.code_change import (
+    HOSTILE_LINE,
+    HOSTILE_NAME,
+    QUOTE_NAME,
+    code_change,
+    code_checkpoint,
+)
 from tests.conftest import BACKENDS
 
 pytestmark = pytest.mark.slow
@@ -271,37 +276,21 @@ async def test_unencodable_text_and_deep_bodies_are_refused(server: ServerProces
 # -- the code under review: hostile names, lines and findings are text ---------------
 
 
-def _code_checkpoint(change: CodeChange) -> Checkpoint:
-    """``code_ready_for_review`` as the workflow shows it (built by hand: the page's
-    template is what is under test)."""
-    actions = [
-        CheckpointAction(name="approve", label="Approve", style=ActionStyle.PRIMARY),
-        CheckpointAction(name="request_changes", label="Request changes", takes_comments=True),
-    ]
-    named = {"id": "cp1", "workflow_id": "wf", "number": 1, "iteration": 1}
-    return Checkpoint(
-        **named,
-        step_name="code_ready_for_review",
-        title="Code ready for review",
-        instructions="",
-        editable_content="",
-        editable_label="Feedback for the implementer",
-        actions=actions,
-        status=CheckpointStatus.PENDING,
-        context={"code": as_context(change)},
-        created_at=datetime.now(UTC),
-    )
-
-
-def _panel(cp: Checkpoint, change: CodeChange, *, deciding: bool = True) -> str:
-    """The panel as the page renders it, the patches parsed as the pool would."""
-    token = PATCH_LINES.set({f.patch: parse_patch(f.patch) for f in change.files})
+def _panel(cp: Checkpoint, *, deciding: bool = True) -> str:
+    """The panel as the page renders it: the files it asks for rendered as the pool's
+    workers do, then the panel again with them."""
+    template = build_environment().from_string("{{ checkpoint_panel(cp, deciding, 'tok') }}")
+    asked: set[str] = set()
+    token = FILE_HTML.set(asked)
     try:
-        env = build_environment()
-        panel = "{{ checkpoint_panel(cp, deciding, 'tok') }}"
-        return env.from_string(panel).render(cp=cp, deciding=deciding)
+        template.render(cp=cp, deciding=deciding)
     finally:
-        PATCH_LINES.reset(token)
+        FILE_HTML.reset(token)
+    token = FILE_HTML.set({spec: render_file(spec) for spec in asked})
+    try:
+        return template.render(cp=cp, deciding=deciding)
+    finally:
+        FILE_HTML.reset(token)
 
 
 def _parsed(page: str) -> tuple[set[str], set[str], list[str]]:
@@ -325,8 +314,8 @@ def _parsed(page: str) -> tuple[set[str], set[str], list[str]]:
 def test_hostile_file_names_diff_lines_and_findings_render_as_text(tmp_path: Path) -> None:
     change = code_change(tmp_path / "repo")
     assert {HOSTILE_NAME, QUOTE_NAME} <= {f.path for f in change.files}
-    cp = _code_checkpoint(change)
-    page = _panel(cp, change)
+    cp = code_checkpoint(change)
+    page = _panel(cp)
     for raw in (
         HOSTILE_NAME,
         HOSTILE_LINE,
@@ -356,7 +345,7 @@ def test_hostile_file_names_diff_lines_and_findings_render_as_text(tmp_path: Pat
             ),
         }
     )
-    shown = _panel(resolved, change, deciding=False)
+    shown = _panel(resolved, deciding=False)
     tags, attributes, _ = _parsed(shown)
     assert not tags & {"script", "i"} and not {a for a in attributes if a.startswith("on")}
     assert "&lt;script&gt;alert(6)&lt;/script&gt;" in shown

@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from jinja2.runtime import Macro
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -44,12 +44,13 @@ from orchestra.service import MAX_ITERATIONS_LIMIT
 from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
-from orchestra.web.code_view import MARKS, PATCH_LINES, code_view, takes_comments
+from orchestra.web.code_view import FILE_HTML, code_view, takes_comments
 from orchestra.web.diff import Diff
 from orchestra.web.forms import MAX_RESOLVE_FIELDS, decision_from_form
 from orchestra.web.markdown import RENDERED, markdown_filter
 from orchestra.web.render_pool import RenderPool
 from orchestra.web.session import BadForm, PageDenied, first
+from orchestra.web.templating import environment
 from orchestra.web.view import (
     DiffChoice,
     edit_texts,
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-TEMPLATES = HERE / "templates"
 LIST_PAGE = 25
 INBOX_PAGE = 100
 #: Pending checkpoints counted for the navigation badge and the list's "waiting" column.
@@ -104,13 +104,7 @@ def _static_versions() -> dict[str, str]:
 
 
 def build_environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
     versions = _static_versions()
     env.globals["static_url"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
     # Looks up what the handler rendered off the loop (Web.rich_page); never renders itself.
@@ -120,10 +114,9 @@ def build_environment() -> Environment:
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
     env.globals["styles"] = ActionStyle
-    # Looks up the lines the handler parsed off the loop (Web.rich_page), as |markdown does.
+    # Looks up the file tables rendered off the loop (Web.rich_page), as |markdown does.
     env.globals["code_view"] = code_view
     env.globals["takes_comments"] = takes_comments
-    env.globals["line_marks"] = MARKS
     env.globals["csrf_field"] = session.CSRF_FIELD
     env.globals["snapshot_of"] = snapshot_of
     # The shared macros are globals, so a block rendered alone (?partial=1) has them too.
@@ -219,7 +212,7 @@ class Web:
         """A page with agent or client markdown (and diffs): rendered off the loop first.
 
         The template is run once to collect the texts its ``|markdown`` asks for (and
-        the patches its ``code_view`` shows), they (and ``pairs``, to diff) are rendered
+        the files its ``code_view`` shows), they (and ``pairs``, to diff) are rendered
         in :class:`RenderPool`, and the
         template is run again with the results; ``diffs`` turns the diffs into
         more context.
@@ -227,24 +220,24 @@ class Web:
         ctx = self._context(request, who, page, extra)
         partial = bool(request.query_params.get("partial"))
         wanted: set[str] = set()
-        patches: set[str] = set()
-        token, lines = RENDERED.set(wanted), PATCH_LINES.set(patches)
+        files: set[str] = set()
+        token, tables = RENDERED.set(wanted), FILE_HTML.set(files)
         try:
             self._render(template, ctx, partial)
         finally:
             RENDERED.reset(token)
-            PATCH_LINES.reset(lines)
-        done = await self.renders.render(wanted, pairs or [], patches)
+            FILE_HTML.reset(tables)
+        done = await self.renders.render(wanted, pairs or [], files)
         if diffs is not None:
             more = diffs(done.diffs)
             ctx.update(more)
             extra = {**extra, **more}
-        token, lines = RENDERED.set(done.html), PATCH_LINES.set(done.patches)
+        token, tables = RENDERED.set(done.html), FILE_HTML.set(done.files)
         try:
             return self._respond(request, template, ctx, status, extra)
         finally:
             RENDERED.reset(token)
-            PATCH_LINES.reset(lines)
+            FILE_HTML.reset(tables)
 
     def _render(self, template: str, ctx: dict[str, Any], partial: bool) -> str | dict[str, str]:
         """The whole page, or (``partial``) its live regions by name."""
