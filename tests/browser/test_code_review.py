@@ -114,3 +114,35 @@ def test_comment_on_a_line_request_changes_then_commit(
         result = client.get(f"/api/workflows/{wf_id}").json()["result"]
     assert git(ws, "rev-parse", result["branch"]).strip() == result["commit"]
     expect(page.locator(".timeline code.commit")).to_have_text(result["commit"][:10])
+
+
+def test_without_the_script_the_fallback_comments_and_enter_decides_nothing(
+    server: ServerProcess, new_page: PageFactory, tmp_path: Path
+) -> None:
+    ws = repo(tmp_path / "ws")
+    wf_id = create_workflow(server, name="No JS", type="plan_implement", workspace_path=str(ws))
+    _resolve(server, _at(server, wf_id, "plan_ready_for_review"), "approve")
+    _resolve(server, _at(server, wf_id, "reviews_ready_for_consolidation"), "approve")
+    first = _at(server, wf_id, "code_ready_for_review")
+
+    page = new_page(java_script_enabled=False)
+    page.goto(f"{server.base_url}/workflows/{wf_id}")
+    cp = page.locator(f"#checkpoint-{first['id']}")
+    expect(cp.locator("button[data-comment]").first).to_be_hidden()  # inert without JS
+    cp.get_by_text("Comment on a line by its number").click()
+    file = cp.get_by_label("File").input_value()
+    line = cp.get_by_role("spinbutton", name="Line")
+    line.fill("3")
+    line.press("Enter")  # no default action: nothing is decided
+    with api(server) as client:
+        still = client.get(f"/api/checkpoints/{first['id']}").json()
+    assert still["status"] == "pending"
+    cp.get_by_label("Comment", exact=True).fill("Without a script, too.")
+    cp.get_by_role("button", name="Request changes → implementer").click()
+    expect(page).to_have_url(f"{server.base_url}/workflows/{wf_id}#checkpoint-{first['id']}")
+    with api(server) as client:
+        done = client.get(f"/api/checkpoints/{first['id']}").json()
+    assert done["resolution"]["action"] == "request_changes"
+    assert done["resolution"]["comments"] == [
+        {"file": file, "line": 3, "body": "Without a script, too."}
+    ]

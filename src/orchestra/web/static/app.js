@@ -671,6 +671,8 @@
     }
   });
 
+  // What works only with this script (comment buttons under diff lines) shows from now.
+  document.documentElement.classList.add('js');
   init(document);
   openFromHash();
   setInterval(() => updateTimes(document), 1000);
