@@ -19,7 +19,9 @@ from orchestra.app import create_app
 from orchestra.config import Settings
 from orchestra.domain.code import CodeChange, LineKind, parse_patch
 from orchestra.domain.models import Checkpoint, LineComment
+from orchestra.domain.roles import Role
 from orchestra.runtime import Runtime, open_runtime
+from orchestra.store.tokens import create_token
 
 Client = httpx.AsyncClient
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -32,11 +34,13 @@ def change(tmp_path: Path) -> Iterator[CodeChange]:
         yield made
 
 
-@pytest.fixture
+@pytest.fixture(params=[True], ids=["no-auth"])
 async def local(
-    db_url: str, tmp_path: Path, change: CodeChange
+    request: pytest.FixtureRequest, db_url: str, tmp_path: Path, change: CodeChange
 ) -> AsyncIterator[tuple[Runtime, Client]]:
-    runtime = open_runtime(Settings(data_dir=tmp_path, database_url=db_url, no_auth=True))
+    """A runtime and a client of its app (``no_auth`` unless parametrized otherwise)."""
+    settings = Settings(data_dir=tmp_path, database_url=db_url, no_auth=request.param)
+    runtime = open_runtime(settings)
     app = create_app(runtime, run_worker=False)
     transport = httpx.ASGITransport(app=app)
     try:
@@ -177,3 +181,22 @@ async def test_tokens_and_cost_per_stage(local: tuple[Runtime, Client]) -> None:
     table = html[html.index('<table class="stage-costs"') :]
     table = table[: table.index("</table>")]
     assert re.findall(r'data-stage="([^"]+)"', table) == ["plan"]
+
+
+@pytest.mark.parametrize("local", [False], ids=["auth"], indirect=True)
+async def test_a_viewer_may_read_the_diff_but_not_resolve(local: tuple[Runtime, Client]) -> None:
+    runtime, client = local
+    cp = await _waiting(runtime)
+    viewer = await create_token(runtime.db, name="vera", role=Role.VIEWER)
+    login = CSRF.search((await client.get("/login")).text)
+    assert login
+    signed = await client.post("/login", data={"csrf": login.group(1), "token": viewer})
+    assert signed.status_code == 303
+    form = await _form(client, cp)
+    page = (await client.get(f"/workflows/{cp.workflow_id}")).text
+    assert 'table class="code-diff"' in page and "data-comment " not in page
+    before = await snapshot(runtime.db)
+    one = {"comment_file": "app.py", "comment_line": "16", "comment_body": "x"}
+    refused = await _post(client, cp, form | one)
+    assert refused.status_code == 403 and "may not resolve" in refused.text
+    assert await snapshot(runtime.db) == before
