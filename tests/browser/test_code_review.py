@@ -114,6 +114,8 @@ def test_comment_on_a_line_request_changes_then_commit(
         result = client.get(f"/api/workflows/{wf_id}").json()["result"]
     assert git(ws, "rev-parse", result["branch"]).strip() == result["commit"]
     expect(page.locator(".timeline code.commit")).to_have_text(result["commit"][:10])
+    expect(page.locator(".outcome .commit-line")).to_contain_text(result["commit"][:12])
+    expect(page.locator(".outcome .commit-line")).to_contain_text(result["branch"])
 
 
 def test_without_the_script_the_fallback_comments_and_enter_decides_nothing(
