@@ -21,6 +21,7 @@ from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.service import Orchestra
 from orchestra.store.db import Database
 from orchestra.store.migrate import upgrade
+from tests.support.processes import spawn  # noqa: F401 - the worker-process fixture
 
 PG_URL = os.environ.get("ORCHESTRA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = [

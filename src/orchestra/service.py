@@ -8,17 +8,20 @@ store's queries. Nothing here writes SQL or keeps workflow state in memory.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
+from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.store import queries
 from orchestra.store.db import Database
+from orchestra.workflows import git_worktree
 
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
@@ -107,6 +110,36 @@ class Orchestra:
             previous_result=previous.result if previous is not None else None,
         )
         return (await self.engine.create(new)).value
+
+    # -- worktrees (Implement & Review) --------------------------------------
+
+    async def worktrees(self, workspace_path: str, *, prune: bool = False) -> list[WorktreeInfo]:
+        """Orchestra's worktrees in a repository, each with its workflow; with
+        ``prune``, those whose workflow ended or is unknown are removed (with their
+        snapshots; branches stay, they may hold a commit)."""
+        workspace = self._check_workspace(workspace_path)
+        known = dict(
+            await self.db.read(
+                lambda c: queries.workflows_in_workspace(c, workspace, "plan_implement")
+            )
+        )
+        found = await asyncio.to_thread(git_worktree.worktree_branches, Path(workspace))
+        listed = []
+        for path, branch in sorted(found.items()):
+            prefix = (branch or path.name).rsplit("-", 1)[-1]
+            owner = next((wid for wid in known if prefix and wid.startswith(prefix)), None)
+            status = known.get(owner) if owner else None
+            info = WorktreeInfo(
+                path=str(path), branch=branch, workflow_id=owner, workflow_status=status
+            )
+            # A failed workflow may be retried: its worktree stays until it ends.
+            ended = status in (None, WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED)
+            if prune and ended:
+                wt = git_worktree.Worktree(Path(workspace), path, branch or "", "", owner or "")
+                await asyncio.to_thread(_prune, wt)
+                continue
+            listed.append(info)
+        return listed
 
     def _check_workspace(self, raw: str) -> str:
         where = {"field": "workspace_path"}
@@ -320,6 +353,14 @@ def guarded_dirs() -> list[Path]:
     found = [Path(p) for p in system if Path(p) != home]
     found += [home / name for name in (".ssh", ".gnupg", ".aws", ".config")]
     return found
+
+
+def _prune(wt: git_worktree.Worktree) -> None:
+    """Remove a left-behind worktree and its snapshots; its branch stays."""
+    git_worktree.git(wt.repo, "worktree", "remove", "--force", str(wt.path), ok=(0, 128))
+    git_worktree.git(wt.repo, "worktree", "prune")
+    if wt.workflow_id:
+        git_worktree.remove_worktree(wt, keep_branch=True)
 
 
 def _check_limit(limit: int, maximum: int = 500) -> None:

@@ -19,13 +19,37 @@ import pytest
 import typer
 
 from orchestra.cli.main import app
-from orchestra.domain.models import Decision, History, Page, Workflow
-from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
+from orchestra.domain.code import CodeChange, as_context
+from orchestra.domain.models import (
+    Checkpoint,
+    CheckpointAction,
+    Decision,
+    History,
+    LineComment,
+    Page,
+    Workflow,
+)
+from orchestra.domain.statuses import (
+    ActionStyle,
+    AgentRunStatus,
+    CheckpointStatus,
+    WorkflowStatus,
+)
+from orchestra.engine.definition import (
+    CheckpointStep,
+    CheckpointView,
+    Next,
+    StepContext,
+    WorkflowDefinition,
+    WorkflowState,
+    registered,
+)
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from tests.acceptance.server import free_port, wait_healthy
 from tests.support.engine import use_agents
 from tests.support.waiting import eventually
+from tests.unit.test_cli_code_view import edited_app, real_change
 
 pytestmark = pytest.mark.slow
 
@@ -627,3 +651,150 @@ async def test_worker_drives_workflows_until_stopped(
     finally:
         _, err = _stop(proc)
     assert proc.returncode == 0, err
+
+
+# -- line comments at a code review checkpoint ------------------------------------
+
+#: A one-checkpoint workflow showing the code change in the JSON file this variable
+#: names, so the test and the CLI processes render the same checkpoint (until the
+#: Implement & Review workflow can be driven here end to end).
+CODE_ENV = "CLI_TEST_CODE_CHANGE"
+CODE_TYPE = "cli_test_code_review"
+
+
+def _code_definition() -> WorkflowDefinition[WorkflowState]:
+    def view(ctx: StepContext[WorkflowState]) -> CheckpointView:
+        change = CodeChange.model_validate_json(Path(os.environ[CODE_ENV]).read_text())
+        return CheckpointView(
+            instructions="Review the code.",
+            context={"code": as_context(change)},
+            editable_content="Keep it small.",
+        )
+
+    step = CheckpointStep[WorkflowState](
+        name="code_ready_for_review",
+        title="Code ready for review",
+        actions=[
+            CheckpointAction(name="approve", label="Approve", style=ActionStyle.PRIMARY),
+            CheckpointAction(name="request_changes", label="Request changes", takes_comments=True),
+        ],
+        view=view,
+        on_resolve=lambda ctx, resolution: Next(step=None, result={"action": resolution.action}),
+        editable_label="Feedback for the implementer",
+    )
+    return WorkflowDefinition(
+        type=CODE_TYPE,
+        title="Code review (test)",
+        state=WorkflowState,
+        first_step=step.name,
+        steps={step.name: step},
+    )
+
+
+CODE_DEFINITION = _code_definition()
+#: ``orchestra`` with the test workflow registered, as an installed one would be.
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from orchestra.engine.definition import register_definition; "
+    "from tests.acceptance.test_cli_local import CODE_DEFINITION; "
+    "register_definition(CODE_DEFINITION); "
+    "from orchestra.cli.main import app; app(prog_name='orchestra')"
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def orchestra_with_code(
+    data_dir: Path, db_url: str, *args: str, input: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    argv = command(data_dir, db_url, args)
+    return subprocess.run(
+        [sys.executable, "-c", _BOOT, str(ROOT), *argv[3:]],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=cli_env(data_dir, **env),
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+async def _code_checkpoint(
+    service: Orchestra, worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Workflow, Checkpoint, dict[str, str]]:
+    """A workflow waiting at the code checkpoint, and the env the CLI needs for it."""
+    (tmp_path / "git").mkdir()
+    change = real_change(tmp_path / "git", {"app.py": edited_app(), "a:12:b.py": "one\n"})
+    code_file = tmp_path / "code.json"
+    code_file.write_text(change.model_dump_json())
+    monkeypatch.setenv(CODE_ENV, str(code_file))
+    wf = await service.create_workflow(name="code", prompt="Review it", type=CODE_TYPE)
+    await worker.run_until_idle()
+    cp = (await service.get_workflow(wf.id)).pending_checkpoint
+    assert cp is not None and CodeChange.of(cp) == change
+    return wf, cp, {CODE_ENV: str(code_file)}
+
+
+async def test_resolve_sends_line_comments_and_refuses_bad_ones(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with registered(CODE_DEFINITION):
+        wf, cp, env = await _code_checkpoint(service, worker, tmp_path, monkeypatch)
+
+        def resolve(action: str, *comments: str) -> subprocess.CompletedProcess[str]:
+            given = [arg for c in comments for arg in ("--comment", c)]
+            return orchestra_with_code(
+                tmp_path, db_url, "resolve", cp.id, "--action", action, *given, **env
+            )
+
+        for action, bad, says in (
+            ("request_changes", "app.py", "is not PATH:LINE:TEXT"),
+            ("request_changes", "app.py:5:", "the comment text is empty"),
+            ("request_changes", "app.py:1:before the hunk", "line 1 of app.py is not in the diff"),
+            ("request_changes", "nope.py:5:x", "nope.py is not a file of the change"),
+            ("approve", "app.py:5:x", "action 'approve' takes no line comments"),
+        ):
+            refused = resolve(action, "app.py:5:fine", bad)
+            assert refused.returncode == 2, (bad, refused.stdout, refused.stderr)
+            assert says in refused.stderr
+        too_many = resolve("request_changes", *["app.py:5:again"] * 501)
+        assert too_many.returncode == 2 and "at most 500" in too_many.stderr
+        assert (await service.get_checkpoint(cp.id)).status is CheckpointStatus.PENDING
+
+        ok(resolve("request_changes", "app.py:5:Use a constant", "a:12:b.py:1:colons: fine"))
+        stored = await service.get_checkpoint(cp.id)
+        assert stored.resolution is not None
+        assert stored.resolution.comments == [
+            LineComment(file="app.py", line=5, body="Use a constant"),
+            LineComment(file="a:12:b.py", line=1, body="colons: fine"),
+        ]
+        assert (await service.get_workflow(wf.id)).result == {"action": "request_changes"}
+        timeline = ok(orchestra_with_code(tmp_path, db_url, "show", wf.id, **env)).stdout
+        assert "2 line comment(s)" in timeline
+
+
+async def test_run_shows_the_diff_and_takes_comments_from_the_editor(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``orchestra run --resume`` at the code checkpoint: the diff with line numbers,
+    then comments written under a diff line in $EDITOR reach the resolution."""
+    editor = tmp_path / "comment-editor"
+    editor.write_text(
+        "#!/bin/sh\nsed -i '/line five, changed$/a > Use a constant here.\\n> Please.' \"$1\"\n"
+    )
+    editor.chmod(0o755)
+    with registered(CODE_DEFINITION):
+        wf, cp, env = await _code_checkpoint(service, worker, tmp_path, monkeypatch)
+        answers = "request_changes\nn\ny\nsee comments\n"  # no feedback edit; comment; notes
+        result = ok(
+            orchestra_with_code(
+                tmp_path, db_url, "run", "--resume", wf.id, input=answers, EDITOR=str(editor), **env
+            )
+        )
+    assert "Code under review" in result.stdout
+    assert "app.py  +2 −2" in result.stdout
+    assert "1 line comment(s)." in result.stdout
+    stored = await service.get_checkpoint(cp.id)
+    assert stored.resolution is not None and stored.resolution.notes == "see comments"
+    assert stored.resolution.comments == [
+        LineComment(file="app.py", line=5, body="Use a constant here.\nPlease.")
+    ]

@@ -3,11 +3,14 @@ the real output format, and how the agent's own failures are reported."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from agent_helpers import FakeAgents, Progress
+from agent_helpers import FAKES, FakeAgents, Progress
 
 from orchestra.agents.base import AgentFailure
 from orchestra.domain.errors import InvalidInput
@@ -229,3 +232,107 @@ async def test_gemini_refuses_a_prompt_over_its_stdin_limit(
     failure = caught.value
     assert "8000000" in failure.message
     assert not fakes.args_file.exists()
+
+
+# -- implementing: the fakes edit files as the real CLIs do --------------------------------
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+async def test_implement_scenario_edits_the_working_directory(
+    cli: str, fakes: FakeAgents, progress: Progress
+) -> None:
+    """Each run really writes the file (a later one appends, so iterations differ) and
+    the adapter still returns the agent's final text."""
+    fakes.scenario("implement")
+    adapter = fakes.adapter(cli)
+    first = await adapter.run(fakes.request("Implement step 1.\nDetails."), progress)
+    written = fakes.workspace / "IMPLEMENTED.md"
+    digest = hashlib.sha256(b"Implement step 1.\nDetails.").hexdigest()
+    assert written.read_text() == f"# Implemented\n\n- {digest} Implement step 1.\n"
+    assert first.content == "Created IMPLEMENTED.md as the plan asks."
+
+    second = await adapter.run(fakes.request("Address the comments."), progress)
+    again = hashlib.sha256(b"Address the comments.").hexdigest()
+    assert written.read_text().endswith(f"Implement step 1.\n- {again} Address the comments.\n")
+    assert second.content == "Updated IMPLEMENTED.md as the plan asks."
+
+
+@pytest.mark.parametrize("cli", ["claude", "codex", "gemini"])
+async def test_implement_scenario_writes_the_file_it_is_told(
+    cli: str, fakes: FakeAgents, progress: Progress
+) -> None:
+    fakes.scenario("implement")
+    fakes.monkeypatch.setenv("FAKE_IMPLEMENT_FILE", "src/pkg/new module.py")
+    result = await fakes.adapter(cli).run(fakes.request(), progress)
+    assert (fakes.workspace / "src" / "pkg" / "new module.py").is_file()
+    assert not (fakes.workspace / "IMPLEMENTED.md").exists()
+    assert result.content == "Created src/pkg/new module.py as the plan asks."
+
+
+@pytest.mark.parametrize(
+    ("cli", "argv"),
+    [
+        ("claude", ["-p", "--output-format", "stream-json", "--verbose"]),
+        ("codex", ["exec", "--json", "--skip-git-repo-check", "-"]),
+        ("gemini", ["--output-format", "stream-json"]),
+    ],
+)
+def test_implement_scenario_prints_the_real_file_edit_events(
+    cli: str, argv: list[str], tmp_path: Path
+) -> None:
+    """On stdout, the event each real program prints for a file it writes, naming the
+    absolute path (claude: ``Write`` tool_use then its tool_result; codex: a completed
+    ``file_change`` item; gemini: ``write_file`` tool_use then tool_result)."""
+    env = {**os.environ, "FAKE_AGENT_SCENARIO": "implement"}
+    for name in ("FAKE_IMPLEMENT_FILE", "FAKE_AGENT_PROMPT_FILE", "FAKE_AGENT_ARGS_FILE"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [str(FAKES / cli), *argv],
+        input=b"Do it.",
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    path = str((tmp_path / "IMPLEMENTED.md").resolve())
+    content = (tmp_path / "IMPLEMENTED.md").read_text()
+    if cli == "claude":
+        uses = [
+            block
+            for e in events
+            if e["type"] == "assistant"
+            for block in e["message"]["content"]
+            if block["type"] == "tool_use"
+        ]
+        assert uses[-1]["name"] == "Write"
+        assert uses[-1]["input"] == {"file_path": path, "content": content}
+        results = [
+            block for e in events if e["type"] == "user" for block in e["message"]["content"]
+        ]
+        assert results[-1]["tool_use_id"] == uses[-1]["id"]
+        assert results[-1]["content"] == f"File created successfully at: {path}"
+        assert events[-1]["type"] == "result"
+    elif cli == "codex":
+        changes = [
+            e["item"]
+            for e in events
+            if e["type"] == "item.completed" and e["item"]["type"] == "file_change"
+        ]
+        assert changes == [
+            {
+                "id": "item_3",
+                "type": "file_change",
+                "changes": [{"path": path, "kind": "add"}],
+                "status": "completed",
+            }
+        ]
+        assert events[-1]["type"] == "turn.completed"
+    else:
+        use = next(e for e in events if e.get("tool_name") == "write_file")
+        assert use["type"] == "tool_use"
+        assert use["parameters"] == {"file_path": path, "content": content}
+        result = next(e for e in events if e.get("tool_id") == use["tool_id"] and e is not use)
+        assert result["type"] == "tool_result" and result["status"] == "success"
+        assert events[-1]["type"] == "result"

@@ -11,10 +11,13 @@ reference on agent CLI formats) and misbehave on request. Environment:
 - ``FAKE_AGENT_PROMPT_FILE``: the exact stdin bytes are written there.
 - ``FAKE_AGENT_PID_FILE``: ``"<our pid> <grandchild pid>"`` is written there.
 - ``FAKE_AGENT_ARGS_FILE``: ``{"argv", "cwd", "env_names"}`` is written there.
+- ``FAKE_IMPLEMENT_FILE``: in the ``implement`` scenario, the file (relative to the
+  working directory) the fake edits, instead of ``IMPLEMENTED.md``.
 
 Only the standard library, so any ``python3`` runs it.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -110,6 +113,42 @@ def generic(name):
         fail(f"fake agent: exiting with {name[5:]} on purpose", int(name[5:]))
     elif name == "grandchild_exit":
         spawn_grandchild()  # then the normal output; the caller goes on
+
+
+#: The file the ``implement`` scenario edits unless ``FAKE_IMPLEMENT_FILE`` names another.
+IMPLEMENT_FILE = "IMPLEMENTED.md"
+IMPLEMENT_HEADER = "# Implemented\n\n"
+
+
+def implement(prompt, workdir):
+    """Really edit a file in ``workdir`` as an implementer would, so each run (each
+    iteration) leaves a different tree: the first run creates it, a later one appends.
+
+    Each run adds ``- <sha256 of the prompt> <its first line>``. Returns
+    ``(absolute path, relative path, the whole new content, created)``."""
+    relative = os.environ.get("FAKE_IMPLEMENT_FILE") or IMPLEMENT_FILE
+    root = os.path.realpath(workdir)
+    path = os.path.realpath(os.path.join(root, relative))
+    if os.path.isabs(relative) or not path.startswith(root + os.sep):
+        fail(f"fake agent: {relative!r} is outside the working directory", 2)
+    text = prompt.decode("utf-8", "replace")
+    first = text.splitlines()[0] if text.strip() else ""
+    entry = f"- {hashlib.sha256(prompt).hexdigest()} {first}\n"
+    created = not os.path.exists(path)
+    before = IMPLEMENT_HEADER
+    if not created:
+        with open(path, encoding="utf-8") as handle:
+            before = handle.read()
+    content = before + entry
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return path, relative, content, created
+
+
+def implemented_text(relative, created):
+    """The implementer's final answer in the ``implement`` scenario."""
+    return f"{'Created' if created else 'Updated'} {relative} as the plan asks."
 
 
 def now_iso():

@@ -15,7 +15,8 @@ from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.workflows.git_worktree import WORKTREES_DIR, git, list_worktrees
-from tests.support.engine import snapshot
+from tests.support.engine import demo, runs, snapshot, use_agents
+from tests.support.waiting import eventually
 
 IMPLEMENT = "plan_implement"
 
@@ -330,3 +331,61 @@ async def test_the_check_command_runs_in_the_worktree_and_shows_at_the_checkpoin
     assert change.check.exit_code == 3 and not change.check.passed
     assert "ORCHESTRA_DEMO.md" in change.check.output_tail  # it ran in the worktree
     assert "The check FAILED" in cp.instructions
+
+
+async def test_a_worker_killed_mid_implementation_resumes_from_the_last_snapshot(
+    service: Orchestra, worker: Worker, db_url: str, spawn: Any, tmp_path: Path
+) -> None:
+    """Iteration 1 is recorded; iteration 2's worker is SIGKILLed while the implementer
+    works (it left a half-written file). Another worker resets the worktree to
+    iteration 1's snapshot and runs the implementer again (attempt 2): nothing
+    recorded is lost, nothing is done twice, and there is still one worktree."""
+    ws = repo(tmp_path / "ws")
+    slow = demo(delay_s=1.5)
+    wf = await start(
+        service,
+        ws,
+        options={"plan": "Write the demo file."},
+        agents=use_agents(service, {"implementer": slow, "code_reviewers": [demo()]}),
+    )
+    cp = await pending(service, worker, wf.id)
+    first = CodeChange.of(cp)
+    assert first is not None
+    await service.resolve(cp.id, Decision(action="request_changes"), actor="ana")
+
+    killed = spawn(db_url, "--lease-ttl", "1.5", "--heartbeat", "0.3", "--name", "killed")
+    await killed.ready()
+
+    async def implementing() -> bool:
+        found = [r for r in await runs(service, wf.id) if r.step_name == "implement"]
+        return len(found) == 2 and found[-1].status is AgentRunStatus.RUNNING
+
+    await eventually(implementing, what="the second iteration's implementer running")
+    worktree = Path(first.worktree)
+    (worktree / "half-written.py").write_text("def broken(:\n")  # what the agent left
+    killed.kill()
+
+    second = spawn(db_url, "--lease-ttl", "2", "--heartbeat", "0.3", "--name", "second")
+    await second.ready()
+
+    async def reviewed() -> Checkpoint | None:
+        found = (await service.get_workflow(wf.id)).pending_checkpoint
+        return found if found is not None and found.number > cp.number else None
+
+    cp2 = await eventually(reviewed, what=f"the second code review:\n{second.log()}")
+    implement_runs = sorted(
+        (r.iteration, r.attempt, r.status.value)
+        for r in await runs(service, wf.id)
+        if r.step_name == "implement"
+    )
+    assert [(a, s) for _, a, s in implement_runs] == [
+        (1, "completed"),
+        (1, "interrupted"),
+        (2, "completed"),
+    ]
+    change = CodeChange.of(cp2)
+    assert change is not None and change.worktree == first.worktree
+    assert [f.path for f in change.files] == ["ORCHESTRA_DEMO.md"]  # no half-written file
+    text = git(ws, "show", f"{change.snapshot}:ORCHESTRA_DEMO.md")
+    assert text.count("## Run 1") == 1 and text.count("## Run 2") == 1 and "## Run 3" not in text
+    assert len(list_worktrees(ws)) == 1

@@ -64,10 +64,12 @@ def use_agents(service: Orchestra, choice: dict[str, Any] | None) -> dict[str, A
     if choice is None:
         return None
     named: dict[str, Any] = {}
-    if "planner" in choice:
-        named["planner"] = _configured_name(service, choice["planner"])
-    if "reviewers" in choice:
-        named["reviewers"] = [_configured_name(service, r) for r in choice["reviewers"]]
+    for job in ("planner", "implementer"):
+        if job in choice:
+            named[job] = _configured_name(service, choice[job])
+    for job in ("reviewers", "code_reviewers"):
+        if job in choice:
+            named[job] = [_configured_name(service, r) for r in choice[job]]
     return named
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
+from orchestra.domain.code import CodeChange, WorktreeInfo
+from orchestra.domain.errors import NotFound
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
@@ -227,6 +229,21 @@ async def get_checkpoint(request: Request, checkpoint_id: str, _: Reader) -> Che
     return await _service(request).get_checkpoint(checkpoint_id)
 
 
+@router.get(
+    "/checkpoints/{checkpoint_id}/code",
+    tags=["checkpoints"],
+    responses=error_responses(401, 404),
+)
+async def get_checkpoint_code(request: Request, checkpoint_id: str, _: Reader) -> CodeChange:
+    """The code change a checkpoint shows (Implement & Review's code review): each
+    file's diff, the reviewers' findings by file and line, the checks' result."""
+    checkpoint = await _service(request).get_checkpoint(checkpoint_id)
+    change = CodeChange.of(checkpoint)
+    if change is None:
+        raise NotFound(f"checkpoint {checkpoint_id} shows no code change")
+    return change
+
+
 @router.post(
     "/checkpoints/{checkpoint_id}/resolve",
     tags=["checkpoints"],
@@ -249,6 +266,29 @@ async def resolve_checkpoint(
 
 
 # -- tokens (admin) ----------------------------------------------------------
+
+
+# -- worktrees -----------------------------------------------------------------
+
+
+class PruneWorktrees(Body):
+    workspace_path: Text
+
+
+@router.get("/worktrees", tags=["worktrees"], responses=error_responses(401, 403, 422))
+async def list_worktrees(
+    request: Request, _: Reader, workspace_path: Annotated[str, Query(max_length=4096)]
+) -> list[WorktreeInfo]:
+    """Orchestra's worktrees in a repository (within the allowed roots), each with
+    the workflow it belongs to."""
+    return await _service(request).worktrees(workspace_path)
+
+
+@router.post("/worktrees/prune", tags=["worktrees"], responses=error_responses(401, 403, 422))
+async def prune_worktrees(request: Request, body: PruneWorktrees, _: Admin) -> list[WorktreeInfo]:
+    """Remove the worktrees whose workflow ended or is unknown (branches stay);
+    the ones left."""
+    return await _service(request).worktrees(body.workspace_path, prune=True)
 
 
 @router.get("/tokens", tags=["tokens"], responses=error_responses(401, 403))

@@ -22,6 +22,7 @@ from orchestra.cli.app import (
     with_backend,
 )
 from orchestra.cli.backend import Backend
+from orchestra.cli.comments import check_count, parse_option
 from orchestra.cli.editor import edit_text
 from orchestra.cli.errors import exits_on_errors
 from orchestra.cli.render import (
@@ -34,9 +35,17 @@ from orchestra.cli.render import (
     workflow_summary,
     workflows_table,
 )
+from orchestra.domain.code import CodeChange
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Decision, Event, Workflow
+from orchestra.domain.models import (
+    Checkpoint,
+    CheckpointAction,
+    Decision,
+    Event,
+    LineComment,
+    Workflow,
+)
 from orchestra.domain.statuses import WorkflowStatus
 
 WorkflowId = Annotated[str, typer.Argument(help="The workflow's id.", show_default=False)]
@@ -105,9 +114,12 @@ def show(
         console.print(timeline_table(history))
         if wf.pending_checkpoint is not None:
             console.print(checkpoint_view(wf.pending_checkpoint))
+            takes = any(a.takes_comments for a in wf.pending_checkpoint.actions)
             console.print(
-                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION",
+                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION"
+                + (" [--comment PATH:LINE:TEXT …]" if takes else ""),
                 style="dim",
+                markup=False,
             )
         elif wf.status.is_terminal:
             console.print(result_view(wf))
@@ -180,6 +192,15 @@ def resolve(
             show_default=False,
         ),
     ] = None,
+    comments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--comment",
+            help="PATH:LINE:TEXT, a comment on a line of the code under review (the new "
+            "file's line; a removed line's old one), for actions that take them; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the resolved checkpoint as JSON.")
     ] = False,
@@ -192,19 +213,29 @@ def resolve(
         raise typer.BadParameter("use either --edit or --content-file", param_hint="--edit")
     edited = _read_content(content_file) if content_file is not None else None
     given = _parse_inputs(inputs or [])
+    check_count(len(comments or []))  # bad ones: say so before anything is opened or sent
+    for raw in comments or []:
+        parse_option(raw)
 
     async def body(b: Backend) -> None:
         content = edited
-        if edit:
+        line_comments: list[LineComment] | None = None
+        if edit or comments:
             cp = await b.get_checkpoint(checkpoint_id)
-            if cp.action(action) is None:  # say so before the editor opens
-                allowed = [a.name for a in cp.actions]
-                raise InvalidInput(
-                    f"action {action!r} is not offered here; choose one of: {', '.join(allowed)}",
-                    details={"action": action, "allowed": allowed},
+            chosen = _offered(cp, action)  # say so before the editor opens
+            if comments:
+                line_comments = _line_comments(cp, chosen, comments)
+            if edit:
+                content = edit_text(
+                    cp.editable_content or "", label=cp.editable_label, console=console
                 )
-            content = edit_text(cp.editable_content or "", label=cp.editable_label, console=console)
-        decision = Decision(action=action, edited_content=content, notes=notes, inputs=given)
+        decision = Decision(
+            action=action,
+            edited_content=content,
+            notes=notes,
+            inputs=given,
+            comments=line_comments,
+        )
         cp = await b.resolve(checkpoint_id, decision)
         if as_json:
             print_json(cp.model_dump(mode="json"))
@@ -214,6 +245,31 @@ def resolve(
         )
 
     with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+def _offered(cp: Checkpoint, action: str) -> CheckpointAction:
+    chosen = cp.action(action)
+    if chosen is None:
+        allowed = [a.name for a in cp.actions]
+        raise InvalidInput(
+            f"action {action!r} is not offered here; choose one of: {', '.join(allowed)}",
+            details={"action": action, "allowed": allowed},
+        )
+    return chosen
+
+
+def _line_comments(cp: Checkpoint, action: CheckpointAction, raws: list[str]) -> list[LineComment]:
+    """``--comment`` options as line comments on the checkpoint's code (checked
+    against its diff when it shows one), for an action that takes them."""
+    if not action.takes_comments:
+        takes = [a.name for a in cp.actions if a.takes_comments]
+        hint = f"; {', '.join(takes)} does" if takes else ""
+        raise InvalidInput(
+            f"action {action.name!r} takes no line comments{hint}",
+            details={"field": "comments", "action": action.name},
+        )
+    change = CodeChange.of(cp)
+    return [parse_option(raw, change) for raw in raws]
 
 
 def _parse_inputs(pairs: list[str]) -> dict[str, float]:

@@ -7,6 +7,9 @@ rendered from its contract alone: no knowledge of the workflow behind it.
 
 from __future__ import annotations
 
+import re
+import shlex
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +21,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from orchestra.domain.code import (
+    CheckOutcome,
+    CodeChange,
+    DiffFile,
+    Finding,
+    LineKind,
+    PatchLine,
+    parse_patch,
+)
 from orchestra.domain.events import EventType
 from orchestra.domain.models import (
     AgentOutput,
@@ -200,6 +212,8 @@ def timeline_table(history: History) -> Table:
                 notes += [f"{name} {value:g}" for name, value in sorted(r.inputs.items())]
             if r.notes:
                 notes.append(f"notes: {r.notes}")
+            if r.comments:
+                notes.append(f"{len(r.comments)} line comment(s)")
             rows.append(
                 (
                     r.resolved_at,
@@ -225,13 +239,35 @@ def result_view(wf: Workflow) -> RenderableType:
         parts.append(Text(wf.error, style="red"))
     result = wf.result or {}
     plan = result.get("plan")
-    if isinstance(plan, str):
+    if isinstance(result.get("commit"), str) or result.get("discarded") is True:
+        parts.append(code_result_view(result))
+    elif isinstance(plan, str):
         iterations = result.get("iterations")
         title = "Final plan" + (f" (after {iterations} iteration(s))" if iterations else "")
         parts.append(Panel(Markdown(plan), title=title, title_align="left", border_style="green"))
     elif result:
         parts.append(Text(str(result)))
     return Group(*parts)
+
+
+def code_result_view(result: Mapping[str, Any]) -> Text:
+    """How an implementation ended: the commit on its branch (merged or why not), or
+    discarded."""
+    if result.get("discarded") is True:
+        return Text("The change was discarded: no worktree or branch is left.", style="magenta")
+    text = Text.assemble(("Committed ", "bold"), (str(result.get("commit"))[:12], "bold green"))
+    if result.get("branch"):
+        text.append(" on branch ")
+        text.append_text(safe_text(str(result["branch"]), "bold"))
+    text.append(". ")
+    if result.get("merged") is True:
+        text.append("Merged into the base branch.", style="green")
+    else:
+        text.append("Not merged.", style="yellow")
+    if result.get("merge_note"):
+        text.append(" ")
+        text.append_text(safe_text(str(result["merge_note"]), "dim"))
+    return text
 
 
 # -- checkpoints -----------------------------------------------------------
@@ -252,7 +288,13 @@ def _review_markdown(review: Mapping[str, Any]) -> str:
         for issue in issues:
             detail = f" — {issue.get('detail')}" if issue.get("detail") else ""
             category = f" ({issue.get('category')})" if issue.get("category") else ""
-            lines.append(f"- [{issue.get('severity')}] {issue.get('title')}{category}{detail}")
+            where = ""
+            if issue.get("file"):  # a code review's issue names its place
+                line = f":{issue.get('line')}" if issue.get("line") is not None else ""
+                where = f" `{issue.get('file')}{line}`"
+            lines.append(
+                f"- [{issue.get('severity')}]{where} {issue.get('title')}{category}{detail}"
+            )
     for heading, key in (("Recommendations", "recommendations"), ("Questions", "questions")):
         if review.get(key):
             lines += ["", f"**{heading}**", ""] + [f"- {item}" for item in review[key]]
@@ -346,6 +388,193 @@ def actions_view(cp: Checkpoint) -> Table:
     return table
 
 
+# -- code under review ----------------------------------------------------------
+
+#: Diff lines shown per file, and in all files together; the rest is counted, so a
+#: huge change still prints quickly and the web page shows it whole.
+CODE_LINES_PER_FILE = 400
+CODE_LINES_TOTAL = 4000
+#: Lines of the checks' output tail shown.
+CHECK_TAIL_LINES = 30
+
+LINE_STYLE = {
+    LineKind.ADDED: "green",
+    LineKind.REMOVED: "red",
+    LineKind.SAME: "",
+    LineKind.HUNK: "cyan",
+}
+LINE_MARK = {LineKind.ADDED: "+", LineKind.REMOVED: "-", LineKind.SAME: " ", LineKind.HUNK: ""}
+
+# C0 and C1 controls (but tab), DEL, and the bidirectional overrides that make text
+# read other than it runs ("trojan source").
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def written_out(text: str, *, newlines: bool = False) -> str:
+    """``text`` with what would act on a terminal (ANSI escapes, carriage returns,
+    bidi overrides, lone surrogates) written out as ``\\x1b``; newlines kept unless
+    ``newlines`` is true (a path or one line must stay one line)."""
+    if newlines:
+        shown = _UNSAFE.sub(_escaped, text)
+    else:
+        shown = "\n".join(_UNSAFE.sub(_escaped, part) for part in text.split("\n"))
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_text(text: str, style: str = "") -> Text:
+    """Text from an agent or a diff as a terminal shows it literally: never markup
+    (a :class:`Text`), and control characters written out (:func:`written_out`)."""
+    return Text(written_out(text), style=style)
+
+
+def check_view(check: CheckOutcome) -> RenderableType:
+    """The checks' result: passed or not, the command, its exit code, its output tail."""
+    verdict = ("✓ checks passed", "bold green") if check.passed else ("✗ checks failed", "bold red")
+    head = Text.assemble(verdict, "  ")
+    head.append_text(safe_text(shlex.join(check.command), "bold"))
+    exit_code = "no exit code" if check.exit_code is None else f"exit code {check.exit_code}"
+    head.append(f"  · {exit_code} · {check.duration_ms / 1000:.1f}s", style="dim")
+    parts: list[RenderableType] = [head]
+    if check.problem:
+        parts.append(safe_text(check.problem, "red"))
+    tail = check.output_tail.rstrip("\n").split("\n") if check.output_tail.strip() else []
+    if len(tail) > CHECK_TAIL_LINES:
+        parts.append(Text(f"… {len(tail) - CHECK_TAIL_LINES} earlier lines", style="dim"))
+        tail = tail[-CHECK_TAIL_LINES:]
+    if tail:
+        parts.append(safe_text("\n".join(tail), "dim"))
+    return Panel(
+        Group(*parts),
+        title="Checks",
+        title_align="left",
+        border_style="green" if check.passed else "red",
+    )
+
+
+def finding_text(finding: Finding, *, where: bool = False) -> Text:
+    """One finding: severity, title, detail, reviewer (and its file:line when asked)."""
+    text = Text("▲ " if not where else "• ", style=SEVERITY_STYLE.get(finding.severity, ""))
+    text.append(f"[{finding.severity}] ", style=SEVERITY_STYLE.get(finding.severity, "bold"))
+    if where and finding.file:
+        location = finding.file + (f":{finding.line}" if finding.line is not None else "")
+        text.append_text(safe_text(location + " ", "bold"))
+    text.append_text(safe_text(finding.title, "bold"))
+    if finding.detail:
+        text.append_text(safe_text(f" — {finding.detail}"))
+    text.append_text(safe_text(f" ({finding.agent})", "dim italic"))
+    return text
+
+
+def _file_header(diff: DiffFile) -> Text:
+    header = Text(written_out(diff.path, newlines=True), style="bold")
+    header.append("  ")
+    header.append(f"+{diff.added}", style="green")
+    header.append(" ")
+    header.append(f"−{diff.removed}", style="red")
+    if diff.binary:
+        header.append("  binary", style="dim")
+    if diff.truncated:
+        header.append("  (diff cut short)", style="yellow")
+    return header
+
+
+def finding_rows(lines: Sequence[PatchLine]) -> dict[int, int]:
+    """Which line of ``lines`` each line number's findings go under: the line of the
+    new file with that number, else the removed line of the old file with it (a
+    number can name both), so each finding shows once."""
+    chosen: dict[int, int] = {}
+    fallback: dict[int, int] = {}
+    for index, line in enumerate(lines):
+        if line.new_no is not None:
+            chosen.setdefault(line.new_no, index)
+        elif line.kind is LineKind.REMOVED and line.old_no is not None:
+            fallback.setdefault(line.old_no, index)
+    return {**fallback, **chosen}
+
+
+def file_view(
+    diff: DiffFile, findings: Mapping[int, list[Finding]], room: int
+) -> tuple[RenderableType, int]:
+    """One file: its header, numbered and coloured diff lines, each finding under the
+    line it names; at most ``room`` lines (the rest counted). Returns the view and the
+    lines it used."""
+    lines = parse_patch(diff.patch)
+    under: dict[int, list[Finding]] = defaultdict(list)
+    for number, index in finding_rows(lines).items():
+        under[index] += findings.get(number, [])
+    width = max([len(str(n)) for ln in lines for n in (ln.old_no, ln.new_no) if n] or [1])
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True, style="dim", min_width=width)
+    grid.add_column(justify="right", no_wrap=True, style="dim", min_width=width)
+    grid.add_column(no_wrap=True, width=1)
+    grid.add_column(overflow="fold")
+    shown = min(room, len(lines))
+    for index, line in enumerate(lines[:shown]):
+        style = LINE_STYLE[line.kind]
+        grid.add_row(
+            str(line.old_no or ""),
+            str(line.new_no or ""),
+            Text(LINE_MARK[line.kind], style=style),
+            safe_text(line.text, style),
+        )
+        for finding in under.get(index, []):
+            grid.add_row("", "", "", finding_text(finding))
+    parts: list[RenderableType] = [_file_header(diff)]
+    if diff.binary:
+        parts.append(Text("binary file: no diff shown", style="dim"))
+    elif lines:
+        parts.append(grid)
+    if shown < len(lines):
+        parts.append(Text(f"… {len(lines) - shown} more lines, see the web page", style="yellow"))
+        # A finding on a line not shown still shows.
+        parts += [
+            finding_text(finding, where=True)
+            for index in sorted(i for i in under if i >= shown)
+            for finding in under[index]
+        ]
+    return Group(*parts), shown
+
+
+def code_change_view(change: CodeChange) -> RenderableType:
+    """The code under review: where it is, the checks, findings about no shown line,
+    then every file's diff with findings under their lines (bounded in lines)."""
+    parts: list[RenderableType] = []
+    where = Text("Branch ", style="bold")
+    where.append_text(safe_text(change.branch))
+    where.append(f"  base {change.base[:12]} → snapshot {change.snapshot[:12]}", style="dim")
+    parts.append(where)
+    parts.append(Text.assemble(("Worktree ", "bold"), safe_text(change.worktree, "dim")))
+    if change.check is not None:
+        parts.append(check_view(change.check))
+    unanchored = change.unanchored()
+    if unanchored:
+        parts.append(Text("Findings", style="bold"))
+        parts += [finding_text(f, where=True) for f in unanchored]
+    by_line: dict[str, dict[int, list[Finding]]] = defaultdict(lambda: defaultdict(list))
+    for finding in change.findings:
+        if finding.file is not None and finding.line is not None:
+            by_line[finding.file][finding.line].append(finding)
+    added = sum(f.added for f in change.files)
+    removed = sum(f.removed for f in change.files)
+    count = len(change.files) + change.files_omitted
+    parts.append(Text(f"{count} file(s) changed, +{added} −{removed}", style="bold"))
+    if not change.files:
+        parts.append(Text("No changes.", style="dim"))
+    room = CODE_LINES_TOTAL
+    for diff in change.files:
+        view, used = file_view(diff, by_line.get(diff.path, {}), min(room, CODE_LINES_PER_FILE))
+        room -= used
+        parts += [Text(""), view]
+    if change.files_omitted:
+        parts.append(Text(f"… {change.files_omitted} more files, see the web page", style="yellow"))
+    return Panel(Group(*parts), title="Code under review", title_align="left")
+
+
 def checkpoint_view(cp: Checkpoint) -> RenderableType:
     """The whole checkpoint: instructions, outputs, consolidation, content, actions."""
     parts: list[RenderableType] = [
@@ -361,6 +590,9 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
             parts.append(agent_output_view(output))
     if cp.consolidation is not None:
         parts.append(consolidation_view(cp.consolidation))
+    change = CodeChange.of(cp)
+    if change is not None:
+        parts.append(code_change_view(change))
     if cp.editable_content:
         parts.append(
             Panel(
@@ -380,6 +612,10 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
                 f" — notes: {r.notes}" if r.notes else "",
             )
         )
+        for comment in r.comments or []:
+            said = Text(f"  {written_out(comment.file, newlines=True)}:{comment.line} ", "bold")
+            said.append_text(safe_text(comment.body))
+            parts.append(said)
     else:
         parts += [Text("Actions", style="bold"), actions_view(cp)]
     return Panel(

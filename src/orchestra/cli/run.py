@@ -33,7 +33,14 @@ from rich.text import Text
 
 from orchestra.cli.app import DatabaseUrl, Server, Token, app, console, globals_of, open_backend
 from orchestra.cli.backend import Backend, is_settled
-from orchestra.cli.editor import edit_text
+from orchestra.cli.comments import (
+    CommentError,
+    check_count,
+    parse_option,
+    parse_review,
+    review_file,
+)
+from orchestra.cli.editor import edit_text, editor_command
 from orchestra.cli.errors import CliError, ExitCode, err_console, exits_on_errors, report
 from orchestra.cli.render import (
     AGENT_RUN_STYLE,
@@ -43,6 +50,7 @@ from orchestra.cli.render import (
     result_view,
     workflow_summary,
 )
+from orchestra.domain.code import CodeChange
 from orchestra.domain.errors import Conflict, InvalidInput
 from orchestra.domain.events import EventType
 from orchestra.domain.models import (
@@ -51,6 +59,7 @@ from orchestra.domain.models import (
     CheckpointAction,
     Decision,
     Event,
+    LineComment,
     Workflow,
 )
 from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
@@ -278,10 +287,56 @@ class TerminalRun:
             if edited == original and not action.requires_content:
                 edited = None
         inputs = {i.name: n for i in action.inputs if (n := self._number(i)) is not None}
+        comments: list[LineComment] | None = None
+        change = CodeChange.of(cp) if action.takes_comments else None
+        if change is not None and change.files and self._yes("Comment on lines of the code?"):
+            comments = self._line_comments(change)
+            if comments is None:
+                return None
         notes = self._ask("Notes for the next agent and the record (Enter for none): ")
         return Decision(
-            action=action.name, edited_content=edited, notes=notes or None, inputs=inputs
+            action=action.name,
+            edited_content=edited,
+            notes=notes or None,
+            inputs=inputs,
+            comments=comments or None,
         )
+
+    def _line_comments(self, change: CodeChange) -> list[LineComment] | None:
+        """Comments written in the review file in ``$EDITOR`` (typed as PATH:LINE:TEXT
+        when there is no editor); ``None`` when the person gives up."""
+        if editor_command() is None:
+            return self._typed_comments(change)
+        review = review_file(change)
+        text = review.text
+        while True:
+            try:
+                text = edit_text(text, label="Line comments", console=self.out)
+                found = parse_review(review, text)
+            except CommentError as exc:
+                report(exc)
+                if self._yes("Edit the comments again (your text is kept)?"):
+                    continue
+                return None
+            except CliError as exc:  # the editor failed
+                report(exc)
+                return None
+            self.out.print(f"{len(found)} line comment(s).")
+            return found
+
+    def _typed_comments(self, change: CodeChange) -> list[LineComment]:
+        self.out.print(
+            "No editor: type each comment as PATH:LINE:TEXT on one line (LINE as shown "
+            "in the diff); an empty line ends."
+        )
+        found: list[LineComment] = []
+        while answer := self._ask("Comment (Enter to end): "):
+            try:
+                check_count(len(found) + 1)
+                found.append(parse_option(answer, change))
+            except CommentError as exc:
+                report(exc)
+        return found
 
     def _number(self, spec: ActionInput) -> float | None:
         """An optional input of the action: a number within its bounds, or None (Enter)."""

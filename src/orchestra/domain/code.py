@@ -102,6 +102,16 @@ class CodeChange(Model):
         return [f for f in self.findings if (f.file, f.line) not in shown]
 
 
+class WorktreeInfo(Model):
+    """One of Orchestra's worktrees in a repository, and the workflow it belongs to
+    (``None``: none that is known here — left behind, safe to prune)."""
+
+    path: str
+    branch: str | None
+    workflow_id: str | None = None
+    workflow_status: str | None = None
+
+
 def bounded_files(files: list[DiffFile]) -> tuple[list[DiffFile], int]:
     """``files`` within the checkpoint's bounds: at most :data:`MAX_FILES`, each patch
     and all of them together cut to size (marked ``truncated``); and how many were

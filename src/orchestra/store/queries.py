@@ -249,3 +249,11 @@ def events_after(
         params = {"wid": workflow_id, "after": after, "limit": limit}
         rows = fetch_all(conn, _WORKFLOW_EVENTS_AFTER, params)
     return [to_event(r) for r in rows]
+
+
+def workflows_in_workspace(conn: Connection, workspace: str, type_: str) -> list[tuple[str, str]]:
+    """``(id, status)`` of the workflows of ``type_`` in ``workspace``."""
+    query = select(workflows.c.id, workflows.c.status).where(
+        workflows.c.workspace_path == workspace, workflows.c.type == type_
+    )
+    return [(row.id, row.status) for row in conn.execute(query)]

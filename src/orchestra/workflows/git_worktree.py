@@ -250,10 +250,26 @@ def diff(wt: Worktree, commit: str) -> list[FileDiff]:
 
 def list_worktrees(workspace: Path) -> list[Path]:
     """The worktrees Orchestra made in this repository."""
+    return list(worktree_branches(workspace))
+
+
+def worktree_branches(workspace: Path) -> dict[Path, str | None]:
+    """The worktrees Orchestra made in this repository, with the branch each has
+    checked out (``None``: detached)."""
     listed = git(workspace, "worktree", "list", "--porcelain", "-z")
     root = (workspace.resolve() / WORKTREES_DIR).resolve()
-    paths = [Path(e.split(" ", 1)[1]) for e in listed.split("\0") if e.startswith("worktree ")]
-    return [p for p in paths if p.resolve().is_relative_to(root)]
+    found: dict[Path, str | None] = {}
+    current: Path | None = None
+    for entry in listed.split("\0"):
+        if entry.startswith("worktree "):
+            current = Path(entry.split(" ", 1)[1])
+            if current.resolve().is_relative_to(root):
+                found[current] = None
+            else:
+                current = None
+        elif entry.startswith("branch ") and current is not None:
+            found[current] = entry.split(" ", 1)[1].removeprefix("refs/heads/")
+    return found
 
 
 def remove_worktree(wt: Worktree, *, keep_branch: bool = False) -> None:
