@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.browser.code_change import HOSTILE_NAME, code_change, code_workflow
+from tests.integration.test_plan_implement import repo
 from tests.support.engine import snapshot
 
 from orchestra.app import create_app
@@ -200,3 +201,45 @@ async def test_a_viewer_may_read_the_diff_but_not_resolve(local: tuple[Runtime, 
     refused = await _post(client, cp, form | one)
     assert refused.status_code == 403 and "may not resolve" in refused.text
     assert await snapshot(runtime.db) == before
+
+
+async def test_the_new_workflow_form_starts_implement_and_review(
+    local: tuple[Runtime, Client], tmp_path: Path
+) -> None:
+    runtime, client = local
+    form_page = (await client.get("/workflows/new")).text
+    assert '<option value="plan_implement"' in form_page and 'id="implementer"' in form_page
+    token = CSRF.search(form_page)
+    assert token
+    base = {
+        "csrf": token.group(1),
+        "name": "Flag",
+        "prompt": "Add a flag",
+        "planner": "demo",
+        "reviewers": ["demo"],
+        "implementer": "demo",
+        "max_iterations": "2",
+    }
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    not_git = await client.post(
+        "/workflows/new", data=base | {"type": "plan_implement", "workspace_path": str(plain)}
+    )
+    assert not_git.status_code == 422 and 'id="workspace_path-error"' in not_git.text
+    assert '<option value="plan_implement" selected>' in not_git.text  # kept as chosen
+    nowhere = await client.post("/workflows/new", data=base | {"type": "plan_implement"})
+    assert nowhere.status_code == 422 and "workspace_path" in nowhere.text
+    unknown = await client.post("/workflows/new", data=base | {"type": "nope"})
+    assert unknown.status_code == 422 and 'id="type-error"' in unknown.text
+    assert (await runtime.service.list_workflows()).items == []
+
+    ws = repo(tmp_path / "ws")
+    made = await client.post(
+        "/workflows/new", data=base | {"type": "plan_implement", "workspace_path": str(ws)}
+    )
+    assert made.status_code == 303, made.text
+    wf = await runtime.service.get_workflow(made.headers["location"].rsplit("/", 1)[1])
+    assert wf.type == "plan_implement" and wf.agents["implementer"]["name"] == "demo"
+    # Plan & Review ignores the implementer field (it has no such job).
+    review = await client.post("/workflows/new", data=base | {"type": "plan_review"})
+    assert review.status_code == 303

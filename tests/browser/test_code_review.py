@@ -5,6 +5,7 @@ approve → confirm the commit → the branch has it, and the timeline says whic
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +123,19 @@ def test_without_the_script_the_fallback_comments_and_enter_decides_nothing(
     server: ServerProcess, new_page: PageFactory, tmp_path: Path
 ) -> None:
     ws = repo(tmp_path / "ws")
-    wf_id = create_workflow(server, name="No JS", type="plan_implement", workspace_path=str(ws))
+    page = new_page(java_script_enabled=False)
+    page.goto(f"{server.base_url}/workflows/new")
+    page.get_by_label("Name").fill("No JS")
+    page.get_by_label("Workflow", exact=True).select_option(label="Implement & Review")
+    page.get_by_label("What should be planned?").fill("Add a flag")
+    page.get_by_label("Workspace path").fill(str(ws))
+    page.get_by_role("button", name="Start workflow").click()
+    expect(page).to_have_url(re.compile(r"/workflows/\w+$"))
+    wf_id = page.url.rsplit("/", 1)[1]
     _resolve(server, _at(server, wf_id, "plan_ready_for_review"), "approve")
     _resolve(server, _at(server, wf_id, "reviews_ready_for_consolidation"), "approve")
     first = _at(server, wf_id, "code_ready_for_review")
-
-    page = new_page(java_script_enabled=False)
-    page.goto(f"{server.base_url}/workflows/{wf_id}")
+    page.reload()  # no live updates without the script
     cp = page.locator(f"#checkpoint-{first['id']}")
     expect(cp.locator("button[data-comment]").first).to_be_hidden()  # inert without JS
     cp.get_by_text("Comment on a line by its number").click()

@@ -39,6 +39,7 @@ from orchestra.domain.statuses import (
     WorkflowStatus,
 )
 from orchestra.domain.untrusted import encodable
+from orchestra.engine.definition import WorkflowDefinition, definitions
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
 from orchestra.store.sessions import end_session, find_session, open_session
@@ -70,7 +71,16 @@ INBOX_PAGE = 100
 PENDING_SCAN = 500
 MAX_REVIEWER_SLOTS = 8
 #: The new-workflow form's fields, in page order.
-FORM_FIELDS = ("name", "prompt", "workspace_path", "planner", "reviewers", "max_iterations")
+FORM_FIELDS = (
+    "name",
+    "type",
+    "prompt",
+    "workspace_path",
+    "planner",
+    "reviewers",
+    "implementer",
+    "max_iterations",
+)
 #: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
 REGION = "region_"
 
@@ -335,10 +345,12 @@ class Web:
         config = self.service.agents
         defaults = {
             "name": "",
+            "type": "plan_review",
             "prompt": "",
             "workspace_path": "",
             "planner": config.planner,
             "reviewers": list(config.reviewers),
+            "implementer": config.implementer or config.planner,
             "max_iterations": "3",
         }
         return self.page(
@@ -352,6 +364,9 @@ class Web:
             # The first field with a problem (or the first field) takes the focus.
             focus=next((f for f in FORM_FIELDS if f in (errors or {})), FORM_FIELDS[0]),
             agent_names=sorted(config.agents),
+            # Every workflow type, and which of them take an implementer.
+            types=[(d.type, d.title) for d in sorted(definitions().values(), key=_by_type)],
+            implementing={t for t, d in definitions().items() if "implementer" in d.agent_jobs},
             reviewer_slots=min(MAX_REVIEWER_SLOTS, max(len(config.reviewers), 3) + 1),
             max_iterations_limit=MAX_ITERATIONS_LIMIT,
         )
@@ -366,6 +381,8 @@ class Web:
         workspace = first(fields, "workspace_path").strip()
         planner = first(fields, "planner")
         reviewers = [r for r in fields.get("reviewers", []) if r]
+        kind = first(fields, "type") or "plan_review"
+        implementer = first(fields, "implementer")
         raw_iterations = first(fields, "max_iterations").strip()
         errors: dict[str, str] = {}
         try:
@@ -375,13 +392,20 @@ class Web:
             max_iterations = 0
         if not reviewers:
             errors["reviewers"] = "choose at least one reviewer"
+        agents: dict[str, Any] = {"planner": planner, "reviewers": reviewers}
+        known = definitions().get(kind)
+        if known is None:
+            errors["type"] = "choose one of the workflow types listed"
+        elif "implementer" in known.agent_jobs:
+            agents["implementer"] = implementer or None
         if not errors:
             try:
                 wf = await self.service.create_workflow(
                     name=name,
                     prompt=prompt,
+                    type=kind,
                     workspace_path=workspace or None,
-                    agents={"planner": planner, "reviewers": reviewers},
+                    agents=agents,
                     max_iterations=max_iterations,
                     created_by=who.name,
                 )
@@ -393,10 +417,12 @@ class Web:
                 )
         values = {
             "name": name,
+            "type": kind,
             "prompt": prompt,
             "workspace_path": workspace,
             "planner": planner,
             "reviewers": reviewers,
+            "implementer": implementer,
             "max_iterations": raw_iterations,
         }
         return self._form(request, who, values, errors)
@@ -577,11 +603,18 @@ def _count(items: list[Checkpoint], more: bool) -> str:
     return f"{len(items)}+" if more else str(len(items))
 
 
+def _by_type(definition: WorkflowDefinition[Any]) -> tuple[bool, str]:
+    """Plan & Review first (the default), then the others by name."""
+    return definition.type != "plan_review", definition.title
+
+
 def _form_field(field: Any) -> str:
     """The form field an :class:`InvalidInput` from the service is about."""
     name = str(field or "")
     if name.startswith("agents.planner"):
         return "planner"
+    if name.startswith("agents.implementer"):
+        return "implementer"
     if name.startswith("agents"):
         return "reviewers"
     if name in FORM_FIELDS:
