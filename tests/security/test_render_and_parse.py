@@ -20,13 +20,26 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
 
 from orchestra.api.auth import CSRF_COOKIE, CSRF_HEADER
+from orchestra.domain.models import Checkpoint, LineComment, Resolution
+from orchestra.domain.statuses import CheckpointStatus
+from orchestra.web.code_view import FILE_HTML, render_file
+from orchestra.web.pages import build_environment
 from tests.acceptance.server import Api, ServerProcess, module_server
+from tests.browser.code_change import (
+    HOSTILE_LINE,
+    HOSTILE_NAME,
+    QUOTE_NAME,
+    code_change,
+    code_checkpoint,
+)
 from tests.conftest import BACKENDS
 
 pytestmark = pytest.mark.slow
@@ -258,3 +271,81 @@ async def test_unencodable_text_and_deep_bodies_are_refused(server: ServerProces
             "/preview", content='{"text": "a\\ud800"}', headers={**headers, CSRF_HEADER: "c"}
         )
         assert r.status_code == 422 and "UTF-8" in r.text, r.text
+
+
+# -- the code under review: hostile names, lines and findings are text ---------------
+
+
+def _panel(cp: Checkpoint, *, deciding: bool = True) -> str:
+    """The panel as the page renders it: the files it asks for rendered as the pool's
+    workers do, then the panel again with them."""
+    template = build_environment().from_string("{{ checkpoint_panel(cp, deciding, 'tok') }}")
+    asked: set[str] = set()
+    token = FILE_HTML.set(asked)
+    try:
+        template.render(cp=cp, deciding=deciding)
+    finally:
+        FILE_HTML.reset(token)
+    token = FILE_HTML.set({spec: render_file(spec) for spec in asked})
+    try:
+        return template.render(cp=cp, deciding=deciding)
+    finally:
+        FILE_HTML.reset(token)
+
+
+def _parsed(page: str) -> tuple[set[str], set[str], list[str]]:
+    """The tags and attribute names an HTML parser finds, and the ``data-file`` values."""
+    tags: set[str] = set()
+    attributes: set[str] = set()
+    files: list[str] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.add(tag)
+            for name, value in attrs:
+                attributes.add(name)
+                if name == "data-file" and value is not None:
+                    files.append(value)
+
+    Collect().feed(page)
+    return tags, attributes, files
+
+
+def test_hostile_file_names_diff_lines_and_findings_render_as_text(tmp_path: Path) -> None:
+    change = code_change(tmp_path / "repo")
+    assert {HOSTILE_NAME, QUOTE_NAME} <= {f.path for f in change.files}
+    cp = code_checkpoint(change)
+    page = _panel(cp)
+    for raw in (
+        HOSTILE_NAME,
+        HOSTILE_LINE,
+        QUOTE_NAME,
+        "<img src=x onerror=alert(5)>",  # the quote-named file's line
+        '<script>alert("t")</script>',  # a finding's title
+        "<img src=x onerror=alert(3)>",  # its detail
+        "</pre><script>alert(2)</script>",  # the check's output
+        "<b>rev-c</b>",  # an agent's name
+    ):
+        assert raw not in page, raw
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    tags, attributes, files = _parsed(page)
+    assert not tags & {"script", "img", "b", "iframe"}, tags
+    assert not {a for a in attributes if a.startswith("on")}, attributes
+    # No attribute ended early: every data-file holds a whole name.
+    assert sorted(files) == sorted(f.path for f in change.files if f.patch)
+
+    resolved = cp.model_copy(
+        update={
+            "status": CheckpointStatus.APPROVED,
+            "resolution": Resolution(
+                action="request_changes",
+                comments=[LineComment(file=QUOTE_NAME, line=1, body="<script>alert(6)</script>")],
+                resolved_by="<i>ana</i>",
+                resolved_at=datetime.now(UTC),
+            ),
+        }
+    )
+    shown = _panel(resolved, deciding=False)
+    tags, attributes, _ = _parsed(shown)
+    assert not tags & {"script", "i"} and not {a for a in attributes if a.startswith("on")}
+    assert "&lt;script&gt;alert(6)&lt;/script&gt;" in shown

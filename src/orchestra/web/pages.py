@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from jinja2.runtime import Macro
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -39,29 +39,48 @@ from orchestra.domain.statuses import (
     WorkflowStatus,
 )
 from orchestra.domain.untrusted import encodable
+from orchestra.engine.definition import WorkflowDefinition, definitions
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
 from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
+from orchestra.web.code_view import FILE_HTML, code_view, takes_comments
 from orchestra.web.diff import Diff
+from orchestra.web.forms import MAX_RESOLVE_FIELDS, decision_from_form
 from orchestra.web.markdown import RENDERED, markdown_filter
 from orchestra.web.render_pool import RenderPool
 from orchestra.web.session import BadForm, PageDenied, first
-from orchestra.web.view import DiffChoice, edit_texts, humanize, tone, workflow_view
+from orchestra.web.templating import environment
+from orchestra.web.view import (
+    DiffChoice,
+    edit_texts,
+    humanize,
+    snapshot_of,
+    tone,
+    workflow_view,
+)
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-TEMPLATES = HERE / "templates"
 LIST_PAGE = 25
 INBOX_PAGE = 100
 #: Pending checkpoints counted for the navigation badge and the list's "waiting" column.
 PENDING_SCAN = 500
 MAX_REVIEWER_SLOTS = 8
 #: The new-workflow form's fields, in page order.
-FORM_FIELDS = ("name", "prompt", "workspace_path", "planner", "reviewers", "max_iterations")
+FORM_FIELDS = (
+    "name",
+    "type",
+    "prompt",
+    "workspace_path",
+    "planner",
+    "reviewers",
+    "implementer",
+    "max_iterations",
+)
 #: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
 REGION = "region_"
 
@@ -95,13 +114,7 @@ def _static_versions() -> dict[str, str]:
 
 
 def build_environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = environment()
     versions = _static_versions()
     env.globals["static_url"] = lambda name: f"/static/{name}?v={versions.get(name, '0')}"
     # Looks up what the handler rendered off the loop (Web.rich_page); never renders itself.
@@ -111,6 +124,11 @@ def build_environment() -> Environment:
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
     env.globals["styles"] = ActionStyle
+    # Looks up the file tables rendered off the loop (Web.rich_page), as |markdown does.
+    env.globals["code_view"] = code_view
+    env.globals["takes_comments"] = takes_comments
+    env.globals["csrf_field"] = session.CSRF_FIELD
+    env.globals["snapshot_of"] = snapshot_of
     # The shared macros are globals, so a block rendered alone (?partial=1) has them too.
     macros = env.get_template("macros.html").module
     env.globals.update({k: v for k, v in vars(macros).items() if isinstance(v, Macro)})
@@ -203,29 +221,33 @@ class Web:
     ) -> Response:
         """A page with agent or client markdown (and diffs): rendered off the loop first.
 
-        The template is run once to collect the texts its ``|markdown`` asks for,
-        they (and ``pairs``, to diff) are rendered in :class:`RenderPool`, and the
+        The template is run once to collect the texts its ``|markdown`` asks for (and
+        the files its ``code_view`` shows), they (and ``pairs``, to diff) are rendered
+        in :class:`RenderPool`, and the
         template is run again with the results; ``diffs`` turns the diffs into
         more context.
         """
         ctx = self._context(request, who, page, extra)
         partial = bool(request.query_params.get("partial"))
         wanted: set[str] = set()
-        token = RENDERED.set(wanted)
+        files: set[str] = set()
+        token, tables = RENDERED.set(wanted), FILE_HTML.set(files)
         try:
             self._render(template, ctx, partial)
         finally:
             RENDERED.reset(token)
-        done = await self.renders.render(wanted, pairs or [])
+            FILE_HTML.reset(tables)
+        done = await self.renders.render(wanted, pairs or [], files)
         if diffs is not None:
             more = diffs(done.diffs)
             ctx.update(more)
             extra = {**extra, **more}
-        token = RENDERED.set(done.html)
+        token, tables = RENDERED.set(done.html), FILE_HTML.set(done.files)
         try:
             return self._respond(request, template, ctx, status, extra)
         finally:
             RENDERED.reset(token)
+            FILE_HTML.reset(tables)
 
     def _render(self, template: str, ctx: dict[str, Any], partial: bool) -> str | dict[str, str]:
         """The whole page, or (``partial``) its live regions by name."""
@@ -323,10 +345,12 @@ class Web:
         config = self.service.agents
         defaults = {
             "name": "",
+            "type": "plan_review",
             "prompt": "",
             "workspace_path": "",
             "planner": config.planner,
             "reviewers": list(config.reviewers),
+            "implementer": config.implementer or config.planner,
             "max_iterations": "3",
         }
         return self.page(
@@ -340,6 +364,9 @@ class Web:
             # The first field with a problem (or the first field) takes the focus.
             focus=next((f for f in FORM_FIELDS if f in (errors or {})), FORM_FIELDS[0]),
             agent_names=sorted(config.agents),
+            # Every workflow type, and which of them take an implementer.
+            types=[(d.type, d.title) for d in sorted(definitions().values(), key=_by_type)],
+            implementing={t for t, d in definitions().items() if "implementer" in d.agent_jobs},
             reviewer_slots=min(MAX_REVIEWER_SLOTS, max(len(config.reviewers), 3) + 1),
             max_iterations_limit=MAX_ITERATIONS_LIMIT,
         )
@@ -354,6 +381,8 @@ class Web:
         workspace = first(fields, "workspace_path").strip()
         planner = first(fields, "planner")
         reviewers = [r for r in fields.get("reviewers", []) if r]
+        kind = first(fields, "type") or "plan_review"
+        implementer = first(fields, "implementer")
         raw_iterations = first(fields, "max_iterations").strip()
         errors: dict[str, str] = {}
         try:
@@ -363,13 +392,20 @@ class Web:
             max_iterations = 0
         if not reviewers:
             errors["reviewers"] = "choose at least one reviewer"
+        agents: dict[str, Any] = {"planner": planner, "reviewers": reviewers}
+        known = definitions().get(kind)
+        if known is None:
+            errors["type"] = "choose one of the workflow types listed"
+        elif "implementer" in known.agent_jobs:
+            agents["implementer"] = implementer or None
         if not errors:
             try:
                 wf = await self.service.create_workflow(
                     name=name,
                     prompt=prompt,
+                    type=kind,
                     workspace_path=workspace or None,
-                    agents={"planner": planner, "reviewers": reviewers},
+                    agents=agents,
                     max_iterations=max_iterations,
                     created_by=who.name,
                 )
@@ -381,10 +417,12 @@ class Web:
                 )
         values = {
             "name": name,
+            "type": kind,
             "prompt": prompt,
             "workspace_path": workspace,
             "planner": planner,
             "reviewers": reviewers,
+            "implementer": implementer,
             "max_iterations": raw_iterations,
         }
         return self._form(request, who, values, errors)
@@ -431,6 +469,28 @@ class Web:
                 "workflowId": workflow_id,
             },
         )
+
+    async def resolve(self, request: Request, checkpoint_id: str) -> Response:
+        """The resolve form, posted by the page's script or, without it, by the browser:
+        the script gets the checkpoint (or the API's error, details and all) as JSON; a
+        plain post goes back to the workflow, or to the error page with nothing resolved."""
+        who = await session.principal(request, Permission.RESOLVE)
+        fields = await session.read_form(request, max_fields=MAX_RESOLVE_FIELDS)
+        decision = decision_from_form(fields)
+        try:
+            cp = await self.service.resolve(
+                checkpoint_id,
+                decision,
+                actor=who.name,
+                idempotency_key=request.headers.get("idempotency-key"),
+            )
+        except OrchestraError as exc:
+            if not _wants_json(request):
+                raise
+            return error_response(status_of(exc), exc.code, exc.message, exc.details)
+        if _wants_json(request):
+            return JSONResponse(cp.model_dump(mode="json"))
+        return RedirectResponse(f"/workflows/{cp.workflow_id}#checkpoint-{cp.id}", status_code=303)
 
     async def checkpoint_panel(self, request: Request, checkpoint_id: str) -> Response:
         """One checkpoint's panel (the inbox opens them in place)."""
@@ -543,11 +603,18 @@ def _count(items: list[Checkpoint], more: bool) -> str:
     return f"{len(items)}+" if more else str(len(items))
 
 
+def _by_type(definition: WorkflowDefinition[Any]) -> tuple[bool, str]:
+    """Plan & Review first (the default), then the others by name."""
+    return definition.type != "plan_review", definition.title
+
+
 def _form_field(field: Any) -> str:
     """The form field an :class:`InvalidInput` from the service is about."""
     name = str(field or "")
     if name.startswith("agents.planner"):
         return "planner"
+    if name.startswith("agents.implementer"):
+        return "implementer"
     if name.startswith("agents"):
         return "reviewers"
     if name in FORM_FIELDS:
@@ -595,6 +662,7 @@ def build_router(web: Web) -> APIRouter:
         ("POST", "/workflows/new", web.create_workflow),
         ("GET", "/workflows/{workflow_id}", web.workflow),
         ("GET", "/checkpoints/{checkpoint_id}/panel", web.checkpoint_panel),
+        ("POST", "/checkpoints/{checkpoint_id}/resolve", web.resolve),
         ("GET", "/inbox", web.inbox),
         ("POST", "/preview", web.preview),
         ("GET", "/login", web.login_form),

@@ -20,11 +20,12 @@ import multiprocessing
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import Markup, escape
 
+from orchestra.web.code_view import FileHtml, render_file
 from orchestra.web.diff import Diff, line_diff
 from orchestra.web.markdown import render_markdown
 
@@ -35,6 +36,9 @@ MAX_MARKDOWN_CHARS = 200_000
 #: Diffs with more lines on a side, or more characters in all, are not computed.
 MAX_DIFF_LINES = 5_000
 MAX_DIFF_CHARS = 1_000_000
+#: A file under review larger than this (patch and findings) is not shown line by line
+#: (the domain cuts a patch at 200 KB).
+MAX_FILE_CHARS = 1_000_000
 #: One page's rendering may take this long; then the stuck worker is killed.
 RENDER_TIMEOUT_S = 2.0
 #: A worker pool that does not answer a ping within this long is given up on.
@@ -56,10 +60,12 @@ _SLOW = object()
 
 @dataclass(frozen=True)
 class Rendered:
-    """One batch's results: markdown text → HTML, and the diffs in the order asked."""
+    """One batch's results: markdown text → HTML, the diffs in the order asked, and
+    each file under review's table (or why it is not there)."""
 
     html: dict[str, Markup]
     diffs: list[Diff]
+    files: dict[str, FileHtml | str] = field(default_factory=dict)
 
 
 def plain_text(text: str, reason: str) -> Markup:
@@ -109,11 +115,19 @@ class RenderPool:
     # -- public -------------------------------------------------------------------
 
     async def render(
-        self, texts: Iterable[str] = (), pairs: Sequence[tuple[str, str]] = ()
+        self,
+        texts: Iterable[str] = (),
+        pairs: Sequence[tuple[str, str]] = (),
+        files: Iterable[str] = (),
     ) -> Rendered:
-        """HTML for each markdown text and the line diff of each ``(old, new)``, as one
-        batch under one deadline (fallbacks for what is too large or too slow)."""
+        """HTML for each markdown text, the line diff of each ``(old, new)`` and the
+        table of each file under review (its :func:`~orchestra.web.code_view.file_spec`),
+        as one batch under one deadline (fallbacks for what is too large or too slow)."""
         jobs: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {}
+        file_keys = {spec: _key("file", spec) for spec in files}
+        for spec, key in file_keys.items():
+            if key not in self._cache and len(spec) <= MAX_FILE_CHARS:
+                jobs[key] = (render_file, (spec,))
         md_keys = {text: _key("md", text) for text in texts if text}
         for text, key in md_keys.items():
             if key not in self._cache and len(text) <= MAX_MARKDOWN_CHARS:
@@ -140,7 +154,11 @@ class RenderPool:
         for key in diff_keys:
             result, reason = outcome(key)
             diffs.append(result if result is not None else diff_note(reason))
-        return Rendered(html, diffs)
+        tables: dict[str, FileHtml | str] = {}
+        for spec, key in file_keys.items():
+            result, reason = outcome(key)
+            tables[spec] = result if result is not None else reason
+        return Rendered(html, diffs, tables)
 
     async def _outcomes(
         self, jobs: dict[str, tuple[Callable[..., Any], tuple[str, ...]]]

@@ -131,7 +131,7 @@ def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(CSRF_COOKIE, path="/")
 
 
-async def read_form(request: Request) -> dict[str, list[str]]:
+async def read_form(request: Request, max_fields: int = MAX_FORM_FIELDS) -> dict[str, list[str]]:
     """The posted fields, after checking the content type and the CSRF field."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
@@ -142,7 +142,7 @@ async def read_form(request: Request) -> dict[str, list[str]]:
             body.decode("utf-8"),
             keep_blank_values=True,
             strict_parsing=False,
-            max_num_fields=MAX_FORM_FIELDS,
+            max_num_fields=max_fields,
         )
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadForm(400, f"the form could not be read: {exc}") from None

@@ -131,6 +131,50 @@ class DiffChoice:
     diff: Diff
 
 
+#: What the cost table calls a step's runs (other steps go by their name).
+STAGES = {
+    "plan": "plan",
+    "review": "review",
+    "implement": "implement",
+    "code_review": "code review",
+}
+
+
+@dataclass
+class StageCost:
+    """The tokens and cost of one stage's agent runs, every iteration together."""
+
+    stage: str
+    runs: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    #: Whether any run reported a cost (else the table says so rather than $0).
+    priced: bool = False
+
+
+def stage_costs(runs: list[AgentRun]) -> list[StageCost]:
+    """Per stage, in the order the stages first ran."""
+    by_stage: dict[str, StageCost] = {}
+    for run in runs:
+        name = STAGES.get(run.step_name, humanize(run.step_name))
+        cost = by_stage.setdefault(name, StageCost(name))
+        cost.runs += 1
+        cost.tokens_in += run.tokens_in or 0
+        cost.tokens_out += run.tokens_out or 0
+        if run.cost_usd is not None:
+            cost.cost_usd += run.cost_usd
+            cost.priced = True
+    return list(by_stage.values())
+
+
+def snapshot_of(run: AgentRun) -> str | None:
+    """The commit an implementer's run left (its ``meta.snapshot``), when it left one."""
+    meta = run.meta if isinstance(run.meta, dict) else {}
+    snapshot = meta.get("snapshot")
+    return snapshot if isinstance(snapshot, str) and snapshot else None
+
+
 @dataclass(frozen=True)
 class WorkflowView:
     workflow: Workflow
@@ -140,6 +184,14 @@ class WorkflowView:
     documents: list[Document]
     iterations: list[int]
     last_event_id: int
+    costs: list[StageCost] = field(default_factory=list)
+
+    @property
+    def commit(self) -> str | None:
+        """The commit the workflow produced (``result["commit"]``), when it made one."""
+        result = self.workflow.result
+        found = result.get("commit") if isinstance(result, dict) else None
+        return found if isinstance(found, str) and found else None
 
     def document(self, label: str | None) -> Document | None:
         return next((d for d in self.documents if d.label == label), None)
@@ -263,4 +315,5 @@ def workflow_view(history: History, edits: Mapping[str, Diff] | None = None) -> 
         documents=documents_of(history.checkpoints),
         iterations=list(range(1, max(iterations) + 1)),
         last_event_id=history.events[-1].id if history.events else 0,
+        costs=stage_costs(history.agent_runs),
     )

@@ -33,12 +33,16 @@
   }
 
   // fetch → {ok, status, data}; never throws (a network failure is status 0).
+  // A URLSearchParams body is posted as a form (the page's own form routes).
   async function call(method, url, body, headers) {
+    const form = body instanceof URLSearchParams;
+    const head = jsonHeaders(headers);
+    if (form) head['Content-Type'] = 'application/x-www-form-urlencoded';
     try {
       const response = await fetch(url, {
         method,
-        headers: jsonHeaders(headers),
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: head,
+        body: body === undefined || form ? body : JSON.stringify(body),
         credentials: 'same-origin',
       });
       let data = null;
@@ -168,15 +172,11 @@
     };
   }
 
-  // The numbers typed for an action's inputs ({} when none), as the API takes them.
-  function inputsFor(panel, action) {
-    const given = {};
-    for (const field of parts(panel).inputs) {
-      if (field.dataset.inputFor === action && field.value.trim() !== '') {
-        given[field.dataset.inputName] = Number(field.value);
-      }
-    }
-    return given;
+  // Line comments typed but not sent yet.
+  function commentBodies(panel) {
+    const form = panel.querySelector('form.resolve');
+    if (!form) return [];
+    return [...form.elements].filter((el) => el.name === 'comment_body' && el.value.trim());
   }
 
   function isDirty(panel) {
@@ -184,7 +184,8 @@
     if (panel.dataset.resolvedByMe) return false;
     const edited = p.content && p.original && p.content.value !== p.original.value;
     const typed = p.inputs.some((field) => field.value.trim() !== '');
-    return Boolean(edited || typed || (p.notes && p.notes.value.trim()));
+    const commented = commentBodies(panel).length > 0;
+    return Boolean(edited || typed || commented || (p.notes && p.notes.value.trim()));
   }
 
   function showMessage(panel, kind, nodes) {
@@ -278,15 +279,23 @@
       const changed = !p.original || p.content.value !== p.original.value;
       edited = changed || needsContent ? p.content.value : null;
     }
-    const notes = p.notes && p.notes.value.trim() ? p.notes.value : null;
+    // The form's own fields (the same the server reads without this script), with the
+    // comment rows added under diff lines (they belong to the form by its id).
+    const form = panel.querySelector('form.resolve');
+    const body = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) {
+      if (typeof value === 'string') body.append(name, value);
+    }
+    body.set('action', button.dataset.action);
+    if (edited === null) body.delete('edited_content'); else body.set('edited_content', edited);
     if (!panel.dataset.idempotencyKey) panel.dataset.idempotencyKey = newKey();
     panel.dataset.busy = '1';
     updateButtons(panel);
     showMessage(panel, 'info', [document.createTextNode(`Sending “${label}”…`)]);
     const result = await call(
       'POST',
-      panel.querySelector('form.resolve').dataset.resolveUrl,
-      { action: button.dataset.action, edited_content: edited, notes, inputs: inputsFor(panel, button.dataset.action) },
+      form.getAttribute('action'),
+      body,
       { 'Idempotency-Key': panel.dataset.idempotencyKey },
     );
     delete panel.dataset.busy;
@@ -345,6 +354,13 @@
     if (p.content) p.content.addEventListener('input', onEdit);
     if (p.notes) p.notes.addEventListener('input', onEdit);
     for (const field of p.inputs) field.addEventListener('input', onEdit);
+    panel.addEventListener('input', (event) => {
+      if (event.target.name === 'comment_body') onEdit();
+    });
+    panel.addEventListener('click', (event) => {
+      const button = event.target.closest('button[data-comment]');
+      if (button && panel.contains(button)) openComment(panel, button);
+    });
     for (const button of p.buttons) button.addEventListener('click', () => resolve(panel, button));
     const revert = panel.querySelector('[data-revert]');
     if (revert) {
@@ -376,6 +392,57 @@
     });
     panel.querySelector('form.resolve').addEventListener('submit', (event) => event.preventDefault());
     updateButtons(panel);
+  }
+
+  // -- line comments ----------------------------------------------------------------
+
+  // A comment row under a diff line: its fields belong to the resolve form (form=…), so
+  // they are posted with the decision as comment_file / comment_line / comment_body.
+  function openComment(panel, button) {
+    const row = button.closest('tr[data-line]');
+    const table = button.closest('table[data-file]');
+    const section = button.closest('[data-comment-form]');
+    if (!row || !table || !section || panel.dataset.busy || panel.dataset.resolvedByMe) return;
+    const formId = section.dataset.commentForm;
+    const file = table.dataset.file;
+    const line = row.dataset.line;
+    let next = row.nextElementSibling;
+    while (next && next.classList.contains('finding-row')) next = next.nextElementSibling;
+    const field = (name, value) => {
+      const input = document.createElement('input');
+      input.type = 'hidden';
+      input.name = name;
+      input.value = value;
+      input.setAttribute('form', formId);
+      return input;
+    };
+    const tr = document.createElement('tr');
+    tr.className = 'comment-row';
+    const td = document.createElement('td');
+    td.colSpan = 5;
+    const label = document.createElement('label');
+    const id = `c-${newKey()}`;
+    label.htmlFor = id;
+    label.textContent = `Comment on ${file}, line ${line}`;
+    const area = document.createElement('textarea');
+    area.id = id;
+    area.name = 'comment_body';
+    area.rows = 2;
+    area.setAttribute('form', formId);
+    area.dataset.commentBody = '';
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'link';
+    remove.textContent = 'Remove comment';
+    remove.addEventListener('click', () => {
+      tr.remove();
+      delete panel.dataset.idempotencyKey;
+      button.focus();
+    });
+    td.append(label, area, field('comment_file', file), field('comment_line', line), remove);
+    tr.append(td);
+    row.parentElement.insertBefore(tr, next);
+    area.focus();
   }
 
   // -- everything a fresh piece of page needs -------------------------------------
@@ -604,6 +671,8 @@
     }
   });
 
+  // What works only with this script (comment buttons under diff lines) shows from now.
+  document.documentElement.classList.add('js');
   init(document);
   openFromHash();
   setInterval(() => updateTimes(document), 1000);
