@@ -153,5 +153,9 @@ async def test_worktrees_are_listed_and_left_behind_ones_pruned_by_an_admin(
         assert [w["workflow_id"] for w in left] == [wf["id"]]
         assert not orphan.path.exists()
         assert orphan.branch in git(ws, "branch", "--format=%(refname:short)").split()
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        r = await admin.client.post("/api/worktrees/prune", json={"workspace_path": str(plain)})
+        assert r.status_code == 422 and "not a git repository" in r.json()["error"]["message"]
         r = await api.client.get("/api/worktrees", params={"workspace_path": "/etc"})
         assert r.status_code == 422 and "workspace" in r.json()["error"]["message"]

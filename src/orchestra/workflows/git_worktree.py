@@ -111,13 +111,7 @@ def check_repository(workspace: Path) -> str:
     clear :class:`InvalidInput` (not a repository, no commit yet, a merge or rebase
     in progress, uncommitted changes outside ``.orchestra/``)."""
     where = {"field": "workspace_path"}
-    inside = git(workspace, "rev-parse", "--is-inside-work-tree", ok=(0, 128)).strip()
-    if inside != "true":
-        raise InvalidInput(
-            f"workspace {str(workspace)!r} is not a git repository; run `git init` and commit "
-            "first, or choose a repository",
-            details=where,
-        )
+    require_repository(workspace)
     head = git(workspace, "rev-parse", "--verify", "-q", "HEAD^{commit}", ok=(0, 1)).strip()
     if not head:
         raise InvalidInput(
@@ -153,6 +147,17 @@ def check_repository(workspace: Path) -> str:
             details=where,
         )
     return head
+
+
+def require_repository(workspace: Path) -> None:
+    """Refuse a workspace that is not a git repository (:class:`InvalidInput`)."""
+    inside = git(workspace, "rev-parse", "--is-inside-work-tree", ok=(0, 128)).strip()
+    if inside != "true":
+        raise InvalidInput(
+            f"workspace {str(workspace)!r} is not a git repository; run `git init` and commit "
+            "first, or choose a repository",
+            details={"field": "workspace_path"},
+        )
 
 
 def _hide_orchestra_dir(workspace: Path) -> None:
@@ -255,7 +260,8 @@ def list_worktrees(workspace: Path) -> list[Path]:
 
 def worktree_branches(workspace: Path) -> dict[Path, str | None]:
     """The worktrees Orchestra made in this repository, with the branch each has
-    checked out (``None``: detached)."""
+    checked out (``None``: detached). Not a repository: :class:`InvalidInput`."""
+    require_repository(workspace)
     listed = git(workspace, "worktree", "list", "--porcelain", "-z")
     root = (workspace.resolve() / WORKTREES_DIR).resolve()
     found: dict[Path, str | None] = {}
