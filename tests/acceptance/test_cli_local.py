@@ -46,7 +46,9 @@ from orchestra.engine.definition import (
 )
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
+from orchestra.workflows.git_worktree import create_worktree, git, list_worktrees
 from tests.acceptance.server import free_port, wait_healthy
+from tests.integration.test_plan_implement import repo as git_repo
 from tests.support.engine import use_agents
 from tests.support.waiting import eventually
 from tests.unit.test_cli_code_view import edited_app, real_change
@@ -798,3 +800,109 @@ async def test_run_shows_the_diff_and_takes_comments_from_the_editor(
     assert stored.resolution.comments == [
         LineComment(file="app.py", line=5, body="Use a constant here.\nPlease.")
     ]
+
+
+# -- Implement & Review through the real process ------------------------------------
+# (The stand-in workflow above stays for what needs a crafted diff: a path with
+# colons, a changed line amid unchanged ones; these drive the real plan_implement.)
+
+DEMO_FILE = "ORCHESTRA_DEMO.md"
+
+
+def implement_start(tmp_path: Path, ws: Path, *extra: str) -> list[str]:
+    """``run`` arguments starting plan_implement on ``ws`` from a plan file (no planning)."""
+    plan = tmp_path / "plan.md"
+    plan.write_text("Write the demo file.\n")
+    return ["run", "Write the demo file", "--type", "plan_implement", "--workspace", str(ws),
+            "--plan-file", str(plan), *extra]  # fmt: skip
+
+
+def test_implement_from_a_plan_to_a_commit_with_a_line_comment(db_url: str, tmp_path: Path) -> None:
+    """run → the code review (the diff shown) → resolve request_changes with a line
+    comment → the next implementer run's prompt holds it → run --resume: approve,
+    commit → the branch has the commit, the worktree is gone."""
+    ws = git_repo(tmp_path / "ws")
+    first = orchestra(tmp_path, db_url, *implement_start(tmp_path, ws), input="")
+    assert first.returncode == 1, first.stderr  # input ended at the code review
+    assert "Code under review" in first.stdout and f"{DEMO_FILE}  +7 −0" in first.stdout
+    wid = workflow_id_of(first.stdout)
+    cp = show(tmp_path, db_url, wid).workflow.pending_checkpoint
+    assert cp is not None and cp.step_name == "code_ready_for_review"
+
+    listed = as_json(orchestra(tmp_path, db_url, "worktrees", str(ws), "--json"))
+    assert [(w["workflow_id"], w["workflow_status"]) for w in listed] == [
+        (wid, "awaiting_checkpoint")
+    ]
+    table = ok(orchestra(tmp_path, db_url, "worktrees", str(ws))).stdout
+    assert wid[:8] in table and ".orchestra/worktrees/" in table and str(ws) + "/" not in table
+
+    def resolve(action: str, *comments: str) -> subprocess.CompletedProcess[str]:
+        given = [arg for c in comments for arg in ("--comment", c)]
+        return orchestra(tmp_path, db_url, "resolve", cp.id, "--action", action, *given)
+
+    for action, bad, says in (
+        ("request_changes", "nope.py:1:x", "nope.py is not a file of the change"),
+        ("request_changes", f"{DEMO_FILE}:99:x", f"line 99 of {DEMO_FILE} is not in the diff"),
+        ("approve", f"{DEMO_FILE}:1:x", "action 'approve' takes no line comments"),
+    ):
+        refused = resolve(action, bad)
+        assert refused.returncode == 2 and says in refused.stderr, (bad, refused.stderr)
+    assert show(tmp_path, db_url, wid).checkpoints[-1].status is CheckpointStatus.PENDING
+
+    ok(resolve("request_changes", f"{DEMO_FILE}:1:Use a better title: say what it is."))
+    answers = "1\nn\n\ncommit\nn\n\n"  # code review v2: approve; confirm: commit as is
+    done = ok(orchestra(tmp_path, db_url, "run", "--resume", wid, input=answers))
+    assert "Committed " in done.stdout
+
+    history = show(tmp_path, db_url, wid)
+    wf = history.workflow
+    assert wf.status is WorkflowStatus.COMPLETED and wf.result is not None
+    implements = [r for r in history.agent_runs if r.step_name == "implement"]
+    assert len(implements) == 2
+    comment = f"- `{DEMO_FILE}` line 1:\n\nUse a better title: say what it is.\n"
+    assert comment not in implements[0].prompt and comment in implements[1].prompt
+    first_cp = history.checkpoints[0]
+    assert first_cp.resolution is not None and first_cp.resolution.comments == [
+        LineComment(file=DEMO_FILE, line=1, body="Use a better title: say what it is.")
+    ]
+    commit, branch = wf.result["commit"], wf.result["branch"]
+    assert branch == f"orchestra/write-the-demo-file-{wid[:8]}"
+    assert git(ws, "rev-parse", branch).strip() == commit
+    assert git(ws, "show", "--name-only", "--format=", commit).split() == [DEMO_FILE]
+    assert list_worktrees(ws) == []
+    assert as_json(orchestra(tmp_path, db_url, "worktrees", str(ws), "--json")) == []
+
+
+def test_implement_continues_a_plan_review_and_worktrees_prune(db_url: str, tmp_path: Path) -> None:
+    """``orchestra implement ID`` takes a completed Plan & Review's plan, name and
+    workspace; a left-behind worktree is pruned, the live one stays; discard ends it."""
+    ws = git_repo(tmp_path / "ws")
+    args = ["run", "Plan the demo", "--name", "demo plan", "--workspace", str(ws)]
+    planned = ok(orchestra(tmp_path, db_url, *args, input="1\nn\n\n1\nn\n\n"))
+    plan_id = workflow_id_of(planned.stdout)
+    assert orchestra(tmp_path, db_url, "implement", "no-such-workflow").returncode == 3
+
+    orphan = create_worktree(ws, "left behind", "c3" * 16)
+    started = orchestra(tmp_path, db_url, "implement", plan_id, "--keep-worktree", input="")
+    assert started.returncode == 1, started.stderr  # input ended at the code review
+    wid = workflow_id_of(started.stdout)
+    history = show(tmp_path, db_url, wid)
+    wf = history.workflow
+    assert (wf.type, wf.name, wf.workspace_path) == ("plan_implement", "demo plan", str(ws))
+    plan = show(tmp_path, db_url, plan_id).workflow.result
+    assert plan is not None and plan["plan"] in history.agent_runs[0].prompt
+    assert [r.step_name for r in history.agent_runs][:1] == ["implement"]  # no planning
+    unfinished = orchestra(tmp_path, db_url, "implement", wid, input="")
+    assert unfinished.returncode == 2 and "only a completed workflow" in unfinished.stderr
+
+    table = ok(orchestra(tmp_path, db_url, "worktrees", str(ws))).stdout
+    assert "left behind" in table and wid[:8] in table
+    pruned = ok(orchestra(tmp_path, db_url, "worktrees", str(ws), "--prune")).stdout
+    assert "Removed 1 worktree(s)" in pruned and "left behind" not in pruned
+    assert not orphan.path.exists() and list_worktrees(ws) != []
+
+    ok(orchestra(tmp_path, db_url, "run", "--resume", wid, input="discard\ny\n\n"))
+    wf = show(tmp_path, db_url, wid).workflow
+    assert wf.status is WorkflowStatus.COMPLETED and wf.result is not None
+    assert wf.result["discarded"] is True
+    assert list_worktrees(ws) == []

@@ -12,6 +12,7 @@ import pytest
 
 from orchestra.domain.models import History, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.workflows.git_worktree import create_worktree, git
 from tests.acceptance.server import Api, ServerProcess, free_port, module_server
 from tests.acceptance.test_cli_local import (
     MARKER,
@@ -20,12 +21,14 @@ from tests.acceptance.test_cli_local import (
     command,
     editor_script,
     error_of,
+    implement_start,
     ok,
     orchestra,
     watch_while,
     workflow_id_of,
 )
 from tests.conftest import BACKENDS
+from tests.integration.test_plan_implement import repo as git_repo
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +168,34 @@ def test_unreachable_server_exits_1(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = orchestra(tmp_path, None, "list", env=cli_env(tmp_path, ORCHESTRA_SERVER=url))
     assert result.returncode == 1 and "cannot reach the server" in result.stderr
+
+
+def test_remote_implement_to_a_commit_and_worktrees(server: ServerProcess, tmp_path: Path) -> None:
+    """``run --type plan_implement`` over HTTP: the code review, approve, commit (the
+    server's worker does the git work); ``worktrees`` lists, ``--prune`` needs an admin."""
+    ws = git_repo(tmp_path / "ws")
+    orphan = create_worktree(ws, "left behind", "c3" * 16)
+    answers = "1\nn\n\ncommit\nn\n\n"  # approve the code; commit as is
+    extra = {"ORCHESTRA_SERVER": server.base_url, "ORCHESTRA_TOKEN": server.tokens["ana"]}
+    result = orchestra(
+        tmp_path,
+        None,
+        *implement_start(tmp_path, ws),
+        input=answers,
+        env=cli_env(tmp_path, **extra),
+    )
+    ok(result)
+    assert "Code under review" in result.stdout and "Committed " in result.stdout
+    shown = as_json(remote(server, tmp_path, "show", workflow_id_of(result.stdout), "--json"))
+    wf = History.model_validate(shown).workflow
+    assert wf.status is WorkflowStatus.COMPLETED and wf.result is not None
+    assert git(ws, "rev-parse", wf.result["branch"]).strip() == wf.result["commit"]
+
+    listed = as_json(remote(server, tmp_path, "worktrees", str(ws), "--json"))
+    assert [(w["branch"], w["workflow_id"]) for w in listed] == [(orphan.branch, None)]
+    refused = remote(server, tmp_path, "worktrees", str(ws), "--prune")
+    assert refused.returncode == 1 and orphan.path.exists()  # a reviewer may not remove files
+    pruned = ok(remote(server, tmp_path, "worktrees", str(ws), "--prune", who="root")).stdout
+    assert "Removed 1 worktree(s)" in pruned and not orphan.path.exists()
+    outside = remote(server, tmp_path, "worktrees", "/etc")
+    assert outside.returncode == 2 and "workspace" in outside.stderr

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 
@@ -31,6 +32,9 @@ class Backend(Protocol):
         workspace_path: str | None,
         agents: dict[str, Any] | None,
         max_iterations: int,
+        type: str = "plan_review",
+        options: dict[str, Any] | None = None,
+        from_workflow: str | None = None,
     ) -> Workflow: ...
 
     async def get_workflow(self, workflow_id: str) -> Workflow: ...
@@ -52,6 +56,11 @@ class Backend(Protocol):
     async def retry(self, workflow_id: str) -> Workflow: ...
 
     async def history(self, workflow_id: str) -> History: ...
+
+    async def worktrees(self, workspace_path: str, *, prune: bool) -> list[WorktreeInfo]:
+        """Orchestra's worktrees in a repository; with ``prune``, the ones left after
+        removing those whose workflow ended or is unknown."""
+        ...
 
     def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
         """Every event of the workflow after ``after``, then live ones; never ends."""

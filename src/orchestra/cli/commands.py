@@ -1,5 +1,6 @@
 """Commands that read or change workflows: list, show, inbox, resolve, cancel,
-retry, watch. Each works on the local database or, with ``--server``, over HTTP."""
+retry, watch; and worktrees (Implement & Review's git worktrees in a repository).
+Each works on the local database or, with ``--server``, over HTTP."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from orchestra.cli.render import (
     timeline_table,
     workflow_summary,
     workflows_table,
+    worktrees_table,
 )
 from orchestra.domain.code import CodeChange
 from orchestra.domain.errors import InvalidInput
@@ -383,3 +385,46 @@ async def _follow(b: Backend, workflow_id: str, after: int, as_json: bool) -> No
             if (await b.get_workflow(workflow_id)).status.is_terminal:
                 return
             status = None
+
+
+@app.command("worktrees")
+@exits_on_errors
+def worktrees(
+    ctx: typer.Context,
+    repository: Annotated[
+        Path,
+        typer.Argument(help="The git repository (a workflow's workspace).", show_default=False),
+    ],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove the worktrees whose workflow ended or is unknown, with their "
+            "snapshots (branches stay; on a server, an admin's token).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the worktrees (left after --prune) as JSON.")
+    ] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List Orchestra's worktrees in a repository with the workflow each belongs to."""
+    path = str(repository.expanduser().resolve())
+
+    async def body(b: Backend) -> None:
+        before = await b.worktrees(path, prune=False) if prune else []
+        listed = await b.worktrees(path, prune=prune)
+        if as_json:
+            print_json([w.model_dump(mode="json") for w in listed])
+            return
+        if prune:
+            left = {w.path for w in listed}
+            removed = [w for w in before if w.path not in left]
+            console.print(f"Removed {len(removed)} worktree(s); their branches stay.")
+        console.print(worktrees_table(path, listed))
+        if not listed:
+            console.print("No worktrees of Orchestra here.", style="dim")
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)

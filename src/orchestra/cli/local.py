@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestra.cli.backend import EVENT_POLL_S
 from orchestra.config import Settings
+from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.runtime import Runtime, _redact, open_runtime
@@ -46,14 +47,20 @@ class LocalBackend:
         workspace_path: str | None,
         agents: dict[str, Any] | None,
         max_iterations: int,
+        type: str = "plan_review",
+        options: dict[str, Any] | None = None,
+        from_workflow: str | None = None,
     ) -> Workflow:
         return await self.service.create_workflow(
             name=name,
             prompt=prompt,
+            type=type,
             workspace_path=workspace_path,
             agents=agents,
             max_iterations=max_iterations,
             created_by=self.actor,
+            options=options,
+            from_workflow=from_workflow,
         )
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
@@ -82,6 +89,11 @@ class LocalBackend:
 
     async def history(self, workflow_id: str) -> History:
         return await self.service.history(workflow_id)
+
+    async def worktrees(self, workspace_path: str, *, prune: bool) -> list[WorktreeInfo]:
+        # The person at the terminal has the database and the repository: pruning
+        # needs no role here (the server asks an admin for it).
+        return await self.service.worktrees(workspace_path, prune=prune)
 
     async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
         """The workflow's events through the log's one follower (the server's hub

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from orchestra.cli.errors import AccessDenied, CliError
+from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -115,17 +116,23 @@ class RemoteBackend:
         workspace_path: str | None,
         agents: dict[str, Any] | None,
         max_iterations: int,
+        type: str = "plan_review",
+        options: dict[str, Any] | None = None,
+        from_workflow: str | None = None,
     ) -> Workflow:
         body: dict[str, Any] = {
             "name": name,
-            "type": "plan_review",
+            "type": type,
             "prompt": prompt,
             "max_iterations": max_iterations,
         }
-        if workspace_path is not None:
-            body["workspace_path"] = workspace_path
-        if agents is not None:
-            body["agents"] = agents
+        optional = {
+            "workspace_path": workspace_path,
+            "agents": agents,
+            "options": options,
+            "from_workflow": from_workflow,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
         return await self._model(Workflow, "POST", "/api/workflows", json=body)
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
@@ -165,6 +172,15 @@ class RemoteBackend:
     async def history(self, workflow_id: str) -> History:
         return await self._model(History, "GET", f"/api/workflows/{workflow_id}/history")
 
+    async def worktrees(self, workspace_path: str, *, prune: bool) -> list[WorktreeInfo]:
+        if prune:
+            body = {"workspace_path": workspace_path}
+            left = await self._model(_Worktrees, "POST", "/api/worktrees/prune", json=body)
+        else:
+            params = {"workspace_path": workspace_path}
+            left = await self._model(_Worktrees, "GET", "/api/worktrees", params=params)
+        return left.root
+
     async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
         """The workflow's SSE stream, reconnecting with ``Last-Event-ID`` when it drops."""
         cursor, failures = after, 0
@@ -201,6 +217,10 @@ class RemoteBackend:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class _Worktrees(RootModel[list[WorktreeInfo]]):
+    """The body of the worktree routes: a list."""
 
 
 def _event_of(sse: ServerSentEvent) -> Event | None:

@@ -7,11 +7,13 @@ rendered from its contract alone: no knowledge of the workflow behind it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -28,6 +30,7 @@ from orchestra.domain.code import (
     Finding,
     LineKind,
     PatchLine,
+    WorktreeInfo,
     parse_patch,
 )
 from orchestra.domain.events import EventType
@@ -144,6 +147,41 @@ def workflows_table(items: Sequence[Workflow]) -> Table:
     return table
 
 
+def worktrees_table(repo: str, items: Sequence[WorktreeInfo]) -> Table:
+    """Orchestra's worktrees in ``repo``, narrow enough for 80 columns: the path
+    relative to the repository, the branch, the workflow's short id and status
+    ("left behind" when no workflow owns it: ``--prune`` removes it)."""
+    title = f"Worktrees in {escape(written_out(repo))}"
+    table = table_of(title, "Worktree", "Branch", "Workflow", "Status")
+    for info in items:
+        owner = info.workflow_id[:8] if info.workflow_id else "—"
+        status = (
+            Text("left behind", style="yellow")
+            if info.workflow_id is None
+            else Text(info.workflow_status or "unknown")
+        )
+        table.add_row(
+            safe_text(_relative(info.path, repo)), safe_text(info.branch or "—"), owner, status
+        )
+    return table
+
+
+def _relative(path: str, repo: str) -> str:
+    for base in (Path(repo), Path(repo).resolve()):
+        with contextlib.suppress(ValueError):
+            return str(Path(path).relative_to(base))
+    return path
+
+
+#: The agents a workflow records, as the summary names them.
+AGENT_JOBS = (
+    ("Planner", "planner"),
+    ("Reviewers", "reviewers"),
+    ("Implementer", "implementer"),
+    ("Code reviewers", "code_reviewers"),
+)
+
+
 def _agent_name(entry: Any) -> str:
     if isinstance(entry, Mapping):
         return f"{entry.get('name')} ({entry.get('adapter')})"
@@ -158,12 +196,11 @@ def workflow_summary(wf: Workflow) -> Panel:
     grid.add_row("Step", wf.current_step or "—")
     grid.add_row("Iteration", f"{wf.iteration} of {wf.max_iterations}")
     grid.add_row("Type", wf.type)
-    planner = wf.agents.get("planner")
-    if planner is not None:
-        grid.add_row("Planner", escape(_agent_name(planner)))
-    reviewers = wf.agents.get("reviewers") or []
-    if reviewers:
-        grid.add_row("Reviewers", escape(", ".join(_agent_name(r) for r in reviewers)))
+    for label, job in AGENT_JOBS:
+        entry = wf.agents.get(job)
+        entries = entry if isinstance(entry, list) else [] if entry is None else [entry]
+        if entries:
+            grid.add_row(label, escape(", ".join(_agent_name(e) for e in entries)))
     if wf.workspace_path:
         grid.add_row("Workspace", escape(wf.workspace_path))
     grid.add_row(

@@ -1,4 +1,6 @@
-"""``orchestra run``: a Plan & Review workflow driven from the terminal.
+"""``orchestra run``: a workflow (Plan & Review, or Implement & Review with
+``--type plan_implement``) driven from the terminal; ``orchestra implement``
+continues a completed Plan & Review the same way.
 
 The workflow lives in the database like any other: this command creates it
 (or picks it up with ``--resume``), runs a worker in-process while agents work
@@ -18,6 +20,7 @@ import contextlib
 import difflib
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +69,9 @@ from orchestra.domain.statuses import AgentRunStatus, WorkflowStatus
 
 NAME_CHARS = 60
 DIFF_LINES = 40
+PLAN_IMPLEMENT = "plan_implement"
+#: The most of a --plan-file read (the server bounds the plan itself).
+PLAN_FILE_BYTES = 1_000_000
 
 
 def parse_agent(raw: str) -> str:
@@ -180,6 +186,12 @@ class TerminalRun:
         self.out.print(f"Workflow {escape(wf.name)} created in {self.backend.where}")
         self.out.print(f"Workflow ID: {wf.id}")
         return wf
+
+    def continue_from(self, previous_id: str, **fields: Any) -> Workflow:
+        """A new workflow continuing ``previous_id`` (its name and prompt unless given)."""
+        previous = self.runner.run(self.backend.get_workflow(previous_id))
+        fields["name"] = fields.get("name") or previous.name
+        return self.create(prompt=previous.prompt, from_workflow=previous.id, **fields)
 
     def resume(self, workflow_id: str) -> Workflow:
         history = self.runner.run(self.backend.history(workflow_id))
@@ -389,6 +401,112 @@ class TerminalRun:
 #: Workflow statuses in which it moves on by itself.
 _MOVING = frozenset({WorkflowStatus.PENDING.value, WorkflowStatus.RUNNING.value})
 
+# -- starting options ----------------------------------------------------------
+
+
+def implement_choice(
+    type_: str,
+    *,
+    implementer: str | None,
+    code_reviewers: list[str] | None,
+    plan_file: Path | None,
+    keep_worktree: bool,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The agents (implementer, code reviewers) and options of an Implement & Review
+    start; refused (exit 2) for another type, where they would be ignored."""
+    given = [
+        flag
+        for flag, value in (
+            ("--implementer", implementer),
+            ("--code-reviewer", code_reviewers),
+            ("--plan-file", plan_file),
+            ("--keep-worktree", keep_worktree),
+        )
+        if value
+    ]
+    if type_ != PLAN_IMPLEMENT:
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)}: only for --type {PLAN_IMPLEMENT} (this is {type_})",
+                param_hint=given[0],
+            )
+        return {}, None
+    agents: dict[str, Any] = {}
+    if implementer is not None:
+        agents["implementer"] = parse_agent(implementer)
+    if code_reviewers:
+        agents["code_reviewers"] = [parse_agent(r) for r in code_reviewers]
+    options: dict[str, Any] = {}
+    if plan_file is not None:
+        options["plan"] = read_plan(plan_file)
+    if keep_worktree:
+        options["keep_worktree"] = True
+    return agents, options or None
+
+
+def read_plan(path: Path) -> str:
+    """A ``--plan-file``: UTF-8 text, not empty, read within bounds."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(PLAN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--plan-file"
+        ) from None
+    if len(raw) > PLAN_FILE_BYTES:
+        raise typer.BadParameter(
+            f"{path} is over {PLAN_FILE_BYTES} bytes; a plan is shorter", param_hint="--plan-file"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{path} is not UTF-8 text", param_hint="--plan-file") from None
+    if not text.strip():
+        raise typer.BadParameter(f"{path} is empty", param_hint="--plan-file")
+    return text
+
+
+def _workspace(path: Path | None) -> str | None:
+    return str(path.expanduser().resolve()) if path is not None else None
+
+
+Implementer = Annotated[
+    str | None,
+    typer.Option(
+        "--implementer",
+        help="Agent that changes the code (plan_implement): a configured agent's name.",
+        show_default=False,
+    ),
+]
+CodeReviewers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--code-reviewer",
+        help="Agent that reviews the diff (plan_implement; repeat for several).",
+        show_default=False,
+    ),
+]
+KeepWorktree = Annotated[
+    bool,
+    typer.Option(
+        "--keep-worktree",
+        help="Keep the implementer's git worktree when the workflow ends (plan_implement).",
+    ),
+]
+MaxIterations = Annotated[
+    int,
+    typer.Option(
+        "--max-iterations",
+        min=1,
+        max=20,
+        help="Revisions allowed: of the plan, and for plan_implement of the code too.",
+    ),
+]
+Name = Annotated[
+    str | None,
+    typer.Option("--name", help="A name (default: the prompt's first line).", show_default=False),
+]
+
 
 @app.command("run")
 @exits_on_errors
@@ -398,20 +516,24 @@ def run(
         str | None,
         typer.Argument(help="What to plan (omit with --resume).", show_default=False),
     ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name", help="A name (default: the prompt's first line).", show_default=False
-        ),
-    ] = None,
+    name: Name = None,
     workspace: Annotated[
         Path | None,
         typer.Option(
             "--workspace",
-            help="The codebase the agents work in (a directory).",
+            help="The codebase the agents work in (a directory; for plan_implement a git "
+            "repository).",
             show_default=False,
         ),
     ] = None,
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help=f"The workflow: plan_review, or {PLAN_IMPLEMENT} (plan, then implement in a "
+            "git worktree and review the diff).",
+        ),
+    ] = "plan_review",
     planner: Annotated[
         str | None,
         typer.Option(
@@ -428,9 +550,18 @@ def run(
             show_default=False,
         ),
     ] = None,
-    max_iterations: Annotated[
-        int, typer.Option("--max-iterations", min=1, max=20, help="Plan revisions allowed.")
-    ] = 3,
+    implementer: Implementer = None,
+    code_reviewers: CodeReviewers = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-file",
+            help=f"Implement this plan as it is, skipping planning ({PLAN_IMPLEMENT}).",
+            show_default=False,
+        ),
+    ] = None,
+    keep_worktree: KeepWorktree = False,
+    max_iterations: MaxIterations = 3,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -441,39 +572,131 @@ def run(
     server: Server = None,
     token: Token = None,
 ) -> None:
-    """Run a Plan & Review workflow here: watch agents work, decide at each checkpoint.
+    """Run a workflow here: watch agents work, decide at each checkpoint.
 
     Exit 0 when it completes (or you cancel it), 1 when it failed, 130 on Ctrl-C
     (the workflow stays in the database; continue with --resume ID).
     """
-    if resume is None and not (prompt and prompt.strip()):
+    if resume is not None:
+        if prompt is not None:
+            raise typer.BadParameter("give either a prompt or --resume ID", param_hint="--resume")
+        started = [
+            flag
+            for flag, value in (
+                ("--name", name),
+                ("--workspace", workspace),
+                ("--type", type_ != "plan_review"),
+                ("--planner", planner),
+                ("--reviewer", reviewers),
+                ("--implementer", implementer),
+                ("--code-reviewer", code_reviewers),
+                ("--plan-file", plan_file),
+                ("--keep-worktree", keep_worktree),
+            )
+            if value
+        ]
+        if started:
+            raise typer.BadParameter(
+                f"{', '.join(started)}: --resume continues a workflow as it was started",
+                param_hint=started[0],
+            )
+        _session(ctx, server, token, database_url, lambda s: s.resume(resume))
+        return
+    if not (prompt and prompt.strip()):
         raise typer.BadParameter("give a prompt, or --resume ID", param_hint="PROMPT")
-    if resume is not None and prompt is not None:
-        raise typer.BadParameter("give either a prompt or --resume ID", param_hint="--resume")
-    agents: dict[str, str | list[str]] | None = None
-    if planner is not None or reviewers:
-        agents = {}
-        if planner is not None:
-            agents["planner"] = parse_agent(planner)
-        if reviewers:
-            agents["reviewers"] = [parse_agent(r) for r in reviewers]
+    agents, options = implement_choice(
+        type_,
+        implementer=implementer,
+        code_reviewers=code_reviewers,
+        plan_file=plan_file,
+        keep_worktree=keep_worktree,
+    )
+    if type_ == PLAN_IMPLEMENT and workspace is None:
+        raise typer.BadParameter(
+            f"--type {PLAN_IMPLEMENT} needs --workspace: the git repository to change",
+            param_hint="--workspace",
+        )
+    if planner is not None:
+        agents["planner"] = parse_agent(planner)
+    if reviewers:
+        agents["reviewers"] = [parse_agent(r) for r in reviewers]
+    fields: dict[str, Any] = {
+        "name": name or prompt.strip().splitlines()[0][:NAME_CHARS],
+        "prompt": prompt,
+        "type": type_,
+        "workspace_path": _workspace(workspace),
+        "agents": agents or None,
+        "max_iterations": max_iterations,
+        "options": options,
+    }
+    _session(ctx, server, token, database_url, lambda s: s.create(**fields))
 
+
+@app.command("implement")
+@exits_on_errors
+def implement(
+    ctx: typer.Context,
+    workflow_id: Annotated[
+        str,
+        typer.Argument(
+            help="A completed Plan & Review whose plan to implement.", show_default=False
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="A name (default: that workflow's).", show_default=False),
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            help="The git repository to change (default: that workflow's workspace).",
+            show_default=False,
+        ),
+    ] = None,
+    implementer: Implementer = None,
+    code_reviewers: CodeReviewers = None,
+    keep_worktree: KeepWorktree = False,
+    max_iterations: Annotated[
+        int, typer.Option("--max-iterations", min=1, max=20, help="Code revisions allowed.")
+    ] = 3,
+    database_url: DatabaseUrl = None,
+    server: Server = None,
+    token: Token = None,
+) -> None:
+    """Implement a completed Plan & Review's plan (a new plan_implement workflow that
+    skips planning), then decide on the code here, as in `orchestra run`."""
+    agents, options = implement_choice(
+        PLAN_IMPLEMENT,
+        implementer=implementer,
+        code_reviewers=code_reviewers,
+        plan_file=None,
+        keep_worktree=keep_worktree,
+    )
+    fields: dict[str, Any] = {
+        "name": name,
+        "type": PLAN_IMPLEMENT,
+        "workspace_path": _workspace(workspace),
+        "agents": agents or None,
+        "max_iterations": max_iterations,
+        "options": options,
+    }
+    _session(ctx, server, token, database_url, lambda s: s.continue_from(workflow_id, **fields))
+
+
+def _session(
+    ctx: typer.Context,
+    server: str | None,
+    token: str | None,
+    database_url: str | None,
+    start: Callable[[TerminalRun], Workflow],
+) -> None:
+    """Open the backend, start (or pick up) the workflow, and drive it to its end."""
     with asyncio.Runner() as runner:
         backend = open_backend(ctx, server=server, token=token, database_url=database_url)
         session = TerminalRun(backend, runner, console)
         try:
-            if resume is not None:
-                wf = session.resume(resume)
-            else:
-                assert prompt is not None
-                wf = session.create(
-                    name=name or prompt.strip().splitlines()[0][:NAME_CHARS],
-                    prompt=prompt,
-                    workspace_path=str(workspace.expanduser().resolve()) if workspace else None,
-                    agents=agents,
-                    max_iterations=max_iterations,
-                )
-            code = session.drive(wf)
+            code = session.drive(start(session))
         except KeyboardInterrupt:
             _stopped(ctx, session, server, "Interrupted.")
             code = ExitCode.INTERRUPTED
