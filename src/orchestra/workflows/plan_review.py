@@ -100,6 +100,9 @@ class PlanReviewState(WorkflowState):
     feedback: str | None = None
     notes: str | None = None
     notes_by: str | None = None
+    #: Notes a person gave when sending the plan to the reviewers (for their prompt).
+    reviewer_notes: str | None = None
+    reviewer_notes_by: str | None = None
     problem: Problem | None = None
 
 
@@ -154,7 +157,12 @@ def _action(
 
 
 def _default_reviewer_prompt(ctx: Ctx) -> str:
-    return prompts.reviewer_prompt(ctx.prompt, ctx.state.plan, ctx.iteration)
+    state = ctx.state
+    return prompts.with_notes(
+        prompts.reviewer_prompt(ctx.prompt, state.plan, ctx.iteration),
+        state.reviewer_notes,
+        state.reviewer_notes_by,
+    )
 
 
 def _default_feedback(ctx: Ctx) -> str:
@@ -178,11 +186,17 @@ def _to_planner(ctx: Ctx, state: PlanReviewState, prompt: str) -> Next:
     )
 
 
-def _complete(ctx: Ctx) -> Next:
+def _complete(ctx: Ctx, decision: Resolution | None = None) -> Next:
+    """The plan is approved: the workflow completes with it (the notes given with the
+    approval are recorded with the decision; no agent acts after it)."""
     state = ctx.state
     return Next(
         step=None, result={"plan": state.plan, "iterations": ctx.iteration, "plans": state.plans}
     )
+
+
+#: Where an approved plan goes: given the workflow and the approving decision.
+Approved = Callable[[Ctx, Resolution], Next]
 
 
 def _with_plan(state: PlanReviewState, ctx: Ctx, plan: str) -> PlanReviewState:
@@ -318,7 +332,9 @@ def _review_done(ctx: Ctx, runs: dict[str, AgentRun]) -> Next:
         for key, run in sorted(runs.items())
         if run.status is AgentRunStatus.COMPLETED
     )
-    state = ctx.state.replace(reviews=reviews, reviewer_prompt=None, problem=None)
+    state = ctx.state.replace(
+        reviews=reviews, reviewer_prompt=None, reviewer_notes=None, problem=None
+    )
     return Next(step=REVIEWS_READY, state=state)
 
 
@@ -342,6 +358,7 @@ def _plan_ready_resolve(ctx: Ctx, decision: Resolution) -> Next:
     state = ctx.state
     if decision.text is not None and decision.text != state.plan:  # the person edited it
         state = _with_plan(state, ctx, decision.text)
+    state = state.replace(reviewer_notes=decision.notes, reviewer_notes_by=decision.resolved_by)
     if decision.action == Action.EDIT_REVIEWER_PROMPT:
         return Next(step=EDIT_REVIEWER_PROMPT, state=state)
     return Next(step=REVIEW, state=state)
@@ -360,7 +377,8 @@ def _edit_reviewer_prompt_view(ctx: Ctx) -> CheckpointView:
 
 
 def _edit_reviewer_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
-    return Next(step=REVIEW, state=ctx.state.replace(reviewer_prompt=decision.text))
+    prompt = prompts.with_notes(decision.text or "", decision.notes, decision.resolved_by)
+    return Next(step=REVIEW, state=ctx.state.replace(reviewer_prompt=prompt))
 
 
 # -- reviews_ready_for_consolidation: approve, or send feedback back -------
@@ -385,11 +403,9 @@ def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
     )
 
 
-def _reviews_ready_resolve(
-    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
-) -> Next:
+def _reviews_ready_resolve(ctx: Ctx, decision: Resolution, approved: Approved = _complete) -> Next:
     if decision.action == Action.APPROVE:
-        return approved(ctx)
+        return approved(ctx, decision)
     feedback = decision.text or _default_feedback(ctx)
     state = ctx.state.replace(
         feedback=feedback, notes=decision.notes, notes_by=decision.resolved_by
@@ -416,7 +432,8 @@ def _edit_planner_prompt_view(ctx: Ctx) -> CheckpointView:
 
 def _edit_planner_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
     assert decision.text is not None  # requires_content
-    return _to_planner(ctx, ctx.state, decision.text)
+    prompt = prompts.with_notes(decision.text, decision.notes, decision.resolved_by)
+    return _to_planner(ctx, ctx.state, prompt)
 
 
 # -- iteration_limit_reached: approve as is, or allow one more -------------
@@ -433,14 +450,15 @@ def _limit_view(ctx: Ctx) -> CheckpointView:
     )
 
 
-def _limit_resolve(
-    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
-) -> Next:
+def _limit_resolve(ctx: Ctx, decision: Resolution, approved: Approved = _complete) -> Next:
     if decision.action == Action.APPROVE:
-        return approved(ctx)
+        return approved(ctx, decision)
+    pending = ctx.state.pending_planner_prompt
     state = ctx.state.replace(
         extra_iterations=ctx.state.extra_iterations + 1,
-        planner_prompt=ctx.state.pending_planner_prompt,
+        planner_prompt=prompts.with_notes(pending, decision.notes, decision.resolved_by)
+        if pending
+        else None,
         pending_planner_prompt=None,
     )
     return Next(step=PLAN, iteration=ctx.iteration + 1, state=state)
@@ -500,6 +518,22 @@ def _problem_view(ctx: Ctx) -> CheckpointView:
     )
 
 
+def _retry_prompts(ctx: Ctx, step: str, decision: Resolution) -> PlanReviewState:
+    """The state whose prompts carry the notes given with a retry, so the agents run
+    again read them (prompts unchanged without notes)."""
+    state = ctx.state
+    if not decision.notes or not decision.notes.strip():
+        return state
+    by = decision.resolved_by
+    if step == PLAN:
+        prompt = state.planner_prompt or prompts.planner_prompt(ctx.prompt)
+        return state.replace(planner_prompt=prompts.with_notes(prompt, decision.notes, by))
+    if step == REVIEW:
+        prompt = state.reviewer_prompt or _default_reviewer_prompt(ctx)
+        return state.replace(reviewer_prompt=prompts.with_notes(prompt, decision.notes, by))
+    return state
+
+
 def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
     problem = ctx.state.problem
     assert problem is not None
@@ -512,7 +546,8 @@ def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
             if longer is None and f.error.startswith("timeout") and f.timeout_s:
                 longer = min(2 * f.timeout_s, _max_timeout(ctx))
             retry[f.agent] = longer
-        return Next(step=problem.step, state=ctx.state.replace(problem=None), retry=retry)
+        state = _retry_prompts(ctx, problem.step, decision).replace(problem=None)
+        return Next(step=problem.step, state=state, retry=retry)
     if problem.step == PLAN:  # manual_input: the person's text is the plan
         assert decision.text is not None
         output = AgentOutput(
@@ -582,7 +617,7 @@ def _initial_state(agents: dict[str, Any]) -> PlanReviewState:
 
 
 def plan_steps(
-    approved: Callable[[Ctx], Next] = _complete, *, approve_label: str = "Approve plan (finish)"
+    approved: Approved = _complete, *, approve_label: str = "Approve plan (finish)"
 ) -> dict[str, AgentStep[Any] | CheckpointStep[Any]]:
     """Plan & Review's steps; ``approved`` says where an approved plan goes (by
     default the workflow completes with it), for a workflow that continues it."""
