@@ -66,6 +66,8 @@ from orchestra.workflows.reviews import (
     consolidate,
     feedback_markdown,
     parse_review,
+    reviews_favour_approval,
+    verdict_line,
 )
 
 log = logging.getLogger(__name__)
@@ -376,11 +378,24 @@ def _code_ready_view(ctx: Ctx) -> CheckpointView:
         {Action.REQUEST_CHANGES, Action.EDIT_IMPLEMENTER_PROMPT} if at_limit else {Action.EXTEND}
     )
     outputs = ([state.implementer_output] if state.implementer_output else []) + reviews
+    consolidation = consolidate(reviews)
+    checks_ok = change.check is None or change.check.passed
+    if checks_ok and reviews_favour_approval(consolidation):
+        recommended = Action.APPROVE
+    else:
+        recommended = Action.EXTEND if at_limit else Action.REQUEST_CHANGES
+    added = sum(f.added for f in change.files)
+    removed = sum(f.removed for f in change.files)
+    checked = "" if change.check is None else (", checks pass" if checks_ok else ", checks FAIL")
+    reviewed = f"; {verdict_line(consolidation)}" if reviews else ""
     return CheckpointView(
         instructions=instructions,
         agent_outputs=outputs,
-        editable_content=feedback_markdown(reviews, consolidate(reviews)) if reviews else "",
-        consolidation=consolidate(reviews) if reviews else None,
+        editable_content=feedback_markdown(reviews, consolidation) if reviews else "",
+        consolidation=consolidation if reviews else None,
+        summary=f"Change v{state.code_iteration} ready — {files} file(s) +{added} −{removed}"
+        f"{checked}{reviewed}; recommended: {recommended}",
+        recommended=recommended,
         context={
             "code": as_context(change),
             "iteration": state.code_iteration,
@@ -439,6 +454,9 @@ def _edit_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it.",
         editable_content=_revision(ctx, ctx.state),
         context={"iteration": ctx.state.code_iteration},
+        summary=f"Implementer's prompt for iteration {ctx.state.code_iteration + 1} — edit "
+        "it, then send it",
+        recommended=Action.SEND_TO_IMPLEMENTER,
     )
 
 
@@ -477,6 +495,9 @@ def _confirm_view(ctx: Ctx) -> CheckpointView:
         editable_content=_default_message(ctx),
         context={"code": as_context(change), "iteration": ctx.state.code_iteration},
         hide_actions=frozenset() if base else frozenset({Action.COMMIT_AND_MERGE}),
+        summary=f"Commit the approved change on {change.branch} — confirm the message; "
+        "recommended: commit",
+        recommended=Action.COMMIT,
     )
 
 

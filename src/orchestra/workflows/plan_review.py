@@ -46,7 +46,14 @@ from orchestra.engine.definition import (
 )
 from orchestra.workflows import prompts
 from orchestra.workflows.plan_files import FINAL, sync_plan
-from orchestra.workflows.reviews import REVIEW_SCHEMA, consolidate, feedback_markdown, parse_review
+from orchestra.workflows.reviews import (
+    REVIEW_SCHEMA,
+    consolidate,
+    feedback_markdown,
+    parse_review,
+    reviews_favour_approval,
+    verdict_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +358,9 @@ def _plan_ready_view(ctx: Ctx) -> CheckpointView:
         agent_outputs=[output] if output else [],
         editable_content=ctx.state.plan,
         context={"iteration": ctx.iteration, "plan_versions": sorted(ctx.state.plans, key=int)},
+        summary=f"Plan v{ctx.iteration} ready — read it, edit it if needed, and send it to "
+        "the reviewers; recommended: approve",
+        recommended=Action.APPROVE,
     )
 
 
@@ -373,6 +383,8 @@ def _edit_reviewer_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it to the reviewers.",
         editable_content=_default_reviewer_prompt(ctx),
         context={"iteration": ctx.iteration},
+        summary=f"Reviewers' prompt for plan v{ctx.iteration} — edit it, then send it",
+        recommended=Action.SEND_TO_REVIEWERS,
     )
 
 
@@ -387,6 +399,8 @@ def _edit_reviewer_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
 def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
     outputs = list(ctx.state.reviews)
     consolidation = consolidate(outputs)
+    favoured = reviews_favour_approval(consolidation)
+    recommended = Action.APPROVE if favoured else Action.REVISE
     return CheckpointView(
         instructions=(
             "Read the reviews. Approve the plan to finish, or edit the consolidated "
@@ -395,6 +409,9 @@ def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
         agent_outputs=outputs,
         editable_content=feedback_markdown(outputs, consolidation),
         consolidation=consolidation,
+        summary=f"Plan v{ctx.iteration} reviewed — {verdict_line(consolidation)}; "
+        f"recommended: {recommended}",
+        recommended=recommended,
         context={
             "iteration": ctx.iteration,
             "plan": ctx.state.plan,
@@ -427,6 +444,8 @@ def _edit_planner_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it to the planner.",
         editable_content=_revision_prompt(ctx, feedback, state.notes, state.notes_by),
         context={"iteration": ctx.iteration},
+        summary=f"Planner's prompt for plan v{ctx.iteration + 1} — edit it, then send it",
+        recommended=Action.SEND_TO_PLANNER,
     )
 
 
@@ -447,6 +466,9 @@ def _limit_view(ctx: Ctx) -> CheckpointView:
         ),
         editable_content=ctx.state.plan,
         context={"iteration": ctx.iteration, "max_iterations": ctx.max_iterations},
+        summary=f"Plan v{ctx.iteration} reached the limit of {ctx.max_iterations} "
+        "iterations — approve it or allow one more; recommended: approve",
+        recommended=Action.APPROVE,
     )
 
 
@@ -515,6 +537,9 @@ def _problem_view(ctx: Ctx) -> CheckpointView:
         },
         hide_actions=frozenset() if can_skip else frozenset({Action.SKIP_AGENT}),
         input_maximum={RETRY_TIMEOUT.name: _max_timeout(ctx)},
+        summary=f"{names} failed ({failures[0].error.split(':', 1)[0]}) — retry, skip or "
+        "write their part; recommended: retry",
+        recommended=Action.RETRY,
     )
 
 
