@@ -177,6 +177,10 @@ class Checkpoint(Model):
     actions: list[CheckpointAction]
     consolidation: Consolidation | None = None
     context: JSON = Field(default_factory=dict)
+    #: What is needed, in one line, and the action recommended (an offered one, or none).
+    #: Checkpoints made before these existed have an empty summary.
+    summary: str = ""
+    recommended: str | None = None
     status: CheckpointStatus
     resolution: Resolution | None = None
     created_at: datetime

@@ -145,6 +145,10 @@ def apply_next_txn(tx: Tx, row: RowMap, nxt: Next, *, lease: Lease | None = None
     return moved
 
 
+#: The longest one-line summary a checkpoint keeps (inbox rows, notifications, CLI).
+SUMMARY_CHARS = 200
+
+
 def _capped(action: CheckpointAction, view: CheckpointView) -> CheckpointAction:
     """``action`` with the view's lower input maxima applied."""
     if not action.inputs or not view.input_maximum:
@@ -174,6 +178,8 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "actions": [a.model_dump(mode="json") for a in actions],
         "consolidation": view.consolidation.model_dump(mode="json") if view.consolidation else None,
         "context": view.context,
+        "summary": " ".join((view.summary or step.title).split())[:SUMMARY_CHARS],
+        "recommended": view.recommended if view.recommended in {a.name for a in actions} else None,
     }
     number = next(iter(tx.fetch(_NEXT_NUMBER, {"wid": row["id"]})[0].values()))
     cp_row = {

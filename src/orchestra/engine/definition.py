@@ -138,6 +138,12 @@ class CheckpointView:
     editable_content: str | None = None
     consolidation: Consolidation | None = None
     context: JSON = field(default_factory=dict)
+    #: What the person is asked for, in one line (inbox rows, notifications, the
+    #: CLI), e.g. "Plan v2 reviewed — 3 approve; recommended: approve". Empty: the title.
+    summary: str = ""
+    #: The action the definition recommends here, marked where the actions are shown
+    #: (ignored when it is not offered this time).
+    recommended: str | None = None
     #: Names of actions to leave out this time (e.g. skip_agent with no reviews).
     hide_actions: frozenset[str] = frozenset()
     #: Lower upper bounds for action inputs this time, by input name (e.g. a retry's

@@ -66,6 +66,8 @@ from orchestra.workflows.reviews import (
     consolidate,
     feedback_markdown,
     parse_review,
+    reviews_favour_approval,
+    verdict_line,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ class PlanImplementState(PlanReviewState):
     comments: tuple[LineComment, ...] = ()
     code_notes: str | None = None
     code_notes_by: str | None = None
+    #: Notes given with a retry of the code review, for the reviewers run again.
+    code_review_notes: str | None = None
+    code_review_notes_by: str | None = None
     approved_by: str | None = None
     commit_message: str | None = None
     merge: bool = False
@@ -150,10 +155,21 @@ def _timeout(ctx: Ctx, entry: dict[str, Any], job_timeout: str, default: float) 
 # -- from the approved plan to the implementer -----------------------------
 
 
-def _to_implementer(ctx: Ctx) -> Next:
-    """The plan is approved: the implementer's first iteration."""
-    state = ctx.state.replace(code_iteration=1, implementer_prompt=None)
+def _to_implementer(ctx: Ctx, decision: Resolution | None = None) -> Next:
+    """The plan is approved: the implementer's first iteration (the notes given with
+    the approval go into its prompt)."""
+    prompt = None
+    if decision is not None and decision.notes and decision.notes.strip():
+        prompt = prompts.with_notes(
+            _first_prompt(ctx, ctx.state), decision.notes, decision.resolved_by
+        )
+    state = ctx.state.replace(code_iteration=1, implementer_prompt=prompt)
     return Next(step=IMPLEMENT, state=state)
+
+
+def _first_prompt(ctx: Ctx, state: PlanImplementState) -> str:
+    """The implementer's prompt for the approved plan."""
+    return prompts.implementer_prompt(ctx.prompt, state.plan, _place(ctx).worktree().branch)
 
 
 def _entry(state: PlanImplementState) -> str:
@@ -168,7 +184,6 @@ def _implement_tasks(ctx: Ctx) -> list[AgentTask]:
     options = entry.get("options", {})
     state = ctx.state
     place = _place(ctx)
-    branch = place.worktree().branch
     session = state.implementer_session if options.get("resume") is True else None
     iteration = state.code_iteration
     return [
@@ -177,8 +192,7 @@ def _implement_tasks(ctx: Ctx) -> list[AgentTask]:
             job="implementer",
             adapter=entry["adapter"],
             options=options,
-            prompt=state.implementer_prompt
-            or prompts.implementer_prompt(ctx.prompt, state.plan, branch),
+            prompt=state.implementer_prompt or _first_prompt(ctx, state),
             timeout_s=_timeout(ctx, entry, "implementer_timeout_s", 1800),
             resume_session=session or None,
             workdir=Workdir(
@@ -261,8 +275,12 @@ def _check_text(check: CheckOutcome | None) -> str | None:
 def _code_review_tasks(ctx: Ctx) -> list[AgentTask]:
     state = ctx.state
     assert state.code is not None
-    prompt = prompts.code_reviewer_prompt(
-        ctx.prompt, state.plan, _diff_text(state.code), _check_text(state.check)
+    prompt = prompts.with_notes(
+        prompts.code_reviewer_prompt(
+            ctx.prompt, state.plan, _diff_text(state.code), _check_text(state.check)
+        ),
+        state.code_review_notes,
+        state.code_review_notes_by,
     )
     path = _place(ctx).worktree().path
     return [
@@ -298,7 +316,8 @@ def _code_review_done(ctx: Ctx, runs: dict[str, AgentRun]) -> Next:
         for key, run in sorted(runs.items())
         if run.status is AgentRunStatus.COMPLETED
     )
-    return Next(step=CODE_READY, state=ctx.state.replace(code_reviews=reviews, problem=None))
+    state = ctx.state.replace(code_reviews=reviews, code_review_notes=None, problem=None)
+    return Next(step=CODE_READY, state=state)
 
 
 # -- code_ready_for_review: a person decides on the change -----------------
@@ -359,11 +378,24 @@ def _code_ready_view(ctx: Ctx) -> CheckpointView:
         {Action.REQUEST_CHANGES, Action.EDIT_IMPLEMENTER_PROMPT} if at_limit else {Action.EXTEND}
     )
     outputs = ([state.implementer_output] if state.implementer_output else []) + reviews
+    consolidation = consolidate(reviews)
+    checks_ok = change.check is None or change.check.passed
+    if checks_ok and reviews_favour_approval(consolidation):
+        recommended = Action.APPROVE
+    else:
+        recommended = Action.EXTEND if at_limit else Action.REQUEST_CHANGES
+    added = sum(f.added for f in change.files)
+    removed = sum(f.removed for f in change.files)
+    checked = "" if change.check is None else (", checks pass" if checks_ok else ", checks FAIL")
+    reviewed = f"; {verdict_line(consolidation)}" if reviews else ""
     return CheckpointView(
         instructions=instructions,
         agent_outputs=outputs,
-        editable_content=feedback_markdown(reviews, consolidate(reviews)) if reviews else "",
-        consolidation=consolidate(reviews) if reviews else None,
+        editable_content=feedback_markdown(reviews, consolidation) if reviews else "",
+        consolidation=consolidation if reviews else None,
+        summary=f"Change v{state.code_iteration} ready — {files} file(s) +{added} −{removed}"
+        f"{checked}{reviewed}; recommended: {recommended}",
+        recommended=recommended,
         context={
             "code": as_context(change),
             "iteration": state.code_iteration,
@@ -422,12 +454,16 @@ def _edit_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it.",
         editable_content=_revision(ctx, ctx.state),
         context={"iteration": ctx.state.code_iteration},
+        summary=f"Implementer's prompt for iteration {ctx.state.code_iteration + 1} — edit "
+        "it, then send it",
+        recommended=Action.SEND_TO_IMPLEMENTER,
     )
 
 
 def _edit_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
     assert decision.text is not None  # requires_content
-    return _next_iteration(ctx, ctx.state, decision.text)
+    prompt = prompts.with_notes(decision.text, decision.notes, decision.resolved_by)
+    return _next_iteration(ctx, ctx.state, prompt)
 
 
 # -- confirm_commit: the message, and whether to merge ---------------------
@@ -459,6 +495,9 @@ def _confirm_view(ctx: Ctx) -> CheckpointView:
         editable_content=_default_message(ctx),
         context={"code": as_context(change), "iteration": ctx.state.code_iteration},
         hide_actions=frozenset() if base else frozenset({Action.COMMIT_AND_MERGE}),
+        summary=f"Commit the approved change on {change.branch} — confirm the message; "
+        "recommended: commit",
+        recommended=Action.COMMIT,
     )
 
 
@@ -550,12 +589,27 @@ def _problem_view(ctx: Ctx) -> CheckpointView:
     return dataclasses.replace(view, hide_actions=frozenset(hidden))
 
 
+def _retry_notes(ctx: Ctx, step: str, decision: Resolution) -> PlanImplementState:
+    """The state after a retry with notes: they reach the agents run again."""
+    state = ctx.state.replace(problem=None)
+    notes, by = decision.notes, decision.resolved_by
+    if step == IMPLEMENT:
+        prompt = state.implementer_prompt or _first_prompt(ctx, state)
+        return state.replace(implementer_prompt=prompts.with_notes(prompt, notes, by))
+    if step == CODE_REVIEW:
+        return state.replace(code_review_notes=notes, code_review_notes_by=by)
+    return plan_review._retry_prompts(ctx, step, decision).replace(problem=None)  # type: ignore[arg-type,return-value]
+
+
 def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
     problem = ctx.state.problem
     assert problem is not None
     planning = problem.step in (plan_review.PLAN, plan_review.REVIEW)
     if decision.action == PlanAction.RETRY or planning:
-        return plan_review._problem_resolve(ctx, decision)  # type: ignore[arg-type]
+        nxt = plan_review._problem_resolve(ctx, decision)  # type: ignore[arg-type]
+        if decision.action == PlanAction.RETRY and decision.notes and decision.notes.strip():
+            return dataclasses.replace(nxt, state=_retry_notes(ctx, problem.step, decision))
+        return nxt
     if problem.step == CHECK:  # skip: review without the check
         state = ctx.state.replace(check=None, problem=None)
         return Next(step=CODE_REVIEW, skip_failed=CHECK, state=state)

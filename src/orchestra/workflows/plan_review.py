@@ -46,7 +46,14 @@ from orchestra.engine.definition import (
 )
 from orchestra.workflows import prompts
 from orchestra.workflows.plan_files import FINAL, sync_plan
-from orchestra.workflows.reviews import REVIEW_SCHEMA, consolidate, feedback_markdown, parse_review
+from orchestra.workflows.reviews import (
+    REVIEW_SCHEMA,
+    consolidate,
+    feedback_markdown,
+    parse_review,
+    reviews_favour_approval,
+    verdict_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,9 @@ class PlanReviewState(WorkflowState):
     feedback: str | None = None
     notes: str | None = None
     notes_by: str | None = None
+    #: Notes a person gave when sending the plan to the reviewers (for their prompt).
+    reviewer_notes: str | None = None
+    reviewer_notes_by: str | None = None
     problem: Problem | None = None
 
 
@@ -154,7 +164,12 @@ def _action(
 
 
 def _default_reviewer_prompt(ctx: Ctx) -> str:
-    return prompts.reviewer_prompt(ctx.prompt, ctx.state.plan, ctx.iteration)
+    state = ctx.state
+    return prompts.with_notes(
+        prompts.reviewer_prompt(ctx.prompt, state.plan, ctx.iteration),
+        state.reviewer_notes,
+        state.reviewer_notes_by,
+    )
 
 
 def _default_feedback(ctx: Ctx) -> str:
@@ -178,11 +193,17 @@ def _to_planner(ctx: Ctx, state: PlanReviewState, prompt: str) -> Next:
     )
 
 
-def _complete(ctx: Ctx) -> Next:
+def _complete(ctx: Ctx, decision: Resolution | None = None) -> Next:
+    """The plan is approved: the workflow completes with it (the notes given with the
+    approval are recorded with the decision; no agent acts after it)."""
     state = ctx.state
     return Next(
         step=None, result={"plan": state.plan, "iterations": ctx.iteration, "plans": state.plans}
     )
+
+
+#: Where an approved plan goes: given the workflow and the approving decision.
+Approved = Callable[[Ctx, Resolution], Next]
 
 
 def _with_plan(state: PlanReviewState, ctx: Ctx, plan: str) -> PlanReviewState:
@@ -318,7 +339,9 @@ def _review_done(ctx: Ctx, runs: dict[str, AgentRun]) -> Next:
         for key, run in sorted(runs.items())
         if run.status is AgentRunStatus.COMPLETED
     )
-    state = ctx.state.replace(reviews=reviews, reviewer_prompt=None, problem=None)
+    state = ctx.state.replace(
+        reviews=reviews, reviewer_prompt=None, reviewer_notes=None, problem=None
+    )
     return Next(step=REVIEWS_READY, state=state)
 
 
@@ -335,6 +358,9 @@ def _plan_ready_view(ctx: Ctx) -> CheckpointView:
         agent_outputs=[output] if output else [],
         editable_content=ctx.state.plan,
         context={"iteration": ctx.iteration, "plan_versions": sorted(ctx.state.plans, key=int)},
+        summary=f"Plan v{ctx.iteration} ready — read it, edit it if needed, and send it to "
+        "the reviewers; recommended: approve",
+        recommended=Action.APPROVE,
     )
 
 
@@ -342,6 +368,7 @@ def _plan_ready_resolve(ctx: Ctx, decision: Resolution) -> Next:
     state = ctx.state
     if decision.text is not None and decision.text != state.plan:  # the person edited it
         state = _with_plan(state, ctx, decision.text)
+    state = state.replace(reviewer_notes=decision.notes, reviewer_notes_by=decision.resolved_by)
     if decision.action == Action.EDIT_REVIEWER_PROMPT:
         return Next(step=EDIT_REVIEWER_PROMPT, state=state)
     return Next(step=REVIEW, state=state)
@@ -356,11 +383,14 @@ def _edit_reviewer_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it to the reviewers.",
         editable_content=_default_reviewer_prompt(ctx),
         context={"iteration": ctx.iteration},
+        summary=f"Reviewers' prompt for plan v{ctx.iteration} — edit it, then send it",
+        recommended=Action.SEND_TO_REVIEWERS,
     )
 
 
 def _edit_reviewer_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
-    return Next(step=REVIEW, state=ctx.state.replace(reviewer_prompt=decision.text))
+    prompt = prompts.with_notes(decision.text or "", decision.notes, decision.resolved_by)
+    return Next(step=REVIEW, state=ctx.state.replace(reviewer_prompt=prompt))
 
 
 # -- reviews_ready_for_consolidation: approve, or send feedback back -------
@@ -369,6 +399,8 @@ def _edit_reviewer_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
 def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
     outputs = list(ctx.state.reviews)
     consolidation = consolidate(outputs)
+    favoured = reviews_favour_approval(consolidation)
+    recommended = Action.APPROVE if favoured else Action.REVISE
     return CheckpointView(
         instructions=(
             "Read the reviews. Approve the plan to finish, or edit the consolidated "
@@ -377,6 +409,9 @@ def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
         agent_outputs=outputs,
         editable_content=feedback_markdown(outputs, consolidation),
         consolidation=consolidation,
+        summary=f"Plan v{ctx.iteration} reviewed — {verdict_line(consolidation)}; "
+        f"recommended: {recommended}",
+        recommended=recommended,
         context={
             "iteration": ctx.iteration,
             "plan": ctx.state.plan,
@@ -385,11 +420,9 @@ def _reviews_ready_view(ctx: Ctx) -> CheckpointView:
     )
 
 
-def _reviews_ready_resolve(
-    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
-) -> Next:
+def _reviews_ready_resolve(ctx: Ctx, decision: Resolution, approved: Approved = _complete) -> Next:
     if decision.action == Action.APPROVE:
-        return approved(ctx)
+        return approved(ctx, decision)
     feedback = decision.text or _default_feedback(ctx)
     state = ctx.state.replace(
         feedback=feedback, notes=decision.notes, notes_by=decision.resolved_by
@@ -411,12 +444,15 @@ def _edit_planner_prompt_view(ctx: Ctx) -> CheckpointView:
         "iteration. Edit it and send it to the planner.",
         editable_content=_revision_prompt(ctx, feedback, state.notes, state.notes_by),
         context={"iteration": ctx.iteration},
+        summary=f"Planner's prompt for plan v{ctx.iteration + 1} — edit it, then send it",
+        recommended=Action.SEND_TO_PLANNER,
     )
 
 
 def _edit_planner_prompt_resolve(ctx: Ctx, decision: Resolution) -> Next:
     assert decision.text is not None  # requires_content
-    return _to_planner(ctx, ctx.state, decision.text)
+    prompt = prompts.with_notes(decision.text, decision.notes, decision.resolved_by)
+    return _to_planner(ctx, ctx.state, prompt)
 
 
 # -- iteration_limit_reached: approve as is, or allow one more -------------
@@ -430,17 +466,21 @@ def _limit_view(ctx: Ctx) -> CheckpointView:
         ),
         editable_content=ctx.state.plan,
         context={"iteration": ctx.iteration, "max_iterations": ctx.max_iterations},
+        summary=f"Plan v{ctx.iteration} reached the limit of {ctx.max_iterations} "
+        "iterations — approve it or allow one more; recommended: approve",
+        recommended=Action.APPROVE,
     )
 
 
-def _limit_resolve(
-    ctx: Ctx, decision: Resolution, approved: Callable[[Ctx], Next] = _complete
-) -> Next:
+def _limit_resolve(ctx: Ctx, decision: Resolution, approved: Approved = _complete) -> Next:
     if decision.action == Action.APPROVE:
-        return approved(ctx)
+        return approved(ctx, decision)
+    pending = ctx.state.pending_planner_prompt
     state = ctx.state.replace(
         extra_iterations=ctx.state.extra_iterations + 1,
-        planner_prompt=ctx.state.pending_planner_prompt,
+        planner_prompt=prompts.with_notes(pending, decision.notes, decision.resolved_by)
+        if pending
+        else None,
         pending_planner_prompt=None,
     )
     return Next(step=PLAN, iteration=ctx.iteration + 1, state=state)
@@ -497,7 +537,26 @@ def _problem_view(ctx: Ctx) -> CheckpointView:
         },
         hide_actions=frozenset() if can_skip else frozenset({Action.SKIP_AGENT}),
         input_maximum={RETRY_TIMEOUT.name: _max_timeout(ctx)},
+        summary=f"{names} failed ({failures[0].error.split(':', 1)[0]}) — retry, skip or "
+        "write their part; recommended: retry",
+        recommended=Action.RETRY,
     )
+
+
+def _retry_prompts(ctx: Ctx, step: str, decision: Resolution) -> PlanReviewState:
+    """The state whose prompts carry the notes given with a retry, so the agents run
+    again read them (prompts unchanged without notes)."""
+    state = ctx.state
+    if not decision.notes or not decision.notes.strip():
+        return state
+    by = decision.resolved_by
+    if step == PLAN:
+        prompt = state.planner_prompt or prompts.planner_prompt(ctx.prompt)
+        return state.replace(planner_prompt=prompts.with_notes(prompt, decision.notes, by))
+    if step == REVIEW:
+        prompt = state.reviewer_prompt or _default_reviewer_prompt(ctx)
+        return state.replace(reviewer_prompt=prompts.with_notes(prompt, decision.notes, by))
+    return state
 
 
 def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
@@ -512,7 +571,8 @@ def _problem_resolve(ctx: Ctx, decision: Resolution) -> Next:
             if longer is None and f.error.startswith("timeout") and f.timeout_s:
                 longer = min(2 * f.timeout_s, _max_timeout(ctx))
             retry[f.agent] = longer
-        return Next(step=problem.step, state=ctx.state.replace(problem=None), retry=retry)
+        state = _retry_prompts(ctx, problem.step, decision).replace(problem=None)
+        return Next(step=problem.step, state=state, retry=retry)
     if problem.step == PLAN:  # manual_input: the person's text is the plan
         assert decision.text is not None
         output = AgentOutput(
@@ -582,7 +642,7 @@ def _initial_state(agents: dict[str, Any]) -> PlanReviewState:
 
 
 def plan_steps(
-    approved: Callable[[Ctx], Next] = _complete, *, approve_label: str = "Approve plan (finish)"
+    approved: Approved = _complete, *, approve_label: str = "Approve plan (finish)"
 ) -> dict[str, AgentStep[Any] | CheckpointStep[Any]]:
     """Plan & Review's steps; ``approved`` says where an approved plan goes (by
     default the workflow completes with it), for a workflow that continues it."""

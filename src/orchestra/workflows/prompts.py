@@ -33,9 +33,15 @@ def revision_prompt(
         f"## Current plan (v{version})\n\n{plan.strip()}\n\n"
         f"## Feedback to address\n\n{feedback.strip()}\n"
     )
-    if notes and notes.strip():
-        text += f"\n## Notes from {by or 'the reviewer'}\n\n{notes.strip()}\n"
-    return text
+    return with_notes(text, notes, by)
+
+
+def with_notes(prompt: str, notes: str | None, by: str | None) -> str:
+    """``prompt`` with the notes a person gave with their decision, so they reach
+    the agent that acts next (unchanged when there are none)."""
+    if not notes or not notes.strip():
+        return prompt
+    return f"{prompt.rstrip()}\n\n## Notes from {by or 'the reviewer'}\n\n{notes.strip()}\n"
 
 
 _REVIEWER_PREAMBLE = (
@@ -90,9 +96,7 @@ def implementer_revision_prompt(
     )
     if comments:
         text += f"\n## Line comments from {by or 'the reviewer'}\n\n" + comments_markdown(comments)
-    if notes and notes.strip():
-        text += f"\n## Notes from {by or 'the reviewer'}\n\n{notes.strip()}\n"
-    return text
+    return with_notes(text, notes, by)
 
 
 _CODE_REVIEWER_PREAMBLE = (

@@ -221,3 +221,23 @@ def feedback_markdown(outputs: list[AgentOutput], consolidation: Consolidation) 
     for out in plain:
         lines += ["", f"## Review by {out.agent}", "", out.content.strip()]
     return "\n".join(lines).strip() + "\n"
+
+
+def verdict_line(consolidation: Consolidation) -> str:
+    """The reviewers' verdicts in a few words: ``3 reviewers: 2× approve, 1× reject``."""
+    counts = Counter(v.verdict or "plain text" for v in consolidation.verdicts)
+    n = len(consolidation.verdicts)
+    said = ", ".join(f"{k}× {v}" for v, k in counts.most_common())
+    issues = sum(len(items) for items in consolidation.issues_by_severity.values())
+    return f"{n} reviewer{'s' if n != 1 else ''}: {said}" + (
+        f" ({issues} issue{'s' if issues != 1 else ''})" if issues else ""
+    )
+
+
+def reviews_favour_approval(consolidation: Consolidation) -> bool:
+    """Whether the reviews, taken together, say the work may go ahead: every reviewer
+    gave a verdict, none asked for changes or rejected, no critical or high issue."""
+    verdicts = [v.verdict for v in consolidation.verdicts]
+    if not verdicts or any(v is None or v in ("request_changes", "reject") for v in verdicts):
+        return False
+    return not any(consolidation.issues_by_severity.get(s) for s in ("critical", "high"))
