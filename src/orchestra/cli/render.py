@@ -413,6 +413,8 @@ def actions_view(cp: Checkpoint) -> Table:
         line = Text.assemble(
             (action.label, ACTION_STYLE[action.style]), (f"  [{action.name}]", "dim")
         )
+        if action.name == cp.recommended:
+            line.append("  ★ recommended", style="bold green")
         if action.requires_content:
             line.append("  (you write the text)", style="italic")
         for spec in action.inputs:
@@ -614,9 +616,10 @@ def code_change_view(change: CodeChange) -> RenderableType:
 
 def checkpoint_view(cp: Checkpoint) -> RenderableType:
     """The whole checkpoint: instructions, outputs, consolidation, content, actions."""
-    parts: list[RenderableType] = [
-        Text.assemble(("Instructions: ", "bold"), cp.instructions),
-    ]
+    parts: list[RenderableType] = []
+    if cp.summary:
+        parts.append(Text.assemble(("Needed: ", "bold"), cp.summary))
+    parts.append(Text.assemble(("Instructions: ", "bold"), cp.instructions))
     parts += _context_view(cp.context)
     for output in cp.agent_outputs:
         if cp.editable_content and output.content == cp.editable_content:
@@ -672,7 +675,7 @@ def inbox_table(
         "Inbox: checkpoints waiting for a person",
         "Checkpoint",
         "Workflow",
-        "Title",
+        "Needed",
         "Iter",
         "Waiting",
         "Actions",
@@ -682,7 +685,7 @@ def inbox_table(
         table.add_row(
             cp.id,
             escape(names.get(cp.workflow_id, cp.workflow_id)),
-            escape(cp.title),
+            escape(cp.summary or cp.title),
             str(cp.iteration),
             since(cp.created_at, now),
             ", ".join(a.name for a in cp.actions),
