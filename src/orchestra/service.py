@@ -9,13 +9,14 @@ store's queries. Nothing here writes SQL or keeps workflow state in memory.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
-from orchestra.domain.errors import InvalidInput
+from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
@@ -26,6 +27,9 @@ from orchestra.workflows import git_worktree
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
 MAX_ITERATIONS_LIMIT = 20
+#: Matches listed when a short id is ambiguous.
+MAX_PREFIX_MATCHES = 10
+_ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
 
@@ -110,6 +114,34 @@ class Orchestra:
             previous_result=previous.result if previous is not None else None,
         )
         return (await self.engine.create(new)).value
+
+    # -- short ids -----------------------------------------------------------
+
+    async def expand_id(self, kind: Literal["workflow", "checkpoint"], given: str) -> str:
+        """The full id of the workflow or checkpoint whose id starts with ``given`` (at
+        least 4 hex digits, as git takes a commit's); an ambiguous prefix is bad input
+        that lists the matches, an unknown one is not found."""
+        given = given.strip().lower()
+        if not _ID_PREFIX.fullmatch(given):
+            raise InvalidInput(
+                f"{kind} id {given[:40]!r} must be 4 to 32 hex digits (a full id or its start)",
+                details={"field": f"{kind}_id"},
+            )
+        if len(given) == 32:
+            return given
+        found = await self.db.read(
+            lambda c: queries.ids_with_prefix(c, kind, given, MAX_PREFIX_MATCHES + 1)
+        )
+        if not found:
+            raise NotFound(f"no {kind} id starts with {given!r}")
+        if len(found) > 1:
+            shown = ", ".join(found[:MAX_PREFIX_MATCHES])
+            more = " …" if len(found) > MAX_PREFIX_MATCHES else ""
+            raise InvalidInput(
+                f"{given!r} is the start of several {kind} ids ({shown}{more}); give more digits",
+                details={"field": f"{kind}_id", "matches": found[:MAX_PREFIX_MATCHES]},
+            )
+        return found[0]
 
     # -- worktrees (Implement & Review) --------------------------------------
 

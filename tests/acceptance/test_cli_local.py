@@ -402,7 +402,14 @@ async def test_inbox_resolve_and_exit_codes(
     assert [item["id"] for item in inbox["items"]] == [cp.id]
     assert inbox["items"][0]["step_name"] == "plan_ready_for_review"
     table = ok(orchestra(tmp_path, db_url, "inbox")).stdout
-    assert cp.id in table and "cli" in table
+    assert cp.id[:8] in table and cp.id not in table and "cli" in table  # short ids
+    narrow = orchestra(tmp_path, db_url, "inbox", env=cli_env(tmp_path, COLUMNS="80"))
+    assert all(len(line) <= 80 for line in ok(narrow).stdout.splitlines()), narrow.stdout
+    # A short id is taken back wherever an id is: show, resolve.
+    shown = ok(orchestra(tmp_path, db_url, "show", wf.id[:6])).stdout
+    assert f"orchestra resolve {cp.id[:8]}" in shown
+    unknown_prefix = orchestra(tmp_path, db_url, "show", "ffff0000")
+    assert unknown_prefix.returncode == 3, unknown_prefix.stderr
 
     unknown = orchestra(tmp_path, db_url, "resolve", cp.id, "--action", "nope")
     assert unknown.returncode == 2

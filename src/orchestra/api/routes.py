@@ -268,6 +268,22 @@ async def resolve_checkpoint(
 # -- tokens (admin) ----------------------------------------------------------
 
 
+# -- short ids -----------------------------------------------------------------
+
+
+class FullId(BaseModel):
+    id: str
+
+
+@router.get("/ids/{kind}/{prefix}", tags=["ids"], responses=error_responses(401, 404, 422))
+async def expand_id(
+    request: Request, kind: Literal["workflow", "checkpoint"], prefix: str, _: Reader
+) -> FullId:
+    """The full id of the workflow or checkpoint whose id starts with ``prefix`` (4+ hex
+    digits); ambiguous: a 422 whose ``details.matches`` lists them."""
+    return FullId(id=await _service(request).expand_id(kind, prefix))
+
+
 # -- worktrees -----------------------------------------------------------------
 
 

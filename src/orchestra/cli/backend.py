@@ -7,13 +7,23 @@ Both return the same domain models, so there is one rendering path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import WorkflowStatus
+
+_SHORT_ID = re.compile(r"[0-9a-fA-F]{4,31}")
+
+
+def is_short_id(given: str) -> bool:
+    """Whether ``given`` looks like an abbreviated id (4–31 hex digits); anything else
+    is passed on as it is, so an unknown id is still "not found" (exit 3)."""
+    return _SHORT_ID.fullmatch(given) is not None
+
 
 #: How long a local event reader waits for the doorbell before reading again
 #: (another process's commits on SQLite are only seen by reading).
@@ -38,6 +48,10 @@ class Backend(Protocol):
     ) -> Workflow: ...
 
     async def get_workflow(self, workflow_id: str) -> Workflow: ...
+
+    async def expand_id(self, kind: Literal["workflow", "checkpoint"], given: str) -> str:
+        """The full id a unique prefix (4+ hex digits) names; a full id as it is."""
+        ...
 
     async def list_workflows(
         self, *, status: WorkflowStatus | None, limit: int, cursor: str | None

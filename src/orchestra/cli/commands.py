@@ -31,6 +31,7 @@ from orchestra.cli.render import (
     event_line,
     inbox_table,
     result_view,
+    short_id,
     status_text,
     timeline_table,
     workflow_summary,
@@ -50,7 +51,9 @@ from orchestra.domain.models import (
 )
 from orchestra.domain.statuses import WorkflowStatus
 
-WorkflowId = Annotated[str, typer.Argument(help="The workflow's id.", show_default=False)]
+WorkflowId = Annotated[
+    str, typer.Argument(help="The workflow's id, or its first 4+ characters.", show_default=False)
+]
 Limit = Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many.")]
 Cursor = Annotated[
     str | None,
@@ -107,7 +110,7 @@ def show(
     """Show a workflow: status, step, iteration, timeline, and the pending checkpoint."""
 
     async def body(b: Backend) -> None:
-        history = await b.history(workflow_id)
+        history = await b.history(await b.expand_id("workflow", workflow_id))
         if as_json:
             print_json(history.model_dump(mode="json"))
             return
@@ -118,7 +121,7 @@ def show(
             console.print(checkpoint_view(wf.pending_checkpoint))
             takes = any(a.takes_comments for a in wf.pending_checkpoint.actions)
             console.print(
-                f"Resolve: orchestra resolve {wf.pending_checkpoint.id} --action ACTION"
+                f"Resolve: orchestra resolve {short_id(wf.pending_checkpoint.id)} --action ACTION"
                 + (" [--comment PATH:LINE:TEXT …]" if takes else ""),
                 style="dim",
                 markup=False,
@@ -164,7 +167,10 @@ def inbox(
 @exits_on_errors
 def resolve(
     ctx: typer.Context,
-    checkpoint_id: Annotated[str, typer.Argument(help="The checkpoint's id.", show_default=False)],
+    checkpoint_id: Annotated[
+        str,
+        typer.Argument(help="The checkpoint's id, or its first 4+ characters.", show_default=False),
+    ],
     action: Annotated[
         str, typer.Option("--action", "-a", help="The action's name (see `orchestra show`).")
     ],
@@ -222,8 +228,9 @@ def resolve(
     async def body(b: Backend) -> None:
         content = edited
         line_comments: list[LineComment] | None = None
+        full_id = await b.expand_id("checkpoint", checkpoint_id)
         if edit or comments:
-            cp = await b.get_checkpoint(checkpoint_id)
+            cp = await b.get_checkpoint(full_id)
             chosen = _offered(cp, action)  # say so before the editor opens
             if comments:
                 line_comments = _line_comments(cp, chosen, comments)
@@ -238,7 +245,7 @@ def resolve(
             inputs=given,
             comments=line_comments,
         )
-        cp = await b.resolve(checkpoint_id, decision)
+        cp = await b.resolve(full_id, decision)
         if as_json:
             print_json(cp.model_dump(mode="json"))
             return
@@ -312,7 +319,7 @@ def _workflow_change(
         database_url: DatabaseUrl = None,
     ) -> None:
         async def body(b: Backend) -> None:
-            wf = await change(b, workflow_id)
+            wf = await change(b, await b.expand_id("workflow", workflow_id))
             if as_json:
                 print_json(wf.model_dump(mode="json"))
             else:
@@ -353,15 +360,16 @@ def watch(
     """Print a workflow's events as they happen, until it ends (exit 0 for any ending)."""
 
     async def body(b: Backend) -> None:
-        wf = await b.get_workflow(workflow_id)
+        full_id = await b.expand_id("workflow", workflow_id)
+        wf = await b.get_workflow(full_id)
         if wf.status.is_terminal:  # nothing will happen any more: print what did
-            for event in (await b.history(workflow_id)).events:
+            for event in (await b.history(full_id)).events:
                 if event.id > after:
                     _print_event(event, as_json)
         else:
-            await _follow(b, workflow_id, after, as_json)
+            await _follow(b, full_id, after, as_json)
         if not as_json:
-            console.print(result_view(await b.get_workflow(workflow_id)))
+            console.print(result_view(await b.get_workflow(full_id)))
 
     with_backend(ctx, body, server=server, token=token, database_url=database_url)
 

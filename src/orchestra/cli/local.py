@@ -10,9 +10,9 @@ import contextlib
 import getpass
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
-from orchestra.cli.backend import EVENT_POLL_S
+from orchestra.cli.backend import EVENT_POLL_S, is_short_id
 from orchestra.config import Settings
 from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
@@ -65,6 +65,9 @@ class LocalBackend:
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
         return await self.service.get_workflow(workflow_id)
+
+    async def expand_id(self, kind: Literal["workflow", "checkpoint"], given: str) -> str:
+        return await self.service.expand_id(kind, given) if is_short_id(given) else given
 
     async def list_workflows(
         self, *, status: WorkflowStatus | None, limit: int, cursor: str | None

@@ -13,12 +13,14 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 from pydantic import BaseModel, RootModel, ValidationError
 
+from orchestra.cli.backend import is_short_id
 from orchestra.cli.errors import AccessDenied, CliError
 from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.errors import (
@@ -31,6 +33,13 @@ from orchestra.domain.errors import (
 )
 from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+
+
+class _FullId(BaseModel):
+    """The answer of ``GET /api/ids/{kind}/{prefix}``."""
+
+    id: str
+
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +146,12 @@ class RemoteBackend:
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
         return await self._model(Workflow, "GET", f"/api/workflows/{workflow_id}")
+
+    async def expand_id(self, kind: Literal["workflow", "checkpoint"], given: str) -> str:
+        if not is_short_id(given):
+            return given
+        found = await self._model(_FullId, "GET", f"/api/ids/{kind}/{quote(given, safe='')}")
+        return found.id
 
     async def list_workflows(
         self, *, status: WorkflowStatus | None, limit: int, cursor: str | None

@@ -125,6 +125,15 @@ def since(moment: datetime, now: datetime | None = None) -> str:
 # -- workflows -------------------------------------------------------------
 
 
+#: Characters of an id shown in tables; any unique prefix of 4+ is accepted back.
+SHORT_ID_CHARS = 8
+
+
+def short_id(value: str) -> str:
+    """An id as the CLI shows it (like git's short commit ids); ``--json`` has them whole."""
+    return value[:SHORT_ID_CHARS]
+
+
 def table_of(title: str, *columns: str, keep: tuple[str, ...] = ("ID", "Time", "Status")) -> Table:
     """A table whose ``keep`` columns (ids, times) never wrap; the others fold."""
     table = Table(title=title, title_justify="left")
@@ -137,7 +146,7 @@ def workflows_table(items: Sequence[Workflow]) -> Table:
     table = table_of("Workflows", "ID", "Name", "Status", "Step", "Iter", "Updated")
     for wf in items:
         table.add_row(
-            wf.id,
+            short_id(wf.id),
             escape(wf.name),
             status_text(wf.status),
             wf.current_step or "—",
@@ -239,7 +248,7 @@ def timeline_table(history: History) -> Table:
         )
     for cp in history.checkpoints:
         what = f"checkpoint #{cp.number} {cp.title} [{cp.step_name}]"
-        rows.append((cp.created_at, cp.iteration, what, status_text(cp.status), cp.id))
+        rows.append((cp.created_at, cp.iteration, what, status_text(cp.status), short_id(cp.id)))
         if cp.resolution is not None:
             r = cp.resolution
             notes = []
@@ -661,7 +670,7 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
     return Panel(
         Group(*parts),
         title=f"[bold]Checkpoint #{cp.number}: {escape(cp.title)}[/] ",
-        subtitle=f"{cp.step_name} · iteration {cp.iteration} · {cp.id}",
+        subtitle=f"{cp.step_name} · iteration {cp.iteration} · {short_id(cp.id)}",
         title_align="left",
         subtitle_align="left",
         border_style=CHECKPOINT_STYLE[cp.status],
@@ -683,7 +692,7 @@ def inbox_table(
     )
     for cp in checkpoints:
         table.add_row(
-            cp.id,
+            short_id(cp.id),
             escape(names.get(cp.workflow_id, cp.workflow_id)),
             escape(cp.summary or cp.title),
             str(cp.iteration),

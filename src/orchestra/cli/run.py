@@ -189,11 +189,13 @@ class TerminalRun:
 
     def continue_from(self, previous_id: str, **fields: Any) -> Workflow:
         """A new workflow continuing ``previous_id`` (its name and prompt unless given)."""
+        previous_id = self.runner.run(self.backend.expand_id("workflow", previous_id))
         previous = self.runner.run(self.backend.get_workflow(previous_id))
         fields["name"] = fields.get("name") or previous.name
         return self.create(prompt=previous.prompt, from_workflow=previous.id, **fields)
 
     def resume(self, workflow_id: str) -> Workflow:
+        workflow_id = self.runner.run(self.backend.expand_id("workflow", workflow_id))
         history = self.runner.run(self.backend.history(workflow_id))
         self.workflow_id = workflow_id
         self.cursor = history.events[-1].id if history.events else 0

@@ -257,3 +257,22 @@ def workflows_in_workspace(conn: Connection, workspace: str, type_: str) -> list
         workflows.c.workspace_path == workspace, workflows.c.type == type_
     )
     return [(row.id, row.status) for row in conn.execute(query)]
+
+
+#: Tables whose ids a person may abbreviate to a unique prefix.
+_BY_KIND = {"workflow": workflows, "checkpoint": checkpoints}
+
+
+def ids_with_prefix(conn: Connection, kind: str, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` ids of ``kind`` (``workflow``, ``checkpoint``) starting with
+    ``prefix`` (lowercase hex, checked by the caller), in order."""
+    table = _BY_KIND[kind]
+    query = (
+        select(table.c.id)
+        # The range lets the primary key's index find them; LIKE keeps it exact
+        # whatever the database's collation.
+        .where(table.c.id >= prefix, table.c.id < prefix + "g", table.c.id.like(prefix + "%"))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    return [row.id for row in conn.execute(query)]
