@@ -913,3 +913,32 @@ def test_implement_continues_a_plan_review_and_worktrees_prune(db_url: str, tmp_
     assert wf.status is WorkflowStatus.COMPLETED and wf.result is not None
     assert wf.result["discarded"] is True
     assert list_worktrees(ws) == []
+
+
+async def test_inbox_watch_shows_the_inbox_again_when_a_checkpoint_arrives_or_is_resolved(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "watch.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            command(tmp_path, db_url, ["inbox", "--watch"]),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=cli_env(tmp_path),
+            start_new_session=True,
+        )
+    try:
+        await eventually(lambda: "Nothing waits for you." in out.read_text(), what="inbox")
+        wf = await _waiting_workflow(service, worker, name="watched")
+        cp = wf.pending_checkpoint
+        assert cp is not None
+        await eventually(lambda: cp.id[:8] in out.read_text(), what="the new checkpoint")
+        await service.resolve(cp.id, Decision(action="cancel"), actor="ana")
+        await eventually(
+            lambda: out.read_text().count("Nothing waits for you.") == 2,
+            what=f"the inbox empty again:\n{out.read_text()}",
+        )
+        assert proc.poll() is None  # still watching
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=20)

@@ -77,5 +77,8 @@ async def test_the_api_expands_a_prefix(db_url: str, tmp_path: Any) -> None:
             assert (await client.get("/api/ids/workflow/ffff")).status_code == 404
             assert (await client.get("/api/ids/workflow/ab%25d")).status_code == 422
             assert (await client.get("/api/ids/tokens/abcd")).status_code == 422
+            # Where the log is now: the cursor `orchestra inbox --watch` follows from.
+            last = (await client.get("/api/events/last")).json()
+            assert last == {"id": await runtime.service.last_event_id()} and last["id"] > 0
     finally:
         runtime.close()

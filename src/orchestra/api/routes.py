@@ -268,6 +268,19 @@ async def resolve_checkpoint(
 # -- tokens (admin) ----------------------------------------------------------
 
 
+# -- the event log ---------------------------------------------------------------
+
+
+class LastEvent(BaseModel):
+    id: int = Field(description="the newest event's id (0: none yet): a cursor for streams")
+
+
+@router.get("/events/last", tags=["events"], responses=error_responses(401))
+async def last_event(request: Request, _: Reader) -> LastEvent:
+    """Where the event log is now, so a client can follow only what happens next."""
+    return LastEvent(id=await _service(request).last_event_id())
+
+
 # -- short ids -----------------------------------------------------------------
 
 

@@ -76,8 +76,13 @@ class Backend(Protocol):
         removing those whose workflow ended or is unknown."""
         ...
 
-    def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
-        """Every event of the workflow after ``after``, then live ones; never ends."""
+    def events(self, workflow_id: str | None, *, after: int) -> AsyncGenerator[Event]:
+        """Every event of the workflow (``None``: of all workflows) after ``after``,
+        then live ones; never ends."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The newest event's id: a cursor to follow only what happens next."""
         ...
 
     def working(self, workflow_id: str) -> AbstractAsyncContextManager[None]:

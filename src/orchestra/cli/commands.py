@@ -4,6 +4,7 @@ Each works on the local database or, with ``--server``, over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -138,14 +139,18 @@ def inbox(
     ctx: typer.Context,
     limit: Limit = 100,
     cursor: Cursor = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Show it again whenever it changes.")
+    ] = False,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Checkpoints waiting for a person, oldest first, with how long they have waited."""
+    """Checkpoints waiting for a person, oldest first, with how long they have waited
+    (``--watch``: again each time one is created or resolved, until Ctrl-C)."""
 
-    async def body(b: Backend) -> None:
+    async def show_inbox(b: Backend) -> None:
         page = await b.list_pending_checkpoints(limit=limit, cursor=cursor)
         if as_json:
             print_json(page.model_dump(mode="json"))
@@ -159,6 +164,17 @@ def inbox(
             console.print("Nothing waits for you.", style="dim")
         if page.next_cursor:
             console.print(f"More: orchestra inbox --cursor {page.next_cursor}", style="dim")
+
+    async def body(b: Backend) -> None:
+        after = await b.last_event_id() if watch else 0
+        await show_inbox(b)
+        if not watch:
+            return
+        changes = {EventType.CHECKPOINT_CREATED, EventType.CHECKPOINT_STATUS_CHANGED}
+        async with contextlib.aclosing(b.events(None, after=after)) as events:
+            async for event in events:
+                if event.type in changes:
+                    await show_inbox(b)
 
     with_backend(ctx, body, server=server, token=token, database_url=database_url)
 

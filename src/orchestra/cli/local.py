@@ -98,7 +98,10 @@ class LocalBackend:
         # needs no role here (the server asks an admin for it).
         return await self.service.worktrees(workspace_path, prune=prune)
 
-    async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
+    async def last_event_id(self) -> int:
+        return await self.service.last_event_id()
+
+    async def events(self, workflow_id: str | None, *, after: int) -> AsyncGenerator[Event]:
         """The workflow's events through the log's one follower (the server's hub
         uses it too): this process's commits come with the doorbell, others are read."""
         db = self.runtime.db

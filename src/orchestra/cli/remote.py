@@ -35,6 +35,12 @@ from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, 
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 
 
+class _LastEvent(BaseModel):
+    """The answer of ``GET /api/events/last``."""
+
+    id: int
+
+
 class _FullId(BaseModel):
     """The answer of ``GET /api/ids/{kind}/{prefix}``."""
 
@@ -196,10 +202,19 @@ class RemoteBackend:
             left = await self._model(_Worktrees, "GET", "/api/worktrees", params=params)
         return left.root
 
-    async def events(self, workflow_id: str, *, after: int) -> AsyncGenerator[Event]:
-        """The workflow's SSE stream, reconnecting with ``Last-Event-ID`` when it drops."""
+    async def last_event_id(self) -> int:
+        found = await self._model(_LastEvent, "GET", "/api/events/last")
+        return found.id
+
+    async def events(self, workflow_id: str | None, *, after: int) -> AsyncGenerator[Event]:
+        """The workflow's (or every workflow's) SSE stream, reconnecting with
+        ``Last-Event-ID`` when it drops."""
         cursor, failures = after, 0
-        path = f"/api/workflows/{workflow_id}/events/stream"
+        path = (
+            "/api/events/stream"
+            if workflow_id is None
+            else f"/api/workflows/{workflow_id}/events/stream"
+        )
         while True:
             headers = {"Accept": "text/event-stream", "Last-Event-ID": str(cursor)}
             try:
