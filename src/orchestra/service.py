@@ -9,6 +9,7 @@ store's queries. Nothing here writes SQL or keeps workflow state in memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,13 +17,26 @@ from typing import Any, Literal
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
-from orchestra.domain.errors import InvalidInput, NotFound
-from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
+from orchestra.domain.models import (
+    MAX_BATCH,
+    BatchItem,
+    BatchResult,
+    Checkpoint,
+    Decision,
+    Event,
+    History,
+    Page,
+    Workflow,
+)
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
+from orchestra.engine.checkpoints import ResolutionConflict
 from orchestra.store import queries
 from orchestra.store.db import Database
 from orchestra.workflows import git_worktree
+
+log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 200_000
@@ -335,6 +349,52 @@ class Orchestra:
             checkpoint_id, decision, actor=actor, idempotency_key=idempotency_key
         )
         return resolved.value
+
+    async def resolve_batch(
+        self,
+        checkpoint_ids: Sequence[str],
+        decision: Decision,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+    ) -> BatchResult:
+        """Apply one decision to several checkpoints, each as its own exactly-once
+        resolution with its own audit row; what happened to each, in order (one that
+        was already resolved elsewhere is reported, the rest still applied)."""
+        if not 1 <= len(checkpoint_ids) <= MAX_BATCH:
+            raise InvalidInput(
+                f"give 1–{MAX_BATCH} checkpoint ids", details={"field": "checkpoint_ids"}
+            )
+        if len(set(checkpoint_ids)) != len(checkpoint_ids):
+            raise InvalidInput(
+                "a checkpoint id is given twice", details={"field": "checkpoint_ids"}
+            )
+        items = []
+        for cp_id in checkpoint_ids:
+            key = f"{idempotency_key}:{cp_id}" if idempotency_key is not None else None
+            try:
+                cp = await self.resolve(cp_id, decision, actor=actor, idempotency_key=key)
+            except ResolutionConflict as exc:
+                items.append(
+                    BatchItem(
+                        checkpoint_id=cp_id,
+                        outcome="already_resolved",
+                        message=exc.message,
+                        checkpoint=exc.checkpoint,
+                    )
+                )
+            except NotFound as exc:
+                items.append(
+                    BatchItem(checkpoint_id=cp_id, outcome="not_found", message=exc.message)
+                )
+            except InvalidInput as exc:
+                items.append(BatchItem(checkpoint_id=cp_id, outcome="invalid", message=exc.message))
+            except OrchestraError as exc:
+                log.warning("batch resolution of %s failed: %s", cp_id, exc.message)
+                items.append(BatchItem(checkpoint_id=cp_id, outcome="failed", message=exc.message))
+            else:
+                items.append(BatchItem(checkpoint_id=cp_id, outcome="resolved", checkpoint=cp))
+        return BatchResult(items=items)
 
     # -- cancel and retry ----------------------------------------------------
 

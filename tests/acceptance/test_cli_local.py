@@ -942,3 +942,23 @@ async def test_inbox_watch_shows_the_inbox_again_when_a_checkpoint_arrives_or_is
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=20)
+
+
+async def test_resolve_several_checkpoints_reports_each_outcome(
+    service: Orchestra, worker: Worker, db_url: str, tmp_path: Path
+) -> None:
+    one = (await _waiting_workflow(service, worker, name="one")).pending_checkpoint
+    two = (await _waiting_workflow(service, worker, name="two")).pending_checkpoint
+    three = (await _waiting_workflow(service, worker, name="three")).pending_checkpoint
+    assert one is not None and two is not None and three is not None
+    await service.resolve(two.id, Decision(action="cancel"), actor="bo")  # elsewhere, first
+    ids = [one.id[:8], two.id, three.id[:6]]
+    done = orchestra(tmp_path, db_url, "resolve", *ids, "--action", "approve", "--json")
+    assert done.returncode == 4, done.stderr  # not every one was resolved here
+    outcomes = [item["outcome"] for item in json.loads(done.stdout)["items"]]
+    assert outcomes == ["resolved", "already_resolved", "resolved"]
+    for cp in (one, three):
+        got = await service.get_checkpoint(cp.id)
+        assert got.resolution is not None and got.resolution.action == "approve"
+    mixed = orchestra(tmp_path, db_url, "resolve", one.id, two.id, "--action", "x", "--edit")
+    assert mixed.returncode == 2 and "for one checkpoint" in mixed.stderr

@@ -17,7 +17,16 @@ from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
 from orchestra.domain.code import CodeChange, WorktreeInfo
 from orchestra.domain.errors import NotFound
-from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.models import (
+    MAX_BATCH,
+    BatchResult,
+    Checkpoint,
+    Decision,
+    Event,
+    History,
+    Page,
+    Workflow,
+)
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.domain.untrusted import Text, request_problem
@@ -262,6 +271,33 @@ async def resolve_checkpoint(
     ``idempotency_key_reused``."""
     return await _service(request).resolve(
         checkpoint_id, body, actor=who.name, idempotency_key=idempotency_key
+    )
+
+
+class ResolveBatch(Body, Decision):
+    """One decision for several checkpoints (each offering its action)."""
+
+    checkpoint_ids: Annotated[list[Text], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+@router.post(
+    "/checkpoints/resolve",
+    tags=["checkpoints"],
+    responses=error_responses(401, 403, 413, 422),
+)
+async def resolve_checkpoints(
+    request: Request,
+    body: ResolveBatch,
+    who: Resolver,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> BatchResult:
+    """Apply one decision to several checkpoints: each is its own exactly-once
+    resolution with its own audit row, and the answer says per item what happened
+    (``resolved``, ``already_resolved`` — someone decided first —, ``invalid``,
+    ``not_found``); one failing item never undoes or stops the others."""
+    decision = Decision.model_validate(body.model_dump(include=set(Decision.model_fields)))
+    return await _service(request).resolve_batch(
+        body.checkpoint_ids, decision, actor=who.name, idempotency_key=idempotency_key
     )
 
 

@@ -13,7 +13,15 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
 from orchestra.domain.code import WorktreeInfo
-from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.models import (
+    BatchResult,
+    Checkpoint,
+    Decision,
+    Event,
+    History,
+    Page,
+    Workflow,
+)
 from orchestra.domain.statuses import WorkflowStatus
 
 _SHORT_ID = re.compile(r"[0-9a-fA-F]{4,31}")
@@ -64,6 +72,10 @@ class Backend(Protocol):
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint: ...
 
     async def resolve(self, checkpoint_id: str, decision: Decision) -> Checkpoint: ...
+
+    async def resolve_batch(self, checkpoint_ids: list[str], decision: Decision) -> BatchResult:
+        """The same decision for each checkpoint, each its own resolution."""
+        ...
 
     async def cancel(self, workflow_id: str) -> Workflow: ...
 

@@ -26,8 +26,9 @@ from orchestra.cli.app import (
 from orchestra.cli.backend import Backend
 from orchestra.cli.comments import check_count, parse_option
 from orchestra.cli.editor import edit_text
-from orchestra.cli.errors import exits_on_errors
+from orchestra.cli.errors import ExitCode, exits_on_errors
 from orchestra.cli.render import (
+    batch_table,
     checkpoint_view,
     event_line,
     inbox_table,
@@ -183,9 +184,13 @@ def inbox(
 @exits_on_errors
 def resolve(
     ctx: typer.Context,
-    checkpoint_id: Annotated[
-        str,
-        typer.Argument(help="The checkpoint's id, or its first 4+ characters.", show_default=False),
+    checkpoint_ids: Annotated[
+        list[str],
+        typer.Argument(
+            help="The checkpoint's id, or its first 4+ characters; several apply the same "
+            "decision to each (a batch).",
+            show_default=False,
+        ),
     ],
     action: Annotated[
         str, typer.Option("--action", "-a", help="The action's name (see `orchestra show`).")
@@ -232,7 +237,16 @@ def resolve(
     token: Token = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Resolve a checkpoint with one of its actions (exit 4 if someone already did)."""
+    """Resolve a checkpoint with one of its actions (exit 4 if someone already did).
+
+    With several ids, each is resolved on its own (its own audit row, exactly once) and
+    each outcome is printed; exit 4 unless every one was resolved."""
+    if len(checkpoint_ids) > 1 and (edit or content_file is not None or comments):
+        raise typer.BadParameter(
+            "--edit, --content-file and --comment are for one checkpoint; a batch applies "
+            "the same action, notes and inputs to each",
+            param_hint="CHECKPOINT_IDS",
+        )
     if edit and content_file is not None:
         raise typer.BadParameter("use either --edit or --content-file", param_hint="--edit")
     edited = _read_content(content_file) if content_file is not None else None
@@ -241,10 +255,24 @@ def resolve(
     for raw in comments or []:
         parse_option(raw)
 
+    async def batch(b: Backend) -> None:
+        full_ids = [await b.expand_id("checkpoint", given) for given in checkpoint_ids]
+        decision = Decision(action=action, edited_content=edited, notes=notes, inputs=given)
+        done = await b.resolve_batch(full_ids, decision)
+        if as_json:
+            print_json(done.model_dump(mode="json"))
+        else:
+            console.print(batch_table(done))
+        if done.resolved != len(done.items):
+            raise typer.Exit(ExitCode.CONFLICT)
+
     async def body(b: Backend) -> None:
+        if len(checkpoint_ids) > 1:
+            await batch(b)
+            return
         content = edited
         line_comments: list[LineComment] | None = None
-        full_id = await b.expand_id("checkpoint", checkpoint_id)
+        full_id = await b.expand_id("checkpoint", checkpoint_ids[0])
         if edit or comments:
             cp = await b.get_checkpoint(full_id)
             chosen = _offered(cp, action)  # say so before the editor opens

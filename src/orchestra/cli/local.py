@@ -15,7 +15,15 @@ from typing import Any, Literal
 from orchestra.cli.backend import EVENT_POLL_S, is_short_id
 from orchestra.config import Settings
 from orchestra.domain.code import WorktreeInfo
-from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.models import (
+    BatchResult,
+    Checkpoint,
+    Decision,
+    Event,
+    History,
+    Page,
+    Workflow,
+)
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.runtime import Runtime, _redact, open_runtime
 from orchestra.store.follow import LogFollower
@@ -83,6 +91,9 @@ class LocalBackend:
 
     async def resolve(self, checkpoint_id: str, decision: Decision) -> Checkpoint:
         return await self.service.resolve(checkpoint_id, decision, actor=self.actor)
+
+    async def resolve_batch(self, checkpoint_ids: list[str], decision: Decision) -> BatchResult:
+        return await self.service.resolve_batch(checkpoint_ids, decision, actor=self.actor)
 
     async def cancel(self, workflow_id: str) -> Workflow:
         return await self.service.cancel(workflow_id, actor=self.actor)

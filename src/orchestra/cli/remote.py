@@ -31,7 +31,15 @@ from orchestra.domain.errors import (
     NotFound,
     OrchestraError,
 )
-from orchestra.domain.models import Checkpoint, Decision, Event, History, Page, Workflow
+from orchestra.domain.models import (
+    BatchResult,
+    Checkpoint,
+    Decision,
+    Event,
+    History,
+    Page,
+    Workflow,
+)
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 
 
@@ -182,6 +190,13 @@ class RemoteBackend:
             f"/api/checkpoints/{checkpoint_id}/resolve",
             json=body,
             headers=headers,
+        )
+
+    async def resolve_batch(self, checkpoint_ids: list[str], decision: Decision) -> BatchResult:
+        body = {**decision.model_dump(mode="json"), "checkpoint_ids": checkpoint_ids}
+        headers = {"Idempotency-Key": uuid.uuid4().hex}  # a retried request: the same answers
+        return await self._model(
+            BatchResult, "POST", "/api/checkpoints/resolve", json=body, headers=headers
         )
 
     async def cancel(self, workflow_id: str) -> Workflow:

@@ -37,6 +37,7 @@ from orchestra.domain.events import EventType
 from orchestra.domain.models import (
     AgentOutput,
     AgentRun,
+    BatchResult,
     Checkpoint,
     Consolidation,
     Event,
@@ -675,6 +676,34 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
         subtitle_align="left",
         border_style=CHECKPOINT_STYLE[cp.status],
     )
+
+
+#: How each outcome of a batch decision is shown.
+_OUTCOME_STYLE = {
+    "resolved": "green",
+    "already_resolved": "yellow",
+    "invalid": "red",
+    "not_found": "red",
+    "failed": "red",
+}
+
+
+def batch_table(done: BatchResult) -> Table:
+    """What a batch decision did to each checkpoint."""
+    table = table_of(
+        f"Batch: {done.resolved} of {len(done.items)} resolved",
+        "Checkpoint",
+        "Outcome",
+        "Detail",
+        keep=("Checkpoint", "Outcome"),
+    )
+    for item in done.items:
+        table.add_row(
+            short_id(item.checkpoint_id),
+            Text(item.outcome, style=_OUTCOME_STYLE[item.outcome]),
+            safe_text(item.message),
+        )
+    return table
 
 
 def inbox_table(

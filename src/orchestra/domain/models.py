@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -187,6 +187,29 @@ class Checkpoint(Model):
 
     def action(self, name: str) -> CheckpointAction | None:
         return next((a for a in self.actions if a.name == name), None)
+
+
+#: The most checkpoints one batch decision resolves.
+MAX_BATCH = 100
+
+
+class BatchItem(Model):
+    """What one checkpoint of a batch decision came to (each is its own resolution)."""
+
+    checkpoint_id: str
+    #: ``resolved``; ``already_resolved`` (someone else decided first: nothing changed);
+    #: ``invalid`` (e.g. the action is not offered there); ``not_found``; ``failed``.
+    outcome: Literal["resolved", "already_resolved", "invalid", "not_found", "failed"]
+    message: str = ""
+    checkpoint: Checkpoint | None = None
+
+
+class BatchResult(Model):
+    items: list[BatchItem]
+
+    @property
+    def resolved(self) -> int:
+        return sum(1 for item in self.items if item.outcome == "resolved")
 
 
 class Workflow(Model):
