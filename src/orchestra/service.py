@@ -29,7 +29,7 @@ from orchestra.domain.models import (
     Page,
     Workflow,
 )
-from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.domain.statuses import BatchOutcome, CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.engine.checkpoints import ResolutionConflict
 from orchestra.store import queries
@@ -372,28 +372,27 @@ class Orchestra:
         items = []
         for cp_id in checkpoint_ids:
             key = f"{idempotency_key}:{cp_id}" if idempotency_key is not None else None
+            outcome, message, checkpoint = BatchOutcome.RESOLVED, "", None
             try:
-                cp = await self.resolve(cp_id, decision, actor=actor, idempotency_key=key)
+                checkpoint = await self.resolve(cp_id, decision, actor=actor, idempotency_key=key)
             except ResolutionConflict as exc:
-                items.append(
-                    BatchItem(
-                        checkpoint_id=cp_id,
-                        outcome="already_resolved",
-                        message=exc.message,
-                        checkpoint=exc.checkpoint,
-                    )
+                outcome, message, checkpoint = (
+                    BatchOutcome.ALREADY_RESOLVED,
+                    exc.message,
+                    exc.checkpoint,
                 )
             except NotFound as exc:
-                items.append(
-                    BatchItem(checkpoint_id=cp_id, outcome="not_found", message=exc.message)
-                )
+                outcome, message = BatchOutcome.NOT_FOUND, exc.message
             except InvalidInput as exc:
-                items.append(BatchItem(checkpoint_id=cp_id, outcome="invalid", message=exc.message))
+                outcome, message = BatchOutcome.INVALID, exc.message
             except OrchestraError as exc:
                 log.warning("batch resolution of %s failed: %s", cp_id, exc.message)
-                items.append(BatchItem(checkpoint_id=cp_id, outcome="failed", message=exc.message))
-            else:
-                items.append(BatchItem(checkpoint_id=cp_id, outcome="resolved", checkpoint=cp))
+                outcome, message = BatchOutcome.FAILED, exc.message
+            items.append(
+                BatchItem(
+                    checkpoint_id=cp_id, outcome=outcome, message=message, checkpoint=checkpoint
+                )
+            )
         return BatchResult(items=items)
 
     # -- cancel and retry ----------------------------------------------------

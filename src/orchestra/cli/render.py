@@ -47,6 +47,7 @@ from orchestra.domain.models import (
 from orchestra.domain.statuses import (
     ActionStyle,
     AgentRunStatus,
+    BatchOutcome,
     CheckpointStatus,
     WorkflowStatus,
 )
@@ -680,11 +681,11 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
 
 #: How each outcome of a batch decision is shown.
 _OUTCOME_STYLE = {
-    "resolved": "green",
-    "already_resolved": "yellow",
-    "invalid": "red",
-    "not_found": "red",
-    "failed": "red",
+    BatchOutcome.RESOLVED: "green",
+    BatchOutcome.ALREADY_RESOLVED: "yellow",
+    BatchOutcome.INVALID: "red",
+    BatchOutcome.NOT_FOUND: "red",
+    BatchOutcome.FAILED: "red",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -18,6 +18,7 @@ from orchestra.domain.events import EventType
 from orchestra.domain.statuses import (
     ActionStyle,
     AgentRunStatus,
+    BatchOutcome,
     CheckpointStatus,
     WorkflowStatus,
 )
@@ -197,9 +198,7 @@ class BatchItem(Model):
     """What one checkpoint of a batch decision came to (each is its own resolution)."""
 
     checkpoint_id: str
-    #: ``resolved``; ``already_resolved`` (someone else decided first: nothing changed);
-    #: ``invalid`` (e.g. the action is not offered there); ``not_found``; ``failed``.
-    outcome: Literal["resolved", "already_resolved", "invalid", "not_found", "failed"]
+    outcome: BatchOutcome
     message: str = ""
     checkpoint: Checkpoint | None = None
 
@@ -209,7 +208,7 @@ class BatchResult(Model):
 
     @property
     def resolved(self) -> int:
-        return sum(1 for item in self.items if item.outcome == "resolved")
+        return sum(1 for item in self.items if item.outcome is BatchOutcome.RESOLVED)
 
 
 class Workflow(Model):

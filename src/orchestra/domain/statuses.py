@@ -127,3 +127,15 @@ TRANSITIONS: dict[Entity, dict[str, frozenset[str]]] = {
 def is_allowed(entity: Entity, old: str, new: str) -> bool:
     """Whether ``old → new`` is in the entity's transition table."""
     return new in TRANSITIONS[entity].get(old, frozenset())
+
+
+class BatchOutcome(StrEnum):
+    """What one checkpoint of a batch decision came to."""
+
+    RESOLVED = "resolved"
+    #: Someone else decided first: nothing changed.
+    ALREADY_RESOLVED = "already_resolved"
+    #: The decision does not fit it (e.g. the action is not offered there).
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
