@@ -30,7 +30,7 @@ from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_o
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
-from orchestra.domain.models import Checkpoint, Workflow
+from orchestra.domain.models import MAX_BATCH, BatchResult, Checkpoint, Decision, Workflow
 from orchestra.domain.roles import Permission
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -500,11 +500,14 @@ class Web:
 
     # -- inbox --------------------------------------------------------------------------
 
-    async def inbox(self, request: Request, cursor: str | None = None) -> Response:
+    async def inbox(
+        self, request: Request, cursor: str | None = None, batch: BatchResult | None = None
+    ) -> Response:
         who = await session.principal(request)
         after = await self._last_event_id()
         listing = await self.service.list_checkpoints(limit=INBOX_PAGE, cursor=cursor)
         workflows = await self._workflows_of(listing.items)
+        offered = sorted({a.name for cp in listing.items for a in cp.actions})
         return self.page(
             request,
             "inbox.html",
@@ -516,7 +519,22 @@ class Web:
             cursor=cursor,
             inbox_count=_count(listing.items, listing.next_cursor is not None),
             client={"stream": "/api/events/stream", "after": after},
+            offered_actions=offered,
+            batch=batch,
+            can_resolve=who.may(Permission.RESOLVE),
         )
+
+    async def resolve_batch(self, request: Request) -> Response:
+        """The inbox's batch form: one action for the checked checkpoints, each its own
+        resolution; the inbox again, saying what happened to each."""
+        who = await session.principal(request, Permission.RESOLVE)
+        fields = await session.read_form(request, max_fields=MAX_BATCH + 10)
+        ids = fields.get("checkpoint_id", [])
+        if not ids:
+            raise BadForm(422, "tick at least one checkpoint, then choose the action")
+        decision = Decision(action=first(fields, "action"), notes=first(fields, "notes") or None)
+        done = await self.service.resolve_batch(ids, decision, actor=who.name)
+        return await self.inbox(request, batch=done)
 
     async def _workflows_of(self, checkpoints: list[Checkpoint]) -> dict[str, Workflow]:
         waiting = await self.service.list_workflows(
@@ -664,6 +682,7 @@ def build_router(web: Web) -> APIRouter:
         ("GET", "/checkpoints/{checkpoint_id}/panel", web.checkpoint_panel),
         ("POST", "/checkpoints/{checkpoint_id}/resolve", web.resolve),
         ("GET", "/inbox", web.inbox),
+        ("POST", "/inbox/resolve", web.resolve_batch),
         ("POST", "/preview", web.preview),
         ("GET", "/login", web.login_form),
         ("POST", "/login", web.login),
