@@ -1,0 +1,106 @@
+"""A real local HTTP receiver of webhooks (a ``http.server`` thread), for the
+notification tests: it records every request and answers from a script.
+
+``answers`` is consumed one per request: an int is the status to answer, ``"hang"``
+holds the request until :meth:`Receiver.release` (or the server closes); when it
+runs out every request gets 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def delivery(self) -> str:
+        return self.headers["x-orchestra-delivery"]
+
+    def signed_by(self, secret: str) -> bool:
+        """The check a receiver makes (the README's five lines)."""
+        ts = self.headers["x-orchestra-timestamp"]
+        mac = hmac.new(secret.encode(), ts.encode() + b"." + self.body, hashlib.sha256)
+        return hmac.compare_digest(
+            "sha256=" + mac.hexdigest(), self.headers.get("x-orchestra-signature", "")
+        )
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    answers: list[int | str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    #: Requests that arrived (hanging ones included), in order.
+    arrived: int = 0
+    _release: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def by_delivery(self) -> Counter[str]:
+        return Counter(r.delivery for r in self.received)
+
+    def _next_answer(self) -> int | str:
+        with self._lock:
+            self.arrived += 1
+            return self.answers.pop(0) if self.answers else 200
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            answer = receiver._next_answer()
+            if answer == "hang":
+                receiver._release.wait(60)
+                with contextlib.suppress(OSError):
+                    self.send_response(200)
+                    self.end_headers()
+                return
+            with receiver._lock:
+                receiver.received.append(
+                    Received({k.lower(): v for k, v in self.headers.items()}, body)
+                )
+            self.send_response(int(answer))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no" if int(answer) >= 300 else b"ok")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    return Handler
+
+
+@contextlib.contextmanager
+def receiving(answers: list[int | str] | None = None) -> Iterator[Receiver]:
+    receiver = Receiver(answers=list(answers or []))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    server.daemon_threads = True
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.release()
+        server.shutdown()
+        server.server_close()
