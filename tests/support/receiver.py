@@ -46,8 +46,8 @@ class Received:
 class Receiver:
     url: str = ""
     answers: list[int | str] = field(default_factory=list)
+    #: Every request that arrived (hanging ones included), in order.
     received: list[Received] = field(default_factory=list)
-    #: Requests that arrived (hanging ones included), in order.
     arrived: int = 0
     _release: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -58,9 +58,11 @@ class Receiver:
     def by_delivery(self) -> Counter[str]:
         return Counter(r.delivery for r in self.received)
 
-    def _next_answer(self) -> int | str:
+    def _arrived(self, got: Received) -> int | str:
+        """Record a request (every one, answered or not); what to answer it."""
         with self._lock:
             self.arrived += 1
+            self.received.append(got)
             return self.answers.pop(0) if self.answers else 200
 
 
@@ -68,17 +70,14 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            answer = receiver._next_answer()
+            got = Received({k.lower(): v for k, v in self.headers.items()}, body)
+            answer = receiver._arrived(got)
             if answer == "hang":
                 receiver._release.wait(60)
                 with contextlib.suppress(OSError):
                     self.send_response(200)
                     self.end_headers()
                 return
-            with receiver._lock:
-                receiver.received.append(
-                    Received({k.lower(): v for k, v in self.headers.items()}, body)
-                )
             self.send_response(int(answer))
             self.send_header("Content-Length", "2")
             self.end_headers()
