@@ -259,3 +259,22 @@ async def test_two_notifiers_on_postgres_send_each_row_once(
         assert count == 6
     finally:
         other.close()
+
+
+async def test_an_idle_outbox_costs_no_write(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Looking for due rows is a read; only a row that is due makes a claim (a write,
+    which on SQLite takes the one write lock)."""
+    writes = 0
+    real_write = db.write
+
+    async def counted(fn: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return await real_write(fn)
+
+    monkeypatch.setattr(db, "write", counted)
+    with receiving() as receiver:
+        async with running(_notifier(db, {"name": "ops", "url": receiver.url})):
+            started = writes  # the cursor row
+            await asyncio.sleep(0.5)  # ten polls
+            assert writes == started

@@ -186,6 +186,9 @@ class Notifier:
 
     async def _claim(self, leases: dict[str, float], room: int) -> list[dict[str, Any]]:
         try:
+            now = utcnow()
+            if not await self.db.read(lambda conn: outbox.any_due(conn, list(leases), now)):
+                return []
             return await self.db.write(lambda tx: outbox.claim_due_txn(tx, leases, room))
         except Exception:
             log.exception("notifications: claiming due deliveries failed")

@@ -86,6 +86,22 @@ _FINISH = _AT_ATTEMPT.values(
 )
 
 
+_ANY_DUE = (
+    select(notifications.c.id)
+    .where(
+        notifications.c.status == NotificationStatus.PENDING.value,
+        notifications.c.next_attempt_at <= bindparam("now"),
+        notifications.c.target.in_(bindparam("targets", expanding=True)),
+    )
+    .limit(1)
+)
+
+
+def any_due(conn: Connection, targets: Sequence[str], now: datetime) -> bool:
+    """Whether a row of ``targets`` is due: a read, so an idle outbox costs no write."""
+    return conn.execute(_ANY_DUE, {"now": now, "targets": list(targets)}).first() is not None
+
+
 def start_cursor_txn(tx: Tx, log_end: int) -> int:
     """Where queueing goes on from: the stored cursor, or (first start) ``log_end``,
     stored, so that events committed before notifications were set up are not sent."""
