@@ -278,3 +278,33 @@ async def test_an_idle_outbox_costs_no_write(db: Database, monkeypatch: pytest.M
             started = writes  # the cursor row
             await asyncio.sleep(0.5)  # ten polls
             assert writes == started
+
+
+async def test_a_huge_answer_is_not_downloaded_and_the_error_kept_is_short(
+    service: Orchestra, worker: Worker, db: Database
+) -> None:
+    with receiving(["huge"]) as receiver:
+        async with running(_notifier(db, {"name": "ops", "url": receiver.url})):
+            await start(service, worker)
+            [row] = await delivered(db, 1)  # the retry got a 200
+            [first] = receiver.received[:1]
+            assert first.delivery == row.id
+    assert receiver.sent_bytes < 16 << 20  # the client hung up after 4 KB (+ buffers)
+    assert row.attempts == 2
+
+
+async def test_the_last_error_of_a_huge_answer_is_bounded(
+    service: Orchestra, worker: Worker, db: Database
+) -> None:
+    with receiving(["huge"]) as receiver:
+        target = {"name": "ops", "url": receiver.url, "max_attempts": 1}
+        async with running(_notifier(db, target)):
+            await start(service, worker)
+
+            async def failed() -> list[Notification] | None:
+                return await rows(db, NotificationStatus.FAILED) or None
+
+            [row] = await eventually(failed, what="the notification to fail")
+    assert row.last_status_code == 500
+    assert row.last_error is not None and len(row.last_error) <= outbox.MAX_ERROR_CHARS
+    assert row.last_error.startswith("HTTP 500: xxx")

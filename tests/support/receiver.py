@@ -2,8 +2,8 @@
 notification tests: it records every request and answers from a script.
 
 ``answers`` is consumed one per request: an int is the status to answer, ``"hang"``
-holds the request until :meth:`Receiver.release` (or the server closes); when it
-runs out every request gets 200.
+holds the request until :meth:`Receiver.release` (or the server closes), ``"huge"``
+is a 500 with a 64 MB body; when it runs out every request gets 200.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Receiver:
     #: Every request that arrived (hanging ones included), in order.
     received: list[Received] = field(default_factory=list)
     arrived: int = 0
+    #: How much of a ``"huge"`` answer the client took before it hung up.
+    sent_bytes: int = 0
     _release: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +74,15 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             got = Received({k.lower(): v for k, v in self.headers.items()}, body)
             answer = receiver._arrived(got)
+            if answer == "huge":  # a 500 with 64 MB of answer: how much of it went out?
+                self.send_response(500)
+                self.send_header("Content-Length", str(64 << 20))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(1024):
+                        self.wfile.write(b"x" * (64 << 10))
+                        receiver.sent_bytes += 64 << 10
+                return
             if answer == "hang":
                 receiver._release.wait(60)
                 with contextlib.suppress(OSError):
