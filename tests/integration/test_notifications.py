@@ -76,6 +76,13 @@ async def delivered(db: Database, n: int) -> list[Notification]:
     return await eventually(probe, what=f"{n} delivered notifications")
 
 
+async def given_up(db: Database) -> list[Notification]:
+    async def probe() -> list[Notification] | None:
+        return await rows(db, NotificationStatus.FAILED) or None
+
+    return await eventually(probe, what="a notification to fail")
+
+
 async def test_a_pending_checkpoint_is_posted_signed_with_what_is_needed_and_a_link(
     service: Orchestra, worker: Worker, db: Database
 ) -> None:
@@ -128,10 +135,7 @@ async def test_attempts_and_the_last_error_are_kept_and_it_gives_up_at_max_attem
         async with running(_notifier(db, target)):
             await start(service, worker)
 
-            async def failed() -> list[Notification] | None:
-                return await rows(db, NotificationStatus.FAILED) or None
-
-            [row] = await eventually(failed, what="the notification to fail")
+            [row] = await given_up(db)
     assert row.attempts == 2 and receiver.arrived == 2
     assert row.last_status_code == 500 and row.last_error == "HTTP 500: no"
 
@@ -301,10 +305,7 @@ async def test_the_last_error_of_a_huge_answer_is_bounded(
         async with running(_notifier(db, target)):
             await start(service, worker)
 
-            async def failed() -> list[Notification] | None:
-                return await rows(db, NotificationStatus.FAILED) or None
-
-            [row] = await eventually(failed, what="the notification to fail")
+            [row] = await given_up(db)
     assert row.last_status_code == 500
     assert row.last_error is not None and len(row.last_error) <= outbox.MAX_ERROR_CHARS
     assert row.last_error.startswith("HTTP 500: xxx")
