@@ -6,6 +6,8 @@ the admin endpoint shows every row's attempts; a missing secret stops the start.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from orchestra.domain.roles import Role
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.store.db import Database
 from orchestra.store.tokens import create_token
-from tests.acceptance.server import TEST_AGENTS_TOML, Api, start_server
+from tests.acceptance.server import TEST_AGENTS_TOML, Api, _clean_env, start_server
 from tests.support.receiver import receiving
 from tests.support.waiting import eventually
 
@@ -134,3 +136,31 @@ async def test_a_secret_from_a_missing_variable_stops_the_server_saying_which(
         start_server(db_url, tmp_path, env={"ORCHESTRA_NOTIFY_POLL_S": "0.1"})
     assert "the server exited with 2" in str(caught.value)
     assert "HOOK_SECRET, which is not set" in str(caught.value)
+
+
+async def test_orchestra_worker_delivers_too(db_url: str, tmp_path: Path) -> None:
+    """A server without notifications and with no worker; a worker process with them:
+    the worker runs the workflow to its checkpoint and its notifier sends it."""
+    admin = await _admin_token(db_url)
+    plain = tmp_path / "server"
+    plain.mkdir()
+    (plain / "orchestra.toml").write_text(TEST_AGENTS_TOML)
+    with receiving() as receiver:
+        _configure(tmp_path / "worker", receiver.url)
+        env = _clean_env(ENV, tmp_path / "worker")
+        cmd = [sys.executable, "-m", "orchestra.server", "worker", "--database-url", db_url]
+        cmd += ["--data-dir", str(tmp_path / "worker")]
+        with (tmp_path / "worker.log").open("wb") as out:
+            worker = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        server = start_server(db_url, plain, args=["--no-worker"])
+        try:
+            async with Api(server.base_url, admin) as api:
+                wid = (await api.create_workflow())["id"]
+                [row] = await _delivered(api, 1)
+        finally:
+            server.stop()
+            worker.terminate()
+            worker.wait(timeout=20)
+    assert row["payload"]["workflow"]["id"] == wid
+    assert [r.delivery for r in receiver.received] == [row["id"]]
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
