@@ -23,6 +23,7 @@ from orchestra.api.errors import BodyLimitMiddleware, install_error_handlers, lo
 from orchestra.api.hub import EventHub
 from orchestra.api.ops import Metrics
 from orchestra.api.streams import StreamSettings
+from orchestra.notifications.delivery import Notifier
 from orchestra.runtime import Runtime
 
 
@@ -37,23 +38,31 @@ def create_app(
         max_streams_per_principal=runtime.settings.max_streams_per_principal,
     )
 
+    # Here, not in the lifespan: a bad [[notify]] secret stops the start with its message.
+    notifier = Notifier.from_settings(runtime.db, runtime.settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.db.start_listening(asyncio.get_running_loop())
         await hub.start()
         stop = asyncio.Event()
-        worker: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         if run_worker:
             engine = runtime.service.engine
             worker = asyncio.create_task(engine.run(stop), name="embedded-worker")
             worker.add_done_callback(log_task_failure("the embedded worker stopped with an error"))
+            background.append(worker)
+        if notifier is not None:  # with or without the worker: this process commits too
+            notifying = asyncio.create_task(notifier.run(stop), name="notifier")
+            notifying.add_done_callback(log_task_failure("the notifier stopped with an error"))
+            background.append(notifying)
         try:
             yield
         finally:
             hub.close_streams()
             stop.set()
-            if worker is not None:
-                await asyncio.wait([worker])
+            if background:
+                await asyncio.wait(background)
             await hub.stop()
             web.close_web(app)
             runtime.close()

@@ -13,11 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
 from orchestra.domain.errors import InvalidInput
+from orchestra.notifications.targets import NotifyTarget, check_unique_names
 
 ENV_PREFIX = "ORCHESTRA_"
 
@@ -79,6 +80,36 @@ class Settings(BaseModel):
     check_command: list[str] | None = Field(default=None, min_length=1)
     check_timeout_s: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=86_400)
     workspaces: dict[str, WorkspaceSettings] = Field(default_factory=dict)
+    #: ``[[notify]]`` tables: webhook targets (config file only).
+    notify: list[NotifyTarget] = Field(default_factory=list)
+    #: The address people reach the web UI at, for links in notifications
+    #: (default: ``http://<host>:<port>``).
+    public_url: str | None = None
+    #: Retry backoff of notifications: ``notify_backoff_s * 2**(attempts-1)`` seconds,
+    #: at most ``notify_backoff_max_s`` (no jitter, so tests can wait for it).
+    notify_backoff_s: float = Field(default=2.0, gt=0, le=3600)
+    notify_backoff_max_s: float = Field(default=3600.0, gt=0, le=86_400)
+    #: How often the notifier looks for due deliveries another process queued.
+    notify_poll_s: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("notify")
+    @classmethod
+    def _unique_targets(cls, targets: list[NotifyTarget]) -> list[NotifyTarget]:
+        check_unique_names(targets)
+        return targets
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/") if url else url
+
+    @property
+    def link_base(self) -> str:
+        """Where links in notifications point: ``public_url``, else this server."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.public_url or f"http://{host}:{self.port}"
 
     def check_for(self, workspace: Path) -> dict[str, Any] | None:
         """The check a workflow in ``workspace`` runs: the most specific
@@ -126,7 +157,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             values[name] = [h.strip() for h in raw.split(",") if h.strip()]
         elif name == "check_command":
             values[name] = shlex.split(raw)
-        elif name == "workspaces":
+        elif name in {"workspaces", "notify"}:
             continue  # tables: the config file only
         else:
             values[name] = raw
@@ -170,4 +201,17 @@ def _problem(error: ErrorDetails, merged: dict[str, Any], source: dict[str, str]
     loc = error["loc"]
     key = str(loc[0]) if loc else "?"
     where = source.get(key, "the defaults")
+    if key == "notify":  # never echo a table that may hold a secret: name the target
+        return f"{_notify_place(loc, merged.get(key))} (from {where}): {error['msg']}"
     return f"{'.'.join(map(str, loc))} = {merged.get(key)!r} (from {where}): {error['msg']}"
+
+
+def _notify_place(loc: tuple[int | str, ...], tables: Any) -> str:
+    """``[[notify]] #2 ("ops").url``: which table and key, without the values."""
+    if len(loc) < 2 or not isinstance(loc[1], int) or not isinstance(tables, list):
+        return "[[notify]]"
+    table = tables[loc[1]] if loc[1] < len(tables) else {}
+    name = table.get("name") if isinstance(table, dict) else None
+    field = "".join(f".{part}" for part in loc[2:3])
+    label = f" ({name!r})" if isinstance(name, str) else ""
+    return f"[[notify]] #{loc[1] + 1}{label}{field}"

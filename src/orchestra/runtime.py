@@ -38,7 +38,10 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         if migrate:
             upgrade(db.write_engine)
         agents = load_agents_config(
-            settings.agents_file, max_timeout_s=settings.max_agent_timeout_s
+            settings.agents_file,
+            max_timeout_s=settings.max_agent_timeout_s,
+            # The settings share the file (``port``, ``[[notify]]``…): theirs to check.
+            other_keys=set(Settings.model_fields),
         )
     except BaseException:
         db.close()

@@ -29,6 +29,7 @@ from orchestra.api.streams import StreamSettings
 from orchestra.app import create_app
 from orchestra.config import Settings, load_settings
 from orchestra.domain.errors import InvalidInput, OrchestraError
+from orchestra.notifications.delivery import Notifier
 from orchestra.runtime import Runtime, open_runtime
 from orchestra.store.tokens import list_tokens
 
@@ -169,19 +170,24 @@ def run_worker(settings: Settings) -> None:
     """Run the engine alone (no HTTP) until SIGINT/SIGTERM, then stop gracefully."""
     runtime = open_runtime(settings)
     try:
-        asyncio.run(_work(runtime))
+        notifier = Notifier.from_settings(runtime.db, settings)
+        asyncio.run(_work(runtime, notifier))
     finally:
         runtime.close()
 
 
-async def _work(runtime: Runtime) -> None:
+async def _work(runtime: Runtime, notifier: Notifier | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await runtime.service.engine.run(stop)
+        runtime.db.start_listening(loop)
+        jobs = [runtime.service.engine.run(stop)]
+        if notifier is not None:
+            jobs.append(notifier.run(stop))
+        await asyncio.gather(*jobs)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

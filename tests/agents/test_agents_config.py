@@ -162,3 +162,27 @@ reviewers = ["demo", "ghost"]
     assert checks["demo"].ok
     assert not checks["ghost"].ok
     assert "no-codex-here" in checks["ghost"].detail
+
+
+def test_the_settings_may_share_the_file_and_a_typo_is_still_refused(tmp_path: Path) -> None:
+    """``orchestra.toml`` holds both: the server's settings (``port``, ``[[notify]]``)
+    are left to the settings, which check them; any other unknown key is refused."""
+    from orchestra.config import Settings
+    from orchestra.runtime import open_runtime
+
+    shared = (
+        'port = 4000\n[agents.demo]\nadapter = "demo"\n'
+        '[[notify]]\nname = "ops"\nurl = "https://x.example"\nsecret = "k"\n'
+    )
+    config = parse_agents_config(shared, tmp_path / "o.toml", other_keys=set(Settings.model_fields))
+    assert set(config.agents) == {"demo"}
+    with pytest.raises(InvalidInput, match="agnets"):
+        parse_agents_config(
+            shared + "[agnets.x]\n", tmp_path / "o.toml", other_keys=set(Settings.model_fields)
+        )
+    (tmp_path / "orchestra.toml").write_text(shared)
+    runtime = open_runtime(Settings(data_dir=tmp_path, config_file=tmp_path / "orchestra.toml"))
+    try:
+        assert set(runtime.service.agents.agents) == {"demo"}
+    finally:
+        runtime.close()

@@ -118,7 +118,7 @@ def _database_checks(engine: Engine) -> dict[str, dict[str, set[str]]]:
     }
 
 
-CHECKED_TABLES = ("workflows", "checkpoints", "agent_runs", "events")
+CHECKED_TABLES = ("workflows", "checkpoints", "agent_runs", "events", "notifications")
 
 
 def test_status_check_constraints_exist_with_every_status(engine: Engine) -> None:

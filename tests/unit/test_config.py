@@ -98,3 +98,82 @@ def test_a_config_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="not valid TOML") as refused:
         load_settings(data_dir=tmp_path)
     assert refused.value.message.startswith(f"{path}: ")
+
+
+# -- [[notify]] targets -------------------------------------------------------------
+
+NOTIFY_OK = """
+[[notify]]
+name = "ops"
+url = "https://hooks.example.com/orchestra"
+secret = { from_env = "OPS_HOOK_SECRET" }
+
+[[notify]]
+name = "chat"
+url = "https://hooks.slack.com/services/T/B/X"
+format = "slack"
+events = ["checkpoint_pending", "workflow_completed"]
+timeout_s = 3
+max_attempts = 2
+"""
+
+
+def test_notify_targets_are_read_with_their_defaults(tmp_path: Path) -> None:
+    from orchestra.domain.events import NotificationKind
+    from orchestra.notifications.targets import SecretFromEnv, resolve_targets
+
+    _config(tmp_path, 'public_url = "https://orchestra.example.com/"\n' + NOTIFY_OK)
+    settings = load_settings(data_dir=tmp_path)
+    ops, chat = settings.notify
+    assert ops.events == [NotificationKind.CHECKPOINT_PENDING, NotificationKind.WORKFLOW_FAILED]
+    assert ops.format == "json" and ops.timeout_s == 10 and ops.max_attempts == 8
+    assert ops.secret == SecretFromEnv(from_env="OPS_HOOK_SECRET")
+    assert chat.secret is None and chat.max_attempts == 2
+    assert settings.link_base == "https://orchestra.example.com"
+    resolved = resolve_targets(settings.notify, {"OPS_HOOK_SECRET": "k"})
+    assert resolved[0].secret == b"k" and resolved[1].secret is None
+
+
+def test_the_default_link_is_this_server(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, port=4321)
+    assert settings.link_base == "http://127.0.0.1:4321"
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ('name = "a"\nurl = "ftp://x"\nsecret = "k"', "url"),
+        ('name = "a"\nurl = "https://x"', "needs a secret"),
+        ('name = "a"\nurl = "https://x"\nsecret = "k"\nevents = ["deploy"]', "events"),
+        ('name = "a"\nurl = "https://x"\nsecret = "k"\nevents = []', "at least one event"),
+        ('name = "a"\nurl = "https://x"\nsecret = "k"\nformat = "xml"', "format"),
+        ('name = "a"\nurl = "https://x"\nsecret = { env = "X" }', "secret"),
+        ('name = "a b"\nurl = "https://x"\nsecret = "k"', "name"),
+        ('name = "a"\nurl = "https://x"\nsecret = "k"\nheaders = 1', "headers"),
+    ],
+)
+def test_a_bad_notify_table_is_refused_naming_it_and_never_echoing_the_secret(
+    tmp_path: Path, table: str, says: str
+) -> None:
+    _config(tmp_path, f"[[notify]]\n{table}\n")
+    with pytest.raises(InvalidInput) as caught:
+        load_settings(data_dir=tmp_path)
+    message = caught.value.message
+    assert "[[notify]] #1" in message and says in message, message
+    assert "'k'" not in message and '"k"' not in message
+
+
+def test_two_targets_with_one_name_are_refused(tmp_path: Path) -> None:
+    one = '[[notify]]\nname = "a"\nurl = "https://x"\nsecret = "k"\n'
+    _config(tmp_path, one + one)
+    with pytest.raises(InvalidInput, match="two \\[\\[notify\\]\\] tables are named 'a'"):
+        load_settings(data_dir=tmp_path)
+
+
+def test_a_secret_from_a_missing_variable_stops_the_start_naming_it(tmp_path: Path) -> None:
+    from orchestra.notifications.targets import resolve_targets
+
+    _config(tmp_path, NOTIFY_OK)
+    settings = load_settings(data_dir=tmp_path)
+    with pytest.raises(InvalidInput, match="OPS_HOOK_SECRET, which is not set"):
+        resolve_targets(settings.notify, {})

@@ -18,13 +18,22 @@ from pathlib import Path
 import pytest
 
 import orchestra
-from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
+from orchestra.domain.statuses import (
+    AgentRunStatus,
+    CheckpointStatus,
+    NotificationStatus,
+    WorkflowStatus,
+)
 
 SRC = Path(orchestra.__file__).parent
 HOME = Path("domain") / "statuses.py"
 WEB_SUFFIXES = {".html", ".jinja", ".j2", ".js", ".mjs", ".css"}
 STATUS_VALUES = sorted(
-    {s.value for enum in (WorkflowStatus, CheckpointStatus, AgentRunStatus) for s in enum}
+    {
+        s.value
+        for enum in (WorkflowStatus, CheckpointStatus, AgentRunStatus, NotificationStatus)
+        for s in enum
+    }
 )
 _STATUS = "(" + "|".join(map(re.escape, STATUS_VALUES)) + ")"
 _QUOTED_PY = re.compile(r"([\"'])" + _STATUS + r"\1")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +189,18 @@ def _agent_options(name: str, entry: _AgentEntry, source: Path) -> dict[str, Any
 
 
 def parse_agents_config(
-    text: str, source: Path, *, max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S
+    text: str,
+    source: Path,
+    *,
+    max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S,
+    other_keys: Collection[str] = (),
 ) -> AgentsConfig:
     """Parse and check the TOML ``text`` read from ``source``; no timeout may exceed
-    ``max_timeout_s``."""
+    ``max_timeout_s``. ``other_keys`` are another reader's top-level keys of the same
+    file (the server's settings, ``[[notify]]``…): left to it, not refused as unknown."""
     try:
         raw = tomllib.loads(text)
-        parsed = _File.model_validate(raw)
+        parsed = _File.model_validate({k: v for k, v in raw.items() if k not in other_keys})
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{source}: not valid TOML: {exc}") from exc
     except ValidationError as exc:
@@ -259,7 +265,10 @@ def _check_timeouts(parsed: _File, source: Path, cap: float) -> None:
 
 
 def load_agents_config(
-    path: Path | None, *, max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S
+    path: Path | None,
+    *,
+    max_timeout_s: float = DEFAULT_MAX_AGENT_TIMEOUT_S,
+    other_keys: Collection[str] = (),
 ) -> AgentsConfig:
     """The configuration in ``path``; without a file, the offline defaults."""
     if path is None or not path.exists():
@@ -270,7 +279,7 @@ def load_agents_config(
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read the agents file {path}: {exc}") from exc
-    return parse_agents_config(text, path, max_timeout_s=max_timeout_s)
+    return parse_agents_config(text, path, max_timeout_s=max_timeout_s, other_keys=other_keys)
 
 
 async def _check_one(spec: AgentSpec) -> AgentCheck:

@@ -24,14 +24,15 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    Notification,
     Page,
     Workflow,
 )
 from orchestra.domain.roles import Permission, Role
-from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.domain.statuses import CheckpointStatus, NotificationStatus, WorkflowStatus
 from orchestra.domain.untrusted import Text, request_problem
 from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
-from orchestra.store import tokens
+from orchestra.store import outbox, tokens
 from orchestra.store.tokens import TokenInfo
 
 router = APIRouter(prefix="/api", responses=error_responses(401, 422, 503))
@@ -375,3 +376,23 @@ async def create_api_token(request: Request, body: CreateToken, _: Admin) -> Cre
 async def revoke_api_token(request: Request, name: str, _: Admin) -> Response:
     await tokens.revoke_token(runtime_of(request).db, name)
     return Response(status_code=204)
+
+
+# -- notifications (admin) -----------------------------------------------------
+
+
+@router.get("/notifications", tags=["notifications"], responses=error_responses(401, 403, 422))
+async def list_notifications(
+    request: Request,
+    _: Admin,
+    status: NotificationStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=outbox.MAX_LIST, description="how many")] = 100,
+) -> list[Notification]:
+    """The notification outbox, newest first: each row's target, event and payload,
+    how many delivery attempts it had, and what the last one got (``last_error``,
+    ``last_status_code``). Admins only: payloads name workflows and targets."""
+    return await runtime_of(request).db.read(
+        lambda conn: outbox.list_notifications(
+            conn, status=status.value if status else None, limit=limit
+        )
+    )

@@ -17,3 +17,12 @@ class EventType(StrEnum):
     AGENT_RUN_STARTED = "agent_run_started"
     #: Throttled progress of a running agent (data: agent_run_id, agent, lines).
     AGENT_PROGRESS = "agent_progress"
+
+
+class NotificationKind(StrEnum):
+    """What a notification target may subscribe to (``[[notify]] events``)."""
+
+    CHECKPOINT_PENDING = "checkpoint_pending"
+    WORKFLOW_FAILED = "workflow_failed"
+    WORKFLOW_COMPLETED = "workflow_completed"
+    WORKFLOW_CANCELLED = "workflow_cancelled"

@@ -14,12 +14,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from orchestra.domain.events import EventType
+from orchestra.domain.events import EventType, NotificationKind
 from orchestra.domain.statuses import (
     ActionStyle,
     AgentRunStatus,
     BatchOutcome,
     CheckpointStatus,
+    NotificationStatus,
     WorkflowStatus,
 )
 from orchestra.domain.untrusted import Text
@@ -265,6 +266,25 @@ class Event(Model):
     type: EventType
     data: JSON
     created_at: datetime
+
+
+class Notification(Model):
+    """One row of the notification outbox: an event queued for one target, with
+    what its last delivery attempt got (what admins see)."""
+
+    #: Stable across retries: sent as ``X-Orchestra-Delivery`` so receivers dedupe.
+    id: str
+    target: str
+    event_id: int
+    kind: NotificationKind
+    payload: JSON
+    status: NotificationStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+    last_status_code: int | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
 
 
 class History(Model):

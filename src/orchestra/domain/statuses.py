@@ -101,6 +101,16 @@ AGENT_RUN_TRANSITIONS: dict[AgentRunStatus, frozenset[AgentRunStatus]] = {
 }
 
 
+class NotificationStatus(StrEnum):
+    """A row of the notification outbox (not an entity of the transition table: its
+    rows are written only by :mod:`orchestra.store.outbox`, each change guarded by
+    the claim's attempt number)."""
+
+    PENDING = "pending"  # to be sent (again) at its next_attempt_at
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # gave up after max_attempts
+
+
 class ActionStyle(StrEnum):
     """How a checkpoint action is presented (the web UI maps these to buttons)."""
 

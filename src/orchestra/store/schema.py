@@ -31,8 +31,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import DateTime, TypeDecorator
 
-from orchestra.domain.events import EventType
-from orchestra.domain.statuses import AgentRunStatus, CheckpointStatus, WorkflowStatus
+from orchestra.domain.events import EventType, NotificationKind
+from orchestra.domain.statuses import (
+    AgentRunStatus,
+    CheckpointStatus,
+    NotificationStatus,
+    WorkflowStatus,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -218,4 +223,38 @@ web_sessions = Table(
     #: Set by logout (ended and expired rows are swept at the next login).
     Column("ended_at", UTCDateTime),
     Index("ix_web_sessions_token_id", "token_id"),
+)
+
+#: The notification outbox: an event queued once per target (whatever crashes:
+#: the unique constraint), delivered after the commit that made it, retried with
+#: backoff. ``next_attempt_at`` doubles as the claim's lease while a POST is out.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("target", String(64), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("last_status_code", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    one_of("status", NotificationStatus),
+    one_of("kind", NotificationKind),
+    UniqueConstraint("target", "event_id"),
+    Index("ix_notifications_status_next", "status", "next_attempt_at"),
+    Index("ix_notifications_created", "created_at"),
+)
+
+#: How far the outbox has read the event log (one row, ``name = 'log'``): a restart
+#: goes on from here, and a first start begins at the log's end (no history is sent).
+notification_cursor = Table(
+    "notification_cursor",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("event_id", BigInteger, nullable=False),
 )
