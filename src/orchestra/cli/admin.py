@@ -218,7 +218,11 @@ def agents(ctx: typer.Context, as_json: AsJson = False) -> None:
     from orchestra.agents.discovery import find_clis
 
     settings = settings_for(ctx)
-    config = load_agents_config(settings.agents_file, max_timeout_s=settings.max_agent_timeout_s)
+    config = load_agents_config(
+        settings.agents_file,
+        max_timeout_s=settings.max_agent_timeout_s,
+        other_keys=set(type(settings).model_fields),  # settings share the file
+    )
     checks = asyncio.run(check_agents(config))
     found = asyncio.run(find_clis(config))
     source = settings.agents_file or "built-in defaults"
