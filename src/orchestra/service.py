@@ -189,7 +189,12 @@ class Orchestra:
 
     def _check_workspace(self, raw: str) -> str:
         where = {"field": "workspace_path"}
-        path = Path(raw).expanduser()
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # "~someone" for a user this machine does not have
+            raise InvalidInput(
+                f"workspace_path {raw[:200]!r} names an unknown user's home", details=where
+            ) from None
         if not path.is_absolute():
             raise InvalidInput("workspace_path must be an absolute path", details=where)
         resolved = path.resolve()  # symlinks first: the check is on where it really is

@@ -413,3 +413,12 @@ async def test_a_base_made_dirty_while_planning_is_a_clear_checkpoint_then_a_ret
     assert cp is not None and cp.step_name == "code_ready_for_review"
     change = CodeChange.of(cp)
     assert change is not None and change.base == git(ws, "rev-parse", "HEAD").strip()
+
+
+async def test_a_workspace_in_an_unknown_users_home_is_bad_input(service: Orchestra) -> None:
+    """``~nobody-here/x`` cannot be expanded: a 422 that says so, not a server error
+    (the API fuzzer found it)."""
+    with pytest.raises(InvalidInput, match="unknown user"):
+        await service.worktrees("~õMÿ/repo")
+    with pytest.raises(InvalidInput, match="unknown user"):
+        await service.create_workflow(name="x", prompt="y", workspace_path="~no-such-user-x")
