@@ -107,7 +107,9 @@ async def test_a_pending_checkpoint_is_posted_signed_with_what_is_needed_and_a_l
     assert body["checkpoint"]["id"] == cp.id
     assert body["checkpoint"]["step"] == "plan_ready_for_review"
     assert body["checkpoint"]["title"] == cp.title
-    assert cp.title in body["summary"] and "\n" not in body["summary"]
+    # The checkpoint's own one-line summary, and the action it recommends.
+    assert body["summary"] == cp.summary and cp.summary.startswith("Plan v1 ready")
+    assert body["recommended"] == cp.recommended == "approve"
     assert body["link"] == f"{LINK}/workflows/{cp.workflow_id}#decide"
     assert row.attempts == 1 and row.last_status_code == 200 and row.last_error is None
     assert row.delivered_at is not None and row.target == "ops"
