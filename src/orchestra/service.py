@@ -181,8 +181,7 @@ class Orchestra:
             # A failed workflow may be retried: its worktree stays until it ends.
             ended = status in (None, WorkflowStatus.COMPLETED, WorkflowStatus.CANCELLED)
             if prune and ended:
-                wt = git_worktree.Worktree(Path(workspace), path, branch or "", "", owner or "")
-                await asyncio.to_thread(_prune, wt)
+                await asyncio.to_thread(git_worktree.prune_worktree, Path(workspace), path, owner)
                 continue
             listed.append(info)
         return listed
@@ -449,14 +448,6 @@ def guarded_dirs() -> list[Path]:
     found = [Path(p) for p in system if Path(p) != home]
     found += [home / name for name in (".ssh", ".gnupg", ".aws", ".config")]
     return found
-
-
-def _prune(wt: git_worktree.Worktree) -> None:
-    """Remove a left-behind worktree and its snapshots; its branch stays."""
-    git_worktree.git(wt.repo, "worktree", "remove", "--force", str(wt.path), ok=(0, 128))
-    git_worktree.git(wt.repo, "worktree", "prune")
-    if wt.workflow_id:
-        git_worktree.remove_worktree(wt, keep_branch=True)
 
 
 def _check_limit(limit: int, maximum: int = 500) -> None:

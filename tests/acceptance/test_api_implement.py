@@ -11,6 +11,7 @@ import pytest
 
 from orchestra.workflows.git_worktree import create_worktree, git, list_worktrees
 from tests.acceptance.server import Api, ServerProcess, module_server_fixture
+from tests.support.git_repo import git_repo
 
 pytestmark = pytest.mark.slow
 
@@ -19,17 +20,8 @@ server = module_server_fixture()
 CODE_READY = "code_ready_for_review"
 
 
-def _repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    (path / "app.py").write_text("print('hello')\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "first")
-    return path
-
-
 async def test_implement_over_http(server: ServerProcess, tmp_path: Path) -> None:
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     async with Api(server.base_url, server.tokens["ana"]) as api:
         wf = await api.create_workflow(
             name="demo change",
@@ -83,7 +75,7 @@ async def test_bad_implement_requests_are_4xx_and_write_nothing(
 ) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     async with Api(server.base_url, server.tokens["ana"]) as api:
         before = (await api.get("/api/workflows", params={"limit": 500}))["items"]
         cases = [
@@ -131,7 +123,7 @@ async def test_bad_implement_requests_are_4xx_and_write_nothing(
 async def test_worktrees_are_listed_and_left_behind_ones_pruned_by_an_admin(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     orphan = create_worktree(ws, "left behind", "c3" * 16)  # no workflow knows it
     async with (
         Api(server.base_url, server.tokens["ana"]) as api,

@@ -48,8 +48,8 @@ from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.workflows.git_worktree import create_worktree, git, list_worktrees
 from tests.acceptance.server import free_port, wait_healthy
-from tests.integration.test_plan_implement import repo as git_repo
 from tests.support.engine import use_agents
+from tests.support.git_repo import git_repo
 from tests.support.waiting import eventually
 from tests.unit.test_cli_code_view import edited_app, real_change
 

@@ -28,7 +28,7 @@ from tests.acceptance.test_cli_local import (
     workflow_id_of,
 )
 from tests.conftest import BACKENDS
-from tests.integration.test_plan_implement import repo as git_repo
+from tests.support.git_repo import git_repo
 
 pytestmark = pytest.mark.slow
 

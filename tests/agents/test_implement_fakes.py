@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from agent_helpers import FAKES, FakeAgents, fakelib
-from tests.integration.test_plan_implement import decide, pending, repo
+from tests.integration.test_plan_implement import decide, pending
 from tests.support.engine import demo, use_agents
+from tests.support.git_repo import git_repo as repo
 
 from orchestra.domain.code import CodeChange
 from orchestra.domain.models import Checkpoint, LineComment

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.browser.code_change import HOSTILE_NAME, code_change, code_workflow
-from tests.integration.test_plan_implement import repo
 from tests.support.engine import snapshot
+from tests.support.git_repo import git_repo as repo
 
 from orchestra.app import create_app
 from orchestra.config import Settings

@@ -19,7 +19,7 @@ from tests.browser.conftest import (
     create_workflow,
     wait_for_checkpoint,
 )
-from tests.integration.test_plan_implement import repo
+from tests.support.git_repo import git_repo as repo
 from tests.support.waiting import eventually_sync
 
 from orchestra.domain.statuses import WorkflowStatus

@@ -4,7 +4,6 @@ the code itself — and the editor and every action can be used."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -16,6 +15,7 @@ from tests.browser.conftest import (
     screenshot,
     wait_for_checkpoint,
 )
+from tests.support.git_repo import git_repo
 
 PHONE = {"width": 390, "height": 844, "is_mobile": True, "has_touch": True}
 #: What may scroll sideways inside itself (long code lines), not the page.
@@ -37,15 +37,6 @@ def _fits(page: object) -> None:
     assert overflow["wide"] <= 1 and not overflow["offenders"], overflow
 
 
-def _repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
-        if args[0] == "add":
-            (path / "app.py").write_text("print('hello')\n")
-        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
-    return path
-
-
 def test_the_checkpoint_pages_fit_a_phone(
     own_server: tuple[ServerProcess, object], new_page: PageFactory, tmp_path: Path
 ) -> None:
@@ -64,7 +55,7 @@ def test_the_checkpoint_pages_fit_a_phone(
     screenshot(page, "phone-review-checkpoint")
     assert cp["id"]
 
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     with api(server) as client:
         r = client.post(
             "/api/workflows",

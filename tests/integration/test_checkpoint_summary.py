@@ -8,8 +8,8 @@ from pathlib import Path
 from orchestra.domain.models import Checkpoint
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
-from orchestra.workflows.git_worktree import git
 from tests.support.engine import agents, decide, demo, pending, start
+from tests.support.git_repo import git_repo
 
 
 def _one_line(cp: Checkpoint) -> None:
@@ -50,12 +50,7 @@ async def test_a_reviewer_asking_for_changes_makes_revise_the_recommendation(
 async def test_a_failed_agent_and_a_failing_check_are_summed_up(
     db: object, worker: Worker, tmp_path: Path
 ) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    git(ws, "init", "-q", "-b", "main")
-    (ws / "app.py").write_text("x = 1\n")
-    git(ws, "add", "-A")
-    git(ws, "commit", "-q", "-m", "first")
+    ws = git_repo(tmp_path / "ws", app="x = 1\n")
     service = Orchestra(
         db,  # type: ignore[arg-type]
         allowed_roots=[tmp_path],

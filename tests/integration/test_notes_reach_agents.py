@@ -12,8 +12,8 @@ from pathlib import Path
 from orchestra.domain.models import Checkpoint
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
-from orchestra.workflows.git_worktree import git
 from tests.support.engine import agents, decide, demo, pending, runs, start
+from tests.support.git_repo import git_repo
 
 NOTE = "Mind the *Windows* paths — and `CRLF`."
 PLAN_READY = "plan_ready_for_review"
@@ -138,19 +138,10 @@ async def test_notes_where_no_agent_acts_next_are_recorded_with_the_decision(
 # -- Implement & Review ------------------------------------------------------------
 
 
-def _repo(path: Path) -> Path:
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "app.py").write_text("print('hello')\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "first")
-    return path
-
-
 async def test_approving_the_plan_sends_its_notes_to_the_implementer(
     service: Orchestra, worker: Worker, tmp_path: Path
 ) -> None:
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     cp = await _reviews(service, worker, type="plan_implement", workspace_path=str(ws))
     wf = await decide(service, worker, cp, "approve", notes=_note("implement"))
     [prompt] = await _last_prompts(service, wf.id, "implementer")
@@ -160,7 +151,7 @@ async def test_approving_the_plan_sends_its_notes_to_the_implementer(
 async def test_notes_at_edit_implementer_prompt_reach_the_implementer(
     service: Orchestra, worker: Worker, tmp_path: Path
 ) -> None:
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     cp = await start(
         service,
         worker,
@@ -187,7 +178,7 @@ async def test_notes_at_edit_implementer_prompt_reach_the_implementer(
 async def test_retrying_the_implementer_and_code_reviewers_sends_them_the_notes(
     service: Orchestra, worker: Worker, tmp_path: Path
 ) -> None:
-    ws = _repo(tmp_path / "ws")
+    ws = git_repo(tmp_path / "ws")
     implementer_fixed, reviewer_fixed = tmp_path / "implementer", tmp_path / "reviewer"
     choice = {
         "implementer": demo(fail_unless_exists=str(implementer_fixed)),

@@ -16,18 +16,10 @@ from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.workflows.git_worktree import WORKTREES_DIR, git, list_worktrees
 from tests.support.engine import demo, runs, snapshot, use_agents
+from tests.support.git_repo import git_repo as repo
 from tests.support.waiting import eventually
 
 IMPLEMENT = "plan_implement"
-
-
-def repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    (path / "app.py").write_text("print('hello')\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "first")
-    return path
 
 
 def branches(path: Path) -> list[str]:

@@ -20,7 +20,7 @@ from tests.browser import conftest as web
 from tests.browser.code_change import QUOTE_NAME
 from tests.browser.conftest import PageFactory, api, create_workflow, database, wait_for_checkpoint
 from tests.conftest import BACKENDS
-from tests.integration.test_plan_implement import repo
+from tests.support.git_repo import git_repo as repo
 from tests.support.waiting import eventually_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -17,8 +17,9 @@ from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
 from orchestra.workflows.git_worktree import git
 from tests.acceptance.test_cli_local import ok, orchestra
-from tests.integration.test_plan_implement import decide, pending, repo
+from tests.integration.test_plan_implement import decide, pending
 from tests.support.engine import demo, use_agents
+from tests.support.git_repo import git_repo as repo
 
 pytestmark = pytest.mark.slow
 

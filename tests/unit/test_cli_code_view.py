@@ -20,7 +20,6 @@ from orchestra.cli.render import (
 from orchestra.domain.code import (
     CheckOutcome,
     CodeChange,
-    DiffFile,
     Finding,
     as_context,
     bounded_files,
@@ -67,12 +66,7 @@ def real_change(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     commit = snapshot(wt, 1)
-    files, omitted = bounded_files(
-        [
-            DiffFile(path=d.path, added=d.added, removed=d.removed, binary=d.binary, patch=d.patch)
-            for d in diff(wt, commit)
-        ]
-    )
+    files, omitted = bounded_files(diff(wt, commit))
     return CodeChange(
         branch=wt.branch,
         base=wt.base,

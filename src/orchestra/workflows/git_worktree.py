@@ -26,6 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestra.domain.code import DiffFile
 from orchestra.domain.errors import Conflict, InvalidInput, OrchestraError
 from orchestra.workflows.plan_files import ID_PREFIX_CHARS, slugify
 
@@ -58,17 +59,6 @@ class Worktree:
     branch: str
     base: str
     workflow_id: str
-
-
-@dataclass(frozen=True)
-class FileDiff:
-    """One file's change against the base: counts, and its unified diff."""
-
-    path: str
-    added: int
-    removed: int
-    binary: bool
-    patch: str
 
 
 def _env() -> dict[str, str]:
@@ -234,11 +224,11 @@ def restore(wt: Worktree, commit: str) -> None:
     git(wt.path, "reset", "-q", "--mixed", wt.base)  # the index back on the base, files kept
 
 
-def diff(wt: Worktree, commit: str) -> list[FileDiff]:
+def diff(wt: Worktree, commit: str) -> list[DiffFile]:
     """Each changed file of ``commit`` against the base: added/removed line counts and
     the unified diff (renames shown as delete + add; paths exactly as stored)."""
     counts = git(wt.path, "diff", "--numstat", "-z", "--no-renames", wt.base, commit)
-    found: list[FileDiff] = []
+    found: list[DiffFile] = []
     for entry in counts.split("\0"):
         if not entry:
             continue
@@ -246,8 +236,12 @@ def diff(wt: Worktree, commit: str) -> list[FileDiff]:
         patch = git(wt.path, "diff", "--no-renames", "--no-color", wt.base, commit, "--", path)
         binary = added == "-"
         found.append(
-            FileDiff(
-                path, 0 if binary else int(added), 0 if binary else int(removed), binary, patch
+            DiffFile(
+                path=path,
+                added=0 if binary else int(added),
+                removed=0 if binary else int(removed),
+                binary=binary,
+                patch=patch,
             )
         )
     return found
@@ -344,3 +338,12 @@ def _exit_ok(cwd: Path, *args: str) -> bool:
     except GitFailed:
         return False
     return True
+
+
+def prune_worktree(repo: Path, path: Path, workflow_id: str | None) -> None:
+    """Remove a worktree left behind in ``repo`` and, when its workflow is known, that
+    workflow's snapshots; the branch stays (it may hold a commit)."""
+    git(repo, "worktree", "remove", "--force", str(path), ok=(0, 128))
+    git(repo, "worktree", "prune")
+    if workflow_id:
+        remove_worktree(Worktree(repo, path, "", "", workflow_id), keep_branch=True)

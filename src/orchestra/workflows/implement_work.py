@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.agents.base import AgentCheck, AgentRequest, AgentResult, ProgressSink
-from orchestra.domain.code import CheckOutcome, CodeChange, DiffFile, as_context, bounded_files
+from orchestra.domain.code import CheckOutcome, CodeChange, as_context, bounded_files
 from orchestra.workflows import git_worktree
 from orchestra.workflows.checks import run_check
 from orchestra.workflows.git_worktree import Worktree
@@ -50,12 +50,7 @@ def capture_implementer(place: Place, iteration: int) -> dict[str, Any]:
     base; stored with the run, in the transaction that records it."""
     wt = git_worktree.create_worktree(place.workspace, place.name, place.workflow_id)
     commit = git_worktree.snapshot(wt, iteration)
-    files, omitted = bounded_files(
-        [
-            DiffFile(path=f.path, added=f.added, removed=f.removed, binary=f.binary, patch=f.patch)
-            for f in git_worktree.diff(wt, commit)
-        ]
-    )
+    files, omitted = bounded_files(git_worktree.diff(wt, commit))
     change = CodeChange(
         branch=wt.branch,
         base=wt.base,
