@@ -244,8 +244,12 @@ class WorkflowDefinition(Generic[S]):
     #: ``OrchestraError`` it raises is logged with the workflow id (the commit stands).
     after_commit: Callable[[Committed[S]], None] | None = None
 
-    def first_step_for(self, state: S) -> str:
-        return self.entry(state) if self.entry is not None else self.first_step
+    def first_step_for(self, stored: JSON) -> str:
+        """The first step of a workflow whose stored state is ``stored`` (loaded only
+        when the definition chooses by it)."""
+        if self.entry is None:
+            return self.first_step
+        return self.entry(self.load_state(stored))
 
     def step(self, name: str) -> Step:
         return self.steps[name]

@@ -325,7 +325,7 @@ class Worker:
             row = load_workflow_txn(tx, lease.workflow_id)
         if row["current_step"] is None:  # new, or retried after failing to start
             definition = get_definition(row["type"])
-            first = definition.first_step_for(definition.load_state(row["state"]))
+            first = definition.first_step_for(row["state"])
             pending = row["status"] == WorkflowStatus.PENDING
             if pending and isinstance(definition.step(first), CheckpointStep):
                 # A person first: pending → running, then running → awaiting_checkpoint.
