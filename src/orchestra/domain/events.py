@@ -17,6 +17,11 @@ class EventType(StrEnum):
     AGENT_RUN_STARTED = "agent_run_started"
     #: Throttled progress of a running agent (data: agent_run_id, agent, lines).
     AGENT_PROGRESS = "agent_progress"
+    #: A person said "not now" (data: checkpoint_id, until or null to wake it, by).
+    CHECKPOINT_SNOOZED = "checkpoint_snoozed"
+    #: A checkpoint's due time passed (data: checkpoint_id, due_at, action taken or
+    #: null, escalated targets).
+    CHECKPOINT_DEADLINE_PASSED = "checkpoint_deadline_passed"
 
 
 class NotificationKind(StrEnum):
@@ -26,3 +31,5 @@ class NotificationKind(StrEnum):
     WORKFLOW_FAILED = "workflow_failed"
     WORKFLOW_COMPLETED = "workflow_completed"
     WORKFLOW_CANCELLED = "workflow_cancelled"
+    #: A checkpoint's due time passed undecided (sent to its escalation targets).
+    CHECKPOINT_OVERDUE = "checkpoint_overdue"

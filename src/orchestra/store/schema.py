@@ -133,6 +133,14 @@ checkpoints = Table(
     Column("comments", Json),
     Column("resolved_by", String(128)),
     Column("resolved_at", UTCDateTime),
+    #: Deadlines: when the decision is due, and what happens then (``deadline``:
+    #: ``{"action": name or null, "escalate": [target…]}``); fired at most once.
+    Column("due_at", UTCDateTime),
+    Column("deadline", Json),
+    Column("deadline_fired_at", UTCDateTime),
+    #: "Not now": hidden from the inbox until this time, without deciding.
+    Column("snoozed_until", UTCDateTime),
+    Column("snoozed_by", String(128)),
     Column("idempotency_key", String(200)),
     Column("created_at", UTCDateTime, nullable=False),
     one_of("status", CheckpointStatus),
@@ -148,6 +156,7 @@ checkpoints = Table(
         postgresql_where=PENDING_ONLY,
     ),
     Index("ix_checkpoints_status_created", "status", "created_at"),
+    Index("ix_checkpoints_status_due_at", "status", "due_at"),
 )
 
 agent_runs = Table(
@@ -248,6 +257,36 @@ notifications = Table(
     UniqueConstraint("target", "event_id"),
     Index("ix_notifications_status_next", "status", "next_attempt_at"),
     Index("ix_notifications_created", "created_at"),
+)
+
+#: Each delivery attempt of a notification, for admins to see why one failed.
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("notification_id", String(32), ForeignKey("notifications.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Integer),
+    Column("status_code", Integer),
+    Column("error", Text),
+    UniqueConstraint("notification_id", "attempt"),
+)
+
+#: Signed links sent in notifications: single-use and expiring; opening one (after
+#: a normal login) only shows the checkpoint's page, it never decides.
+decision_links = Table(
+    "decision_links",
+    metadata,
+    #: sha256 of the link's secret part; the secret lives only in the link.
+    Column("id", String(64), primary_key=True),
+    Column("checkpoint_id", String(32), ForeignKey("checkpoints.id"), nullable=False),
+    Column("target", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("used_by", String(128)),
+    Index("ix_decision_links_checkpoint_id", "checkpoint_id"),
 )
 
 #: How far the outbox has read the event log (one row, ``name = 'log'``): a restart
