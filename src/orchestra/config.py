@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
+from orchestra.domain.durations import parse_duration
 from orchestra.domain.errors import InvalidInput
 from orchestra.notifications.targets import NotifyTarget, check_unique_names
 
@@ -28,6 +30,13 @@ def default_data_dir() -> Path:
 
 
 DEFAULT_CHECK_TIMEOUT_S = 600.0
+
+
+def parse_link_ttl(text: str) -> timedelta:
+    """``decision_link_ttl``: at least a minute, at most 30 days."""
+    return parse_duration(
+        text, field="decision_link_ttl", minimum=timedelta(minutes=1), maximum=timedelta(days=30)
+    )
 
 
 class WorkspaceSettings(BaseModel):
@@ -91,12 +100,33 @@ class Settings(BaseModel):
     notify_backoff_max_s: float = Field(default=3600.0, gt=0, le=86_400)
     #: How often the notifier looks for due deliveries another process queued.
     notify_poll_s: float = Field(default=1.0, gt=0, le=60)
+    #: A checkpoint-pending notification links to ``<public_url>/d/<token>``: a
+    #: single-use link that opens the checkpoint after a normal login (it decides
+    #: nothing), valid for ``decision_link_ttl`` (``90m``, ``24h``, ``7d``).
+    decision_links: bool = False
+    decision_link_ttl: str = "24h"
 
     @field_validator("notify")
     @classmethod
     def _unique_targets(cls, targets: list[NotifyTarget]) -> list[NotifyTarget]:
         check_unique_names(targets)
         return targets
+
+    @field_validator("decision_link_ttl")
+    @classmethod
+    def _link_ttl(cls, ttl: str) -> str:
+        try:
+            parse_link_ttl(ttl)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return ttl
+
+    @property
+    def link_ttl(self) -> timedelta | None:
+        """How long a decision link lasts; None: notifications carry none."""
+        if not self.decision_links:
+            return None
+        return parse_link_ttl(self.decision_link_ttl)
 
     @field_validator("public_url")
     @classmethod

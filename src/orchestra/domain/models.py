@@ -287,6 +287,33 @@ class Notification(Model):
     delivered_at: datetime | None = None
 
 
+class NotificationAttempt(Model):
+    """One delivery attempt of a notification: when, how long, what the receiver said."""
+
+    attempt: int
+    started_at: datetime
+    duration_ms: int | None = None
+    status_code: int | None = None
+    #: What went wrong (bounded); None when the receiver answered 2xx.
+    error: str | None = None
+
+
+class NotificationDetail(Notification):
+    """A notification with its delivery attempts, oldest first (what admins look at
+    to see why one failed)."""
+
+    delivery_attempts: list[NotificationAttempt]
+
+
+class NotificationsPruned(Model):
+    """What ``prune`` removed: finished notifications, their attempts, and decision
+    links that expired before the cut-off."""
+
+    deleted: int
+    attempts_deleted: int
+    links_deleted: int
+
+
 class History(Model):
     workflow: Workflow
     checkpoints: list[Checkpoint]

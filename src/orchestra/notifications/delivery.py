@@ -11,6 +11,13 @@ Guarantees: every event is queued once per target (a unique row). In normal
 operation it is sent once; a process killed mid-request leaves the row claimed,
 and it is sent once more, with the same ``X-Orchestra-Delivery``, when its lease
 runs out — at least once, so receivers dedupe on that id.
+
+Each attempt is recorded (when, how long, what the receiver said) in the
+transaction that records its outcome. With ``decision_links`` on, a notification
+about a checkpoint links to a single-use ``/d/<token>`` page instead of the
+workflow: the link is made in the claim's transaction, one per attempt (only its
+hash is stored, so the outbox row keeps the plain link and the token lives only in
+the request sent).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from orchestra.domain.models import Event
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.notifications.payload import build_payload, encode_body, kind_of, signature
 from orchestra.notifications.targets import Target, resolve_targets
-from orchestra.store import outbox, queries
+from orchestra.store import links, outbox, queries
 from orchestra.store.db import Database, Tx, utcnow
 from orchestra.store.follow import LogFollower
 
@@ -69,6 +76,7 @@ class Notifier:
         backoff: Backoff | None = None,
         poll_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        link_ttl: timedelta | None = None,
     ) -> None:
         self.db = db
         self.targets = {t.name: t for t in targets}
@@ -76,6 +84,8 @@ class Notifier:
         self.backoff = backoff or Backoff()
         self.poll_s = poll_s
         self._transport = transport
+        #: How long a decision link lasts (None: payloads keep the workflow's link).
+        self.link_ttl = link_ttl
         self._due = asyncio.Event()
         self._last_cursor_write = 0.0
 
@@ -91,6 +101,7 @@ class Notifier:
             link_base=settings.link_base,
             backoff=Backoff(settings.notify_backoff_s, settings.notify_backoff_max_s),
             poll_s=settings.notify_poll_s,
+            link_ttl=settings.link_ttl,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -189,10 +200,25 @@ class Notifier:
             now = utcnow()
             if not await self.db.read(lambda conn: outbox.any_due(conn, list(leases), now)):
                 return []
-            return await self.db.write(lambda tx: outbox.claim_due_txn(tx, leases, room))
+            return await self.db.write(lambda tx: self._claim_txn(tx, leases, room))
         except Exception:
             log.exception("notifications: claiming due deliveries failed")
             return []
+
+    def _claim_txn(self, tx: Tx, leases: dict[str, float], room: int) -> list[dict[str, Any]]:
+        """Claim due rows; with decision links on, give each one about a checkpoint a
+        fresh link (kept in the claimed row, never in the outbox)."""
+        claimed = outbox.claim_due_txn(tx, leases, room)
+        if self.link_ttl is None:
+            return claimed
+        for row in claimed:
+            checkpoint = row["payload"].get("checkpoint")
+            if isinstance(checkpoint, dict) and checkpoint.get("id"):
+                token = links.create_link_txn(
+                    tx, str(checkpoint["id"]), row["target"], self.link_ttl
+                )
+                row["link"] = f"{self.link_base}/d/{token}"
+        return claimed
 
     async def _wait(self, stop: asyncio.Event, in_flight: set[asyncio.Task[None]]) -> None:
         """Until something is due here, a request ends, ``stop``, or ``poll_s``."""
@@ -208,7 +234,9 @@ class Notifier:
 
     async def _deliver(self, client: httpx.AsyncClient, row: Mapping[str, Any]) -> None:
         target = self.targets[row["target"]]
+        started_at, clock = utcnow(), time.monotonic()
         code, error = await self.post(client, target, row)
+        duration_ms = int((time.monotonic() - clock) * 1000)
         attempts = int(row["attempts"])
         ok = code is not None and 200 <= code < 300
         if ok:
@@ -238,6 +266,8 @@ class Notifier:
                     next_attempt_at=next_at,
                     error=None if ok else error,
                     status_code=code,
+                    started_at=started_at,
+                    duration_ms=duration_ms,
                 )
             )
         except Exception:
@@ -248,7 +278,10 @@ class Notifier:
         self, client: httpx.AsyncClient, target: Target, row: Mapping[str, Any]
     ) -> tuple[int | None, str | None]:
         """POST one row to its target: (status code or None, what went wrong)."""
-        body = encode_body(target.format, row["payload"])
+        payload = row["payload"]
+        if row.get("link"):  # this attempt's decision link
+            payload = {**payload, "link": row["link"]}
+        body = encode_body(target.format, payload)
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",

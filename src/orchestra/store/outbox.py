@@ -12,20 +12,33 @@ lease runs out (at least once; receivers dedupe on ``X-Orchestra-Delivery``).
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Insert, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from orchestra.domain.errors import InvalidInput
-from orchestra.domain.models import Notification
+from orchestra.domain.errors import Conflict, InvalidInput, NotFound
+from orchestra.domain.models import (
+    Notification,
+    NotificationAttempt,
+    NotificationDetail,
+    NotificationsPruned,
+)
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.store.db import Tx
 from orchestra.store.queries import RowMap
-from orchestra.store.schema import checkpoints, notification_cursor, notifications, workflows
+from orchestra.store.schema import (
+    checkpoints,
+    decision_links,
+    notification_attempts,
+    notification_cursor,
+    notifications,
+    workflows,
+)
 
 #: The name of the one cursor row.
 _LOG = "log"
@@ -38,16 +51,20 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
-def _ignoring_duplicates(dialect: str) -> Insert:
-    """INSERT … ON CONFLICT (target, event_id) DO NOTHING in the dialect's spelling."""
+def _ignoring_duplicates(dialect: str, table: Table, *unique: str) -> Insert:
+    """INSERT … ON CONFLICT (unique) DO NOTHING in the dialect's spelling."""
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    stmt: Insert = module.insert(notifications).on_conflict_do_nothing(
-        index_elements=["target", "event_id"]
-    )
+    stmt: Insert = module.insert(table).on_conflict_do_nothing(index_elements=list(unique))
     return stmt
 
 
-_INSERT = {d: _ignoring_duplicates(d) for d in ("postgresql", "sqlite")}
+_DIALECTS = ("postgresql", "sqlite")
+_INSERT = {d: _ignoring_duplicates(d, notifications, "target", "event_id") for d in _DIALECTS}
+#: An attempt is recorded once (a retried write of the same outcome adds nothing).
+_INSERT_ATTEMPT = {
+    d: _ignoring_duplicates(d, notification_attempts, "notification_id", "attempt")
+    for d in _DIALECTS
+}
 _CURSOR = select(notification_cursor.c.event_id).where(notification_cursor.c.name == _LOG)
 _ADVANCE = (
     update(notification_cursor)
@@ -184,15 +201,31 @@ def finish_txn(
     next_attempt_at: datetime,
     error: str | None,
     status_code: int | None,
+    started_at: datetime,
+    duration_ms: int,
 ) -> bool:
-    """Record what the attempt numbered ``attempts`` got; False when the row moved on
-    meanwhile (another process claimed it again after the lease ran out)."""
+    """Record what the attempt numbered ``attempts`` got: always in the attempts'
+    history (the request was made), and on the row unless it moved on meanwhile
+    (another process claimed it again after the lease ran out: then False)."""
+    kept = error[:MAX_ERROR_CHARS] if error else None
+    tx.conn.execute(
+        _INSERT_ATTEMPT[tx.conn.dialect.name],
+        {
+            "id": new_id(),
+            "notification_id": row_id,
+            "attempt": attempts,
+            "started_at": started_at,
+            "duration_ms": max(0, duration_ms),
+            "status_code": status_code,
+            "error": kept,
+        },
+    )
     params = {
         "_id": row_id,
         "_attempts": attempts,
         "_status": status.value,
         "_next_at": next_attempt_at,
-        "_error": error[:MAX_ERROR_CHARS] if error else None,
+        "_error": kept,
         "_code": status_code,
         "_delivered_at": tx.now if status is NotificationStatus.DELIVERED else None,
     }
@@ -228,3 +261,110 @@ def list_notifications(
 def count_by_status(conn: Connection) -> dict[str, int]:
     q = select(notifications.c.status, func.count()).group_by(notifications.c.status)
     return {str(s): int(n) for s, n in conn.execute(q)}
+
+
+# -- admin: one row, requeue, prune -----------------------------------------------
+
+_HEX_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+#: Matches listed when a short id is ambiguous.
+MAX_PREFIX_MATCHES = 10
+#: Ids deleted per statement (bound parameters stay few).
+PRUNE_CHUNK = 500
+#: What ``prune`` removes: rows that will not be sent again.
+FINISHED = (NotificationStatus.DELIVERED.value, NotificationStatus.FAILED.value)
+
+
+def full_id(conn: Connection, given: str) -> str:
+    """The id of the notification whose id is ``given`` or starts with it (4+ hex
+    digits, as the CLI shows them); unknown → :class:`NotFound`, ambiguous → bad input."""
+    wanted = given.strip().lower()
+    if not _HEX_PREFIX.fullmatch(wanted):
+        raise InvalidInput(
+            f"notification id {given[:40]!r} must be 4 to 32 hex digits (a full id or its start)",
+            details={"field": "notification_id"},
+        )
+    q = (
+        select(notifications.c.id)
+        .where(notifications.c.id.startswith(wanted, autoescape=True))
+        .order_by(notifications.c.id)
+        .limit(MAX_PREFIX_MATCHES + 1)
+    )
+    found = [str(r[0]) for r in conn.execute(q)]
+    if not found:
+        raise NotFound(f"no notification id starts with {wanted!r}")
+    if len(found) > 1:
+        raise InvalidInput(
+            f"{wanted!r} is the start of several notification ids; give more digits",
+            details={"field": "notification_id", "matches": found[:MAX_PREFIX_MATCHES]},
+        )
+    return found[0]
+
+
+def get_notification(conn: Connection, given: str) -> NotificationDetail:
+    """One row (by id or unique prefix) with its delivery attempts, oldest first."""
+    row_id = full_id(conn, given)
+    row = conn.execute(select(notifications).where(notifications.c.id == row_id)).one()
+    tried = conn.execute(
+        select(notification_attempts)
+        .where(notification_attempts.c.notification_id == row_id)
+        .order_by(notification_attempts.c.attempt)
+    )
+    made = [
+        NotificationAttempt(**{k: r._mapping[k] for k in NotificationAttempt.model_fields})
+        for r in tried
+    ]
+    return NotificationDetail(
+        **to_notification(dict(row._mapping)).model_dump(), delivery_attempts=made
+    )
+
+
+def requeue_txn(tx: Tx, given: str) -> Notification:
+    """A failed row back to pending, due now (its attempts and their history kept:
+    the next attempt is numbered after them and, at ``max_attempts`` already, is its
+    last unless requeued again). Delivered or pending rows: :class:`Conflict`."""
+    row_id = full_id(tx.conn, given)
+    done = tx.execute(
+        update(notifications)
+        .where(
+            notifications.c.id == row_id,
+            notifications.c.status == NotificationStatus.FAILED.value,
+        )
+        .values(status=NotificationStatus.PENDING.value, next_attempt_at=tx.now),
+        {},
+    )
+    found = tx.fetch(select(notifications).where(notifications.c.id == row_id), {})
+    if not found:  # pruned meanwhile
+        raise NotFound(f"notification {row_id} is gone (pruned)")
+    row = found[0]
+    if done != 1:
+        status = row["status"]
+        why = (
+            "it was delivered"
+            if status == NotificationStatus.DELIVERED.value
+            else f"it is already {status} (due at {row['next_attempt_at'].isoformat()})"
+        )
+        raise Conflict(
+            f"notification {row_id} cannot be requeued: {why}; only failed ones can",
+            details={"status": status},
+        )
+    return to_notification(row)
+
+
+def prune_txn(tx: Tx, older_than: datetime) -> NotificationsPruned:
+    """Delete the delivered and failed rows created before ``older_than`` with their
+    attempts, and the decision links that expired before it. The rows are locked
+    first, so none is requeued between its attempts' delete and its own."""
+    finished = select(notifications.c.id).where(
+        notifications.c.status.in_(FINISHED), notifications.c.created_at < older_than
+    )
+    ids = [str(r["id"]) for r in tx.fetch_locked(finished, {})]
+    attempts = rows = 0
+    for start in range(0, len(ids), PRUNE_CHUNK):
+        chunk = ids[start : start + PRUNE_CHUNK]
+        attempts += tx.execute(
+            delete(notification_attempts).where(notification_attempts.c.notification_id.in_(chunk)),
+            {},
+        )
+        rows += tx.execute(delete(notifications).where(notifications.c.id.in_(chunk)), {})
+    links = tx.execute(delete(decision_links).where(decision_links.c.expires_at < older_than), {})
+    return NotificationsPruned(deleted=rows, attempts_deleted=attempts, links_deleted=links)
