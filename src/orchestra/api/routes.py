@@ -25,12 +25,15 @@ from orchestra.domain.models import (
     Event,
     History,
     Notification,
+    NotificationDetail,
+    NotificationsPruned,
     Page,
     Workflow,
 )
 from orchestra.domain.roles import Permission, Role
 from orchestra.domain.statuses import CheckpointStatus, NotificationStatus, WorkflowStatus
 from orchestra.domain.untrusted import Text, request_problem
+from orchestra.notifications import admin as notification_admin
 from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
 from orchestra.store import outbox, tokens
 from orchestra.store.tokens import TokenInfo
@@ -396,3 +399,44 @@ async def list_notifications(
             conn, status=status.value if status else None, limit=limit
         )
     )
+
+
+@router.get(
+    "/notifications/{notification_id}",
+    tags=["notifications"],
+    responses=error_responses(401, 403, 404, 422),
+)
+async def get_notification(request: Request, notification_id: str, _: Admin) -> NotificationDetail:
+    """One notification (by id, or a unique start of it: 4+ hex digits) with every
+    delivery attempt: when it started, how long it took, the status code or error."""
+    return await notification_admin.notification(runtime_of(request).db, notification_id)
+
+
+@router.post(
+    "/notifications/{notification_id}/requeue",
+    tags=["notifications"],
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+async def requeue_notification(request: Request, notification_id: str, who: Admin) -> Notification:
+    """A failed notification back to pending, sent again now (its attempts are kept,
+    and the next is numbered after them). Delivered or still pending: 409."""
+    db = runtime_of(request).db
+    return await notification_admin.requeue(db, notification_id, actor=who.name)
+
+
+class PruneNotifications(Body):
+    #: How old a finished notification must be to go: ``30d``, ``12h`` (at least 1h).
+    older_than: Annotated[Any, WithJsonSchema({"type": "string", "examples": ["30d"]})]
+
+
+@router.post(
+    "/notifications/prune", tags=["notifications"], responses=error_responses(401, 403, 422)
+)
+async def prune_notifications(
+    request: Request, body: PruneNotifications, who: Admin
+) -> NotificationsPruned:
+    """Delete delivered and failed notifications created before ``older_than`` ago,
+    with their attempts, and decision links that expired before then. Pending ones
+    stay whatever their age."""
+    db = runtime_of(request).db
+    return await notification_admin.prune(db, body.older_than, actor=who.name)

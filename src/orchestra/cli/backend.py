@@ -19,10 +19,13 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    Notification,
+    NotificationDetail,
+    NotificationsPruned,
     Page,
     Workflow,
 )
-from orchestra.domain.statuses import WorkflowStatus
+from orchestra.domain.statuses import NotificationStatus, WorkflowStatus
 
 _SHORT_ID = re.compile(r"[0-9a-fA-F]{4,31}")
 
@@ -87,6 +90,20 @@ class Backend(Protocol):
         """Orchestra's worktrees in a repository; with ``prune``, the ones left after
         removing those whose workflow ended or is unknown."""
         ...
+
+    async def list_notifications(
+        self, *, status: NotificationStatus | None, limit: int
+    ) -> list[Notification]:
+        """The outbox, newest first (on a server: an admin's token)."""
+        ...
+
+    async def get_notification(self, notification_id: str) -> NotificationDetail:
+        """One notification (id or a unique start of it) with its delivery attempts."""
+        ...
+
+    async def requeue_notification(self, notification_id: str) -> Notification: ...
+
+    async def prune_notifications(self, older_than: str) -> NotificationsPruned: ...
 
     def events(self, workflow_id: str | None, *, after: int) -> AsyncGenerator[Event]:
         """Every event of the workflow (``None``: of all workflows) after ``after``,

@@ -21,11 +21,16 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    Notification,
+    NotificationDetail,
+    NotificationsPruned,
     Page,
     Workflow,
 )
-from orchestra.domain.statuses import WorkflowStatus
+from orchestra.domain.statuses import NotificationStatus, WorkflowStatus
+from orchestra.notifications import admin as notification_admin
 from orchestra.runtime import Runtime, _redact, open_runtime
+from orchestra.store import outbox
 from orchestra.store.follow import LogFollower
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,26 @@ class LocalBackend:
         # The person at the terminal has the database and the repository: pruning
         # needs no role here (the server asks an admin for it).
         return await self.service.worktrees(workspace_path, prune=prune)
+
+    # The person at the terminal has the database: the outbox needs no role here
+    # (the server asks an admin for it).
+
+    async def list_notifications(
+        self, *, status: NotificationStatus | None, limit: int
+    ) -> list[Notification]:
+        wanted = status.value if status else None
+        return await self.runtime.db.read(
+            lambda c: outbox.list_notifications(c, status=wanted, limit=limit)
+        )
+
+    async def get_notification(self, notification_id: str) -> NotificationDetail:
+        return await notification_admin.notification(self.runtime.db, notification_id)
+
+    async def requeue_notification(self, notification_id: str) -> Notification:
+        return await notification_admin.requeue(self.runtime.db, notification_id, actor=self.actor)
+
+    async def prune_notifications(self, older_than: str) -> NotificationsPruned:
+        return await notification_admin.prune(self.runtime.db, older_than, actor=self.actor)
 
     async def last_event_id(self) -> int:
         return await self.service.last_event_id()

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import orchestra.cli.admin
 import orchestra.cli.commands
+import orchestra.cli.notifications
 import orchestra.cli.run
 from orchestra.cli.app import app
 
-COMMAND_MODULES = (orchestra.cli.admin, orchestra.cli.commands, orchestra.cli.run)
+COMMAND_MODULES = (
+    orchestra.cli.admin,
+    orchestra.cli.commands,
+    orchestra.cli.notifications,
+    orchestra.cli.run,
+)
 __all__ = ["app"]
 
 if __name__ == "__main__":

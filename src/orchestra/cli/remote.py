@@ -37,10 +37,13 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    Notification,
+    NotificationDetail,
+    NotificationsPruned,
     Page,
     Workflow,
 )
-from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.domain.statuses import CheckpointStatus, NotificationStatus, WorkflowStatus
 
 
 class _LastEvent(BaseModel):
@@ -217,6 +220,25 @@ class RemoteBackend:
             left = await self._model(_Worktrees, "GET", "/api/worktrees", params=params)
         return left.root
 
+    async def list_notifications(
+        self, *, status: NotificationStatus | None, limit: int
+    ) -> list[Notification]:
+        params = _params(status=status, limit=limit)
+        found = await self._model(_Notifications, "GET", "/api/notifications", params=params)
+        return found.root
+
+    async def get_notification(self, notification_id: str) -> NotificationDetail:
+        path = f"/api/notifications/{quote(notification_id, safe='')}"
+        return await self._model(NotificationDetail, "GET", path)
+
+    async def requeue_notification(self, notification_id: str) -> Notification:
+        path = f"/api/notifications/{quote(notification_id, safe='')}/requeue"
+        return await self._model(Notification, "POST", path)
+
+    async def prune_notifications(self, older_than: str) -> NotificationsPruned:
+        body = {"older_than": older_than}
+        return await self._model(NotificationsPruned, "POST", "/api/notifications/prune", json=body)
+
     async def last_event_id(self) -> int:
         found = await self._model(_LastEvent, "GET", "/api/events/last")
         return found.id
@@ -266,6 +288,10 @@ class RemoteBackend:
 
 class _Worktrees(RootModel[list[WorktreeInfo]]):
     """The body of the worktree routes: a list."""
+
+
+class _Notifications(RootModel[list[Notification]]):
+    """The body of ``GET /api/notifications``: a list."""
 
 
 def _event_of(sse: ServerSentEvent) -> Event | None:

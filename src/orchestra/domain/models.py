@@ -268,6 +268,10 @@ class Event(Model):
     created_at: datetime
 
 
+#: The most notifications one listing returns.
+MAX_NOTIFICATIONS_LISTED = 500
+
+
 class Notification(Model):
     """One row of the notification outbox: an event queued for one target, with
     what its last delivery attempt got (what admins see)."""

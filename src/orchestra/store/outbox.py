@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
 from orchestra.domain.models import (
+    MAX_NOTIFICATIONS_LISTED,
     Notification,
     NotificationAttempt,
     NotificationDetail,
@@ -42,7 +43,7 @@ from orchestra.store.schema import (
 
 #: The name of the one cursor row.
 _LOG = "log"
-MAX_LIST = 500
+MAX_LIST = MAX_NOTIFICATIONS_LISTED
 #: What of a receiver's answer or error is kept in ``last_error``.
 MAX_ERROR_CHARS = 500
 

@@ -42,6 +42,7 @@ from orchestra.domain.untrusted import encodable
 from orchestra.engine.definition import WorkflowDefinition, definitions
 from orchestra.runtime import Runtime
 from orchestra.service import MAX_ITERATIONS_LIMIT
+from orchestra.store.links import LinkState, open_link
 from orchestra.store.sessions import end_session, find_session, open_session
 from orchestra.store.tokens import authenticate_token
 from orchestra.web import session
@@ -81,6 +82,19 @@ FORM_FIELDS = (
     "implementer",
     "max_iterations",
 )
+#: Why a decision link does not open, said plainly (and where to go instead).
+_INBOX_HINT = " Find the checkpoint in your inbox (/inbox) instead."
+LINK_PROBLEMS = {
+    LinkState.USED: (
+        410,
+        "This decision link has already been used (each opens once)." + _INBOX_HINT,
+    ),
+    LinkState.EXPIRED: (410, "This decision link has expired." + _INBOX_HINT),
+    LinkState.UNKNOWN: (
+        404,
+        "This decision link is not known here (mistyped or removed)." + _INBOX_HINT,
+    ),
+}
 #: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
 REGION = "region_"
 
@@ -566,6 +580,22 @@ class Web:
         diff = self.env.get_template("diff.html").render(diff=done.diffs[0])
         return JSONResponse({"html": str(done.html[text]), "diff_html": diff})
 
+    # -- decision links (from notifications) ------------------------------------------
+
+    async def decision_link(self, request: Request, token: str) -> Response:
+        """A notification's single-use link: after a normal login (no session: the
+        login page, then back here), used once, then the checkpoint's workflow page.
+        It opens a page and nothing more: the page asks for the session and role as
+        always, and no decision is taken here."""
+        who = await session.principal(request)
+        opened = await open_link(self.runtime.db, token, who.name)
+        if opened.state is LinkState.OPENED:
+            log.info("decision link to checkpoint %s opened by %s", opened.checkpoint_id, who.name)
+            target = f"/workflows/{opened.workflow_id}#decide"
+            return session.finish(request, RedirectResponse(target, status_code=303))
+        status, message = LINK_PROBLEMS[opened.state]
+        return self.error_page(request, status, message)
+
     # -- login --------------------------------------------------------------------------
 
     async def login_form(self, request: Request, next: str | None = None) -> Response:
@@ -684,6 +714,7 @@ def build_router(web: Web) -> APIRouter:
         ("GET", "/inbox", web.inbox),
         ("POST", "/inbox/resolve", web.resolve_batch),
         ("POST", "/preview", web.preview),
+        ("GET", "/d/{token}", web.decision_link),
         ("GET", "/login", web.login_form),
         ("POST", "/login", web.login),
         ("POST", "/logout", web.logout),
