@@ -7,9 +7,7 @@ the way of a resolution.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,68 +17,22 @@ from orchestra.domain.events import NotificationKind
 from orchestra.domain.models import Decision, Notification
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.engine.runner import Worker
-from orchestra.notifications.delivery import Backoff, Notifier
-from orchestra.notifications.targets import NotifyTarget, resolve_targets
 from orchestra.service import Orchestra
 from orchestra.store import outbox, queries
 from orchestra.store.db import Database
 from orchestra.store.schema import notifications
 from tests.support.engine import start
+from tests.support.notifier import (
+    LINK,
+    SECRET,
+    delivered,
+    given_up,
+    rows,
+    running,
+)
+from tests.support.notifier import make_notifier as _notifier
 from tests.support.receiver import receiving
 from tests.support.waiting import eventually
-
-SECRET = "s3cret-for-tests"
-LINK = "https://orchestra.example.com"
-
-
-def _notifier(db: Database, *targets: dict[str, Any], base_s: float = 0.05) -> Notifier:
-    configured = [NotifyTarget.model_validate({"secret": SECRET, **t}) for t in targets]
-    return Notifier(
-        db, resolve_targets(configured), link_base=LINK, backoff=Backoff(base_s), poll_s=0.05
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(*notifiers: Notifier) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(n.run(stop)) for n in notifiers]
-    try:
-        # The cursor row exists once each notifier follows the log.
-        await eventually(lambda: _cursor(notifiers[0].db), what="the notifier to start")
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
-
-
-async def _cursor(db: Database) -> bool:
-    def read(conn: Any) -> bool:
-        from orchestra.store.schema import notification_cursor
-
-        return conn.execute(select(func.count()).select_from(notification_cursor)).scalar() == 1
-
-    return await db.read(read)
-
-
-async def rows(db: Database, status: NotificationStatus | None = None) -> list[Notification]:
-    return await db.read(
-        lambda c: outbox.list_notifications(c, status=status.value if status else None)
-    )
-
-
-async def delivered(db: Database, n: int) -> list[Notification]:
-    async def probe() -> list[Notification] | None:
-        found = await rows(db, NotificationStatus.DELIVERED)
-        return found if len(found) >= n else None
-
-    return await eventually(probe, what=f"{n} delivered notifications")
-
-
-async def given_up(db: Database) -> list[Notification]:
-    async def probe() -> list[Notification] | None:
-        return await rows(db, NotificationStatus.FAILED) or None
-
-    return await eventually(probe, what="a notification to fail")
 
 
 async def test_a_pending_checkpoint_is_posted_signed_with_what_is_needed_and_a_link(

@@ -31,6 +31,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 #: The longest ``used_by`` kept (a token's name).
 MAX_USER_CHARS = 128
 
+_INSERT = insert(decision_links)
 _OPEN = (
     update(decision_links)
     .where(
@@ -69,7 +70,7 @@ def create_link_txn(tx: Tx, checkpoint_id: str, target: str | None, ttl: timedel
     (shown once, in the notification; the row has only its hash)."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     tx.execute(
-        insert(decision_links),
+        _INSERT,
         {
             "id": hash_token(token),
             "checkpoint_id": checkpoint_id,

@@ -324,16 +324,20 @@ def requeue_txn(tx: Tx, given: str) -> Notification:
     the next attempt is numbered after them and, at ``max_attempts`` already, is its
     last unless requeued again). Delivered or pending rows: :class:`Conflict`."""
     row_id = full_id(tx.conn, given)
-    done = tx.execute(
+    # Admin statements are built per call: the connection's own path, not the
+    # store's cache of prebuilt hot statements.
+    done = tx.conn.execute(
         update(notifications)
         .where(
             notifications.c.id == row_id,
             notifications.c.status == NotificationStatus.FAILED.value,
         )
-        .values(status=NotificationStatus.PENDING.value, next_attempt_at=tx.now),
-        {},
-    )
-    found = tx.fetch(select(notifications).where(notifications.c.id == row_id), {})
+        .values(status=NotificationStatus.PENDING.value, next_attempt_at=tx.now)
+    ).rowcount
+    found = [
+        dict(r._mapping)
+        for r in tx.conn.execute(select(notifications).where(notifications.c.id == row_id))
+    ]
     if not found:  # pruned meanwhile
         raise NotFound(f"notification {row_id} is gone (pruned)")
     row = found[0]
@@ -351,21 +355,25 @@ def requeue_txn(tx: Tx, given: str) -> Notification:
     return to_notification(row)
 
 
+_FINISHED_BEFORE = select(notifications.c.id).where(
+    notifications.c.status.in_(FINISHED), notifications.c.created_at < bindparam("before")
+)
+_DELETE_ATTEMPTS = delete(notification_attempts).where(
+    notification_attempts.c.notification_id.in_(bindparam("ids", expanding=True))
+)
+_DELETE_ROWS = delete(notifications).where(notifications.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def prune_txn(tx: Tx, older_than: datetime) -> NotificationsPruned:
     """Delete the delivered and failed rows created before ``older_than`` with their
     attempts, and the decision links that expired before it. The rows are locked
     first, so none is requeued between its attempts' delete and its own."""
-    finished = select(notifications.c.id).where(
-        notifications.c.status.in_(FINISHED), notifications.c.created_at < older_than
-    )
-    ids = [str(r["id"]) for r in tx.fetch_locked(finished, {})]
+    ids = [str(r["id"]) for r in tx.fetch_locked(_FINISHED_BEFORE, {"before": older_than})]
     attempts = rows = 0
     for start in range(0, len(ids), PRUNE_CHUNK):
-        chunk = ids[start : start + PRUNE_CHUNK]
-        attempts += tx.execute(
-            delete(notification_attempts).where(notification_attempts.c.notification_id.in_(chunk)),
-            {},
-        )
-        rows += tx.execute(delete(notifications).where(notifications.c.id.in_(chunk)), {})
-    links = tx.execute(delete(decision_links).where(decision_links.c.expires_at < older_than), {})
+        chunk = {"ids": ids[start : start + PRUNE_CHUNK]}
+        attempts += tx.conn.execute(_DELETE_ATTEMPTS, chunk).rowcount
+        rows += tx.conn.execute(_DELETE_ROWS, chunk).rowcount
+    expired = delete(decision_links).where(decision_links.c.expires_at < older_than)
+    links = tx.conn.execute(expired).rowcount
     return NotificationsPruned(deleted=rows, attempts_deleted=attempts, links_deleted=links)
