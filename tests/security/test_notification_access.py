@@ -1,7 +1,9 @@
 """Attack: reading the notification outbox (targets, payloads, receivers' errors) or
-steering it. Only admins read it; nobody writes it through the API (targets, URLs
-and secrets are the operator's, in ``orchestra.toml``); the secret appears in no
-answer and no payload. Real server, both databases."""
+steering it. Only admins read it; nobody adds to it or changes where it sends
+through the API (targets, URLs and secrets are the operator's, in
+``orchestra.toml``; admins may only requeue and prune rows, see
+test_decision_links.py); the secret appears in no answer and no payload. Real
+server, both databases."""
 
 from __future__ import annotations
 
