@@ -43,9 +43,19 @@ async def test_local_list_show_requeue_and_prune(
             await start(service, worker)
             [failed] = await given_up(db)
     listed = as_json(orchestra(tmp_path, db_url, "notifications", "list", "--json"))
-    assert [(n["id"], n["status"]) for n in listed] == [(failed.id, "failed")]
+    assert [(n["id"], n["status"]) for n in listed] == [
+        (failed.id, NotificationStatus.FAILED.value)
+    ]
     only = as_json(
-        orchestra(tmp_path, db_url, "notifications", "list", "--status", "delivered", "--json")
+        orchestra(
+            tmp_path,
+            db_url,
+            "notifications",
+            "list",
+            "--status",
+            NotificationStatus.DELIVERED.value,
+            "--json",
+        )
     )
     assert only == []
     table = ok(orchestra(tmp_path, db_url, "notifications", "list")).stdout

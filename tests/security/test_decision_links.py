@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from orchestra.api.auth import SESSION_COOKIE
 from orchestra.domain.roles import Role
+from orchestra.domain.statuses import CheckpointStatus
 from orchestra.store import links
 from orchestra.store.db import Database, Tx, utcnow
 from orchestra.store.schema import decision_links, notifications
@@ -154,7 +155,7 @@ async def test_a_link_asks_for_a_login_opens_once_and_decides_nothing(
         assert refused.status_code == 403
     [row] = [r for r in await _db_rows(server, decision_links) if r.id == digest]
     assert row.used_by == "vic" and row.used_at is not None
-    assert (await _pending(server, wf["id"]))["status"] == "pending"
+    assert (await _pending(server, wf["id"]))["status"] == CheckpointStatus.PENDING.value
     # Someone else with the same (used) link gets no further either.
     async with web_login(server.base_url, server.tokens["ana"]) as (other, _):
         assert (await other.get(path)).status_code == 410

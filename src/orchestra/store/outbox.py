@@ -314,9 +314,8 @@ def get_notification(conn: Connection, given: str) -> NotificationDetail:
         NotificationAttempt(**{k: r._mapping[k] for k in NotificationAttempt.model_fields})
         for r in tried
     ]
-    return NotificationDetail(
-        **to_notification(dict(row._mapping)).model_dump(), delivery_attempts=made
-    )
+    fields = {name: row._mapping[name] for name in Notification.model_fields}
+    return NotificationDetail(**fields, delivery_attempts=made)
 
 
 def requeue_txn(tx: Tx, given: str) -> Notification:
