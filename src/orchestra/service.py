@@ -32,7 +32,7 @@ from orchestra.domain.models import (
 from orchestra.domain.statuses import BatchOutcome, CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.engine.checkpoints import ResolutionConflict
-from orchestra.store import queries
+from orchestra.store import queries, settled
 from orchestra.store.db import Database
 from orchestra.workflows import git_worktree
 
@@ -413,7 +413,7 @@ class Orchestra:
     async def last_event_id(self) -> int:
         """The newest event's id: read it before a page's data, then follow the
         events after it, and nothing is missed."""
-        return await self.db.read(queries.last_event_id)
+        return await self.db.read(settled.end)
 
     async def history(self, workflow_id: str) -> History:
         def read(c: Any) -> History:
@@ -434,9 +434,10 @@ class Orchestra:
             raise InvalidInput(
                 f"after must be between 0 and {MAX_EVENT_ID}", details={"field": "after"}
             )
-        return await self.db.read(
-            lambda c: queries.events_after(c, workflow_id=workflow_id, after=after, limit=limit)
+        found = await self.db.read(
+            lambda c: settled.read(c, after=after, limit=limit, workflow_id=workflow_id)
         )
+        return found.events
 
 
 def guarded_dirs() -> list[Path]:

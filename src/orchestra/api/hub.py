@@ -28,7 +28,7 @@ from orchestra.api.errors import log_task_failure
 from orchestra.domain.errors import LimitReached, OrchestraError
 from orchestra.domain.models import Event
 from orchestra.service import Orchestra
-from orchestra.store import queries
+from orchestra.store import settled
 from orchestra.store.db import Database
 from orchestra.store.follow import LogFollower
 
@@ -137,7 +137,7 @@ class EventHub:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        self.base = self.cursor = await self.db.read(queries.last_event_id)
+        self.base = self.cursor = await self.db.read(settled.end)
         self._task = asyncio.create_task(self._tail(), name="event-hub")
         self._task.add_done_callback(
             log_task_failure("the event hub stopped; live streams get no new events")

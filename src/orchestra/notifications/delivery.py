@@ -38,7 +38,7 @@ from orchestra.domain.models import Event
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.notifications.payload import build_payload, encode_body, kind_of, signature
 from orchestra.notifications.targets import Target, resolve_targets
-from orchestra.store import links, outbox, queries
+from orchestra.store import links, outbox, settled
 from orchestra.store.db import Database, Tx, utcnow
 from orchestra.store.follow import LogFollower
 
@@ -128,7 +128,7 @@ class Notifier:
                 await asyncio.sleep(self.poll_s)
 
     async def _follow(self) -> None:
-        log_end = await self.db.read(queries.last_event_id)
+        log_end = await self.db.read(settled.end)
         cursor = await self.db.write(lambda tx: outbox.start_cursor_txn(tx, log_end))
         follower = LogFollower(self.db, cursor, poll_s=self.poll_s)
         async for batch in follower.batches():

@@ -10,13 +10,13 @@ are named ``…_txn`` so it is visible that they must run inside one.
   many transitions), each in its own SAVEPOINT so one failing function rolls back
   alone. Reads use other connections (WAL lets them run beside the writer).
 - PostgreSQL: writes and reads run on a thread pool with a connection pool.
-  Event ids are made commit-ordered by a transaction-scoped advisory lock taken
-  just before the events are inserted, so a reader's cursor never skips an
-  event that commits later with a smaller id.
+  Committers share no lock: event ids may become visible out of order, and
+  readers take only the settled part of the log (:mod:`orchestra.store.settled`),
+  so a cursor never skips an event that commits later with a smaller id.
 
 After a commit the in-process doorbell rings, carrying the events the commit
 appended, so this process's followers of the log need not read them back; on
-Postgres ``NOTIFY`` rings the other processes' bells too (a ring from another
+Postgres a ``NOTIFY`` after the commit rings the other processes' bells too (a ring from another
 process only says "look again": the rows are the message; a process ignores
 the echo of its own notifications, which it has rung for already). The
 workers' bell is rung by :meth:`Database.wake_workers`, which the engine calls
@@ -53,11 +53,13 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import Select
 
 from orchestra.domain.errors import DatabaseUnavailable
@@ -78,18 +80,18 @@ NOTIFY_CHANNEL = "orchestra_events"
 #: the JSON column stores; the ids are read back with ``last_insert_rowid()``.
 _INSERT_EVENT_TEXT = insert(schema.events).values(data=bindparam("data", type_=Text()))
 #: Postgres: the text is cast to the JSONB column's type, and the ids come back in
-#: the order of the rows.
+#: the order of the rows. Each id is taken only once the transaction has its own id
+#: (xid), so that a reader's snapshot lists the transaction as in progress while
+#: its event ids are not yet visible (see :mod:`orchestra.store.settled`); ``CASE``
+#: evaluates its condition first.
+_XID_THEN_EVENT_ID: ColumnClause[int] = literal_column(
+    "CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval('events_id_seq') END"
+)
 _INSERT_EVENT_PG = (
     insert(schema.events)
-    .values(data=cast(bindparam("data", type_=Text()), JSONB))
+    .values(id=_XID_THEN_EVENT_ID, data=cast(bindparam("data", type_=Text()), JSONB))
     .returning(schema.events.c.id, sort_by_parameter_order=True)
 )
-_EVENT_LOCK_KEY = 7_240_611  # arbitrary constant for pg_advisory_xact_lock
-#: Postgres, before inserting events: take the event lock (ids in commit order) and
-#: queue the doorbell for the other processes (sent at commit), in one round trip.
-_LOCK_AND_NOTIFY = text(f"SELECT pg_advisory_xact_lock(:k), pg_notify('{NOTIFY_CHANNEL}', :p)")
-#: Postgres, after a commit that left work to claim: ring the other processes' workers.
-_NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', :p)")
 
 
 def utcnow() -> datetime:
@@ -215,7 +217,8 @@ class SqliteTx(Tx):
 
 
 class PostgresTx(Tx):
-    """PostgreSQL: rows are locked with ``FOR UPDATE``; events take the event lock."""
+    """PostgreSQL: rows are locked with ``FOR UPDATE``; no lock is shared by all
+    committers (readers settle the ids instead, :mod:`orchestra.store.settled`)."""
 
     def fetch_locked(
         self, stmt: Select[Any], params: Params, *, skip_locked: bool = False
@@ -226,7 +229,6 @@ class PostgresTx(Tx):
         if not self._events:
             return
         rows = self._encoded_events()
-        self.conn.execute(_LOCK_AND_NOTIFY, {"k": _EVENT_LOCK_KEY, "p": f"e:{self.origin}"})
         self._appended(self.conn.execute(_INSERT_EVENT_PG, rows).scalars().all(), rows)
 
 
@@ -285,6 +287,7 @@ class Database:
                 max_workers=pool_size, thread_name_prefix="orchestra-db"
             )
         self._listener: _PgListener | None = None
+        self._notifier = _PgNotifier(self) if self.kind == "postgresql" else None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -304,6 +307,8 @@ class Database:
             self._writer.stop()
         if self._listener is not None:
             self._listener.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         self._pool.shutdown(wait=True)
         self.write_engine.dispose()
         self.read_engine.dispose()
@@ -360,6 +365,8 @@ class Database:
                     result = fn(tx)
                     tx.flush_events()
                 self.ring_bells(None, tx.appended)
+                if tx.appended and self._notifier is not None:
+                    self._notifier.ring("e")
                 return result
         except OperationalError as exc:
             raise _unavailable(exc) from exc
@@ -374,16 +381,8 @@ class Database:
         work_bell = self.work_bell
         loop = asyncio.get_running_loop()
         (work_bell.ring if work_bell.loop is loop else work_bell.ring_threadsafe)()
-        if self.kind == "postgresql":
-            await loop.run_in_executor(self._pool, self._notify_workers)
-
-    def _notify_workers(self) -> None:
-        try:
-            with self.write_engine.connect() as conn, conn.begin():
-                conn.execute(_NOTIFY, {"p": f"w:{self.origin}"})
-        except OperationalError:
-            # Not fatal: the other processes' workers poll; the commit stands.
-            log.warning("could not notify other workers; they will find the work by polling")
+        if self._notifier is not None:
+            self._notifier.ring("w")
 
     def ring_bells(self, here: asyncio.AbstractEventLoop | None, appended: list[_Appended]) -> None:
         """Ring the bells after this process committed: directly when a bell rings on
@@ -772,7 +771,76 @@ class _PgListener:
                         for note in conn.notifies(timeout=0.5):
                             kind, _, origin = note.payload.partition(":")
                             if origin != self._db.origin:  # ours rang when committed
-                                self._db._heard_from_another_process(kind == "w")
+                                self._db._heard_from_another_process("w" in kind)
             except psycopg.Error:
                 log.warning("LISTEN connection lost; reconnecting", exc_info=True)
                 time.sleep(1)
+
+
+class _PgNotifier:
+    """``NOTIFY`` the other processes after this one's commits, from one connection.
+
+    Not inside the committing transactions: a transaction that notifies takes a
+    lock shared by the whole cluster while it commits, which would line every
+    committer up behind one another. Rings that arrive while a notification is
+    being sent are sent together as the next one (``e``, ``w`` or ``ew``), so a
+    burst of commits costs a few notifications, not one each.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._kinds: set[str] = set()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def ring(self, kind: str) -> None:
+        with self._cond:
+            if self._stopping:
+                return
+            self._kinds.add(kind)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="orchestra-notify", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _next(self) -> str | None:
+        with self._cond:
+            while not self._kinds and not self._stopping:
+                self._cond.wait()
+            kinds, self._kinds = self._kinds, set()
+        return "".join(sorted(kinds)) or None
+
+    def _run(self) -> None:
+        import psycopg
+
+        dsn = self._db.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        conn: psycopg.Connection[Any] | None = None
+        while (kinds := self._next()) is not None:
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(dsn, autocommit=True)
+                conn.execute(
+                    f"SELECT pg_notify('{NOTIFY_CHANNEL}', %s)", (f"{kinds}:{self._db.origin}",)
+                )
+            except psycopg.Error:
+                # Not fatal: the other processes poll the log and for work; commits stand.
+                log.warning(
+                    "could not notify the other processes; they will find it by polling",
+                    exc_info=True,
+                )
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

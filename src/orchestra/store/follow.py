@@ -11,15 +11,15 @@ of order), too many rings queued, or ``poll_s`` since its last read (another
 process may write the same SQLite file without ringing this one's bell, so
 rings alone never postpone that read).
 
-This is exact because event ids are handed out in commit order (see
-:mod:`orchestra.store.db`): a carried batch that starts at ``cursor + 1``
-leaves nothing committed between them.
+A carried batch is taken only as far as its ids continue the cursor without a
+hole (``cursor + 1``, ``cursor + 2``, …): on PostgreSQL another transaction may
+still hold an id in between, and a read of the log settles that (see
+:mod:`orchestra.store.settled`); reads take only the settled part of the log.
 
 Given a ``workflow_id``, the follower yields only that workflow's events (``orchestra
 watch``), but its cursor still walks the whole log: the rings of other workflows'
 commits move it on without a read, and a read asks the database for the workflow's
-rows only, then moves the cursor to the log's end as it was before that query (every
-id up to there had committed, so its rows were visible to the query).
+rows up to where the log is settled, and moves the cursor there.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Sequence
 from sqlalchemy import Connection
 
 from orchestra.domain.models import Event
-from orchestra.store import queries
+from orchestra.store import settled
 from orchestra.store.db import Database
 
 #: Rings queued unread beyond this are dropped: the follower reads the log instead.
@@ -77,13 +77,14 @@ class LogFollower:
                 must_read = True
                 continue
             fresh = [e for e in events if e.id > self.cursor] if events else []
-            if not fresh:
-                continue
-            if fresh[0].id != self.cursor + 1:  # someone else wrote in between
+            run = 0
+            while run < len(fresh) and fresh[run].id == self.cursor + 1 + run:
+                run += 1
+            if run < len(fresh):  # someone else wrote in between, or still writes
                 must_read = True
-                continue
-            taken += self._mine(fresh)
-            self.cursor = fresh[-1].id
+            if run:
+                taken += self._mine(fresh[:run])
+                self.cursor = fresh[run - 1].id
         return taken, must_read
 
     def _mine(self, events: list[Event]) -> list[Event]:
@@ -91,18 +92,9 @@ class LogFollower:
             return events
         return [e for e in events if e.workflow_id == self.workflow_id]
 
-    def _read(self, conn: Connection) -> tuple[list[Event], int]:
-        """The events after the cursor (a page), and the cursor after them."""
-        if self.workflow_id is None:
-            rows = queries.events_after(conn, after=self.cursor, limit=self.page)
-            return rows, rows[-1].id if rows else self.cursor
-        end = queries.last_event_id(conn)  # first: every id up to it has committed
-        rows = queries.events_after(
-            conn, workflow_id=self.workflow_id, after=self.cursor, limit=self.page
-        )
-        if len(rows) == self.page:  # more to come: continue from the last one
-            return rows, rows[-1].id
-        return rows, max(end, rows[-1].id if rows else self.cursor)
+    def _read(self, conn: Connection) -> settled.Settled:
+        """The settled events after the cursor (a page of the log)."""
+        return settled.read(conn, after=self.cursor, limit=self.page, workflow_id=self.workflow_id)
 
     async def batches(self) -> AsyncGenerator[list[Event]]:
         """Yield the events after the cursor as they commit, for ever (cancel to stop).
@@ -116,11 +108,12 @@ class LogFollower:
                 seen = bell.generation
                 if must_read or clock() - last_read >= self.poll_s:
                     last_read = clock()
-                    read, self.cursor = await self.db.read(self._read)
+                    found = await self.db.read(self._read)
+                    self.cursor = found.cursor
                     self.reads += 1
-                    if read:
-                        yield read
-                    must_read = len(read) == self.page
+                    if found.events:
+                        yield found.events
+                    must_read = found.more
                     if must_read:
                         continue
                 taken, must_read = self._take_rung()
