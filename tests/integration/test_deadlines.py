@@ -9,8 +9,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from orchestra.app import create_app
+from orchestra.config import Settings
 from orchestra.domain.deadlines import DEADLINE_ACTOR, StepDeadline
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.events import EventType, NotificationKind
@@ -20,6 +23,7 @@ from orchestra.engine.deadlines import due_checkpoints
 from orchestra.engine.runner import Worker, WorkerSettings
 from orchestra.notifications.delivery import Notifier
 from orchestra.notifications.targets import NotifyTarget, resolve_targets
+from orchestra.runtime import open_runtime
 from orchestra.service import Orchestra
 from orchestra.store import outbox
 from orchestra.store.db import Database, utcnow
@@ -297,3 +301,36 @@ async def test_two_worker_processes_fire_each_deadline_exactly_once(
             assert done.resolution is not None and done.resolution.resolved_by == DEADLINE_ACTOR
         else:
             assert changes == [] and done.status is CheckpointStatus.PENDING
+
+
+async def test_the_checkpoint_page_counts_down_and_says_what_the_time_will_do(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        no_auth=True,
+        notify=[NotifyTarget(name="ops", url="http://127.0.0.1:9/x", secret="k")],
+        deadlines={PLAN_READY: StepDeadline(after="4h", escalate=["ops"])},
+    )
+    runtime = open_runtime(settings)
+    try:
+        service = runtime.service
+        cp = await start(
+            service, service.engine.worker, deadline={"default_action": "edit_reviewer_prompt"}
+        )
+        transport = httpx.ASGITransport(app=create_app(runtime, run_worker=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            page = (await client.get(f"/workflows/{cp.workflow_id}")).text
+            assert cp.due_at is not None
+            assert f'<time datetime="{cp.due_at.isoformat()}" data-time="due">' in page
+            assert "When it passes: escalate to ops; default action " in page
+            assert "by orchestra (deadline)" in page and "data-overdue" not in page
+
+            await service.engine.fire_due_deadlines(now=after(cp, 5))
+            panel = (await client.get(f"/checkpoints/{cp.id}/panel")).text
+            assert "<strong>Overdue</strong>" in panel and "data-overdue" in panel
+            assert "the default action “edit_reviewer_prompt” was taken" in panel
+            assert "Resolved by <strong>orchestra (deadline)</strong>" in panel
+    finally:
+        runtime.close()

@@ -80,6 +80,8 @@ FORM_FIELDS = (
     "reviewers",
     "implementer",
     "max_iterations",
+    "deadline_after",
+    "default_action",
 )
 #: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
 REGION = "region_"
@@ -123,6 +125,7 @@ def build_environment() -> Environment:
     env.filters["tone"] = tone
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
+    env.globals["CS"] = CheckpointStatus
     env.globals["styles"] = ActionStyle
     # Looks up the file tables rendered off the loop (Web.rich_page), as |markdown does.
     env.globals["code_view"] = code_view
@@ -352,6 +355,8 @@ class Web:
             "reviewers": list(config.reviewers),
             "implementer": config.implementer or config.planner,
             "max_iterations": "3",
+            "deadline_after": "",
+            "default_action": "",
         }
         return self.page(
             request,
@@ -384,6 +389,12 @@ class Web:
         kind = first(fields, "type") or "plan_review"
         implementer = first(fields, "implementer")
         raw_iterations = first(fields, "max_iterations").strip()
+        due, default_action = (
+            first(fields, "deadline_after").strip(),
+            first(fields, "default_action"),
+        )
+        # Empty fields: no deadline of the workflow's own (the configured ones still apply).
+        deadline = {"after": due or None, "default_action": default_action.strip() or None}
         errors: dict[str, str] = {}
         try:
             max_iterations = int(raw_iterations)
@@ -408,6 +419,7 @@ class Web:
                     agents=agents,
                     max_iterations=max_iterations,
                     created_by=who.name,
+                    deadline=deadline if due or deadline["default_action"] else None,
                 )
             except InvalidInput as exc:
                 errors[_form_field(exc.details.get("field"))] = exc.message
@@ -424,6 +436,8 @@ class Web:
             "reviewers": reviewers,
             "implementer": implementer,
             "max_iterations": raw_iterations,
+            "deadline_after": due,
+            "default_action": default_action,
         }
         return self._form(request, who, values, errors)
 
@@ -637,6 +651,8 @@ def _form_field(field: Any) -> str:
         return "reviewers"
     if name in FORM_FIELDS:
         return name
+    if name.startswith("deadline."):
+        return "default_action" if name.endswith("default_action") else "deadline_after"
     return "form"
 
 
