@@ -70,7 +70,7 @@ def test_durations_are_seconds_or_text(given: object, seconds: float) -> None:
     ],
 )
 def test_anything_else_is_not_a_duration(given: object) -> None:
-    with pytest.raises(ValueError, match="duration|between"):
+    with pytest.raises(ValueError, match=r"duration|between"):
         parse_duration(given)
 
 
