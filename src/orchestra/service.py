@@ -15,8 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
+from orchestra.domain.deadlines import DeadlineRequest, StepDeadline, deadline_policy
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.models import (
     MAX_BATCH,
@@ -32,6 +35,7 @@ from orchestra.domain.models import (
 from orchestra.domain.statuses import BatchOutcome, CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.engine.checkpoints import ResolutionConflict
+from orchestra.engine.definition import CheckpointStep, WorkflowDefinition, definitions
 from orchestra.store import queries
 from orchestra.store.db import Database
 from orchestra.workflows import git_worktree
@@ -59,6 +63,7 @@ class Orchestra:
         allowed_roots: Sequence[Path] = (),
         worker: WorkerSettings | None = None,
         checks: Callable[[Path], dict[str, Any] | None] | None = None,
+        deadlines: Mapping[str, StepDeadline] | None = None,
     ) -> None:
         self.db = db
         self.agents = agents or default_agents_config()
@@ -66,6 +71,8 @@ class Orchestra:
         self.allowed_roots = [p.expanduser().resolve() for p in allowed_roots or [Path.home()]]
         #: The check command (and its timeout) of a workspace, from the operator's settings.
         self.checks = checks or (lambda _: None)
+        #: The operator's ``[deadlines.<step>]`` tables, checked against the definitions.
+        self.deadlines = check_step_deadlines(deadlines or {})
         #: The engine: every write goes through it (``worker``: its worker's settings).
         self.engine = Engine(db, worker)
 
@@ -83,11 +90,14 @@ class Orchestra:
         created_by: str | None = None,
         options: Mapping[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: DeadlineRequest | Mapping[str, Any] | None = None,
     ) -> Workflow:
         """Start a workflow. ``from_workflow``: a completed workflow this one continues
         (its result goes to the new one's definition, e.g. an approved plan to
-        implement; its workspace is the default)."""
+        implement; its workspace is the default). ``deadline``: a due time for its
+        checkpoints and the opt-in to a default action (:class:`DeadlineRequest`)."""
         definition = get_definition(type)
+        policy = self._deadline_policy(definition, deadline)
         previous = None
         if from_workflow is not None:
             previous = await self.get_workflow(from_workflow)
@@ -116,6 +126,8 @@ class Orchestra:
         resolved = self.resolve_agents(agents, jobs=definition.agent_jobs)
         if "implementer" in definition.agent_jobs and workspace is not None:
             resolved["check"] = self.checks(Path(workspace))
+        if policy is not None:  # recorded with the operator's choices, as ``check`` is
+            resolved["deadline"] = policy
         new = NewWorkflow(
             name=name,
             type=definition.type,
@@ -128,6 +140,30 @@ class Orchestra:
             previous_result=previous.result if previous is not None else None,
         )
         return (await self.engine.create(new)).value
+
+    def _deadline_policy(
+        self, definition: WorkflowDefinition[Any], raw: DeadlineRequest | Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """What the workflow records of its deadlines; bad input names the field."""
+        request = raw if isinstance(raw, DeadlineRequest) or raw is None else _deadline(raw)
+        offered = checkpoint_actions(definition)
+        steps = {n: d for n, d in self.deadlines.items() if n in offered}
+        if request is not None:
+            if request.after is None and not steps:
+                raise InvalidInput(
+                    f"deadline.after is needed: no checkpoint of a {definition.type!r} workflow "
+                    "has a configured deadline",
+                    details={"field": "deadline.after"},
+                )
+            every = sorted({a for actions in offered.values() for a in actions})
+            if request.default_action is not None and request.default_action not in every:
+                raise InvalidInput(
+                    f"deadline.default_action {request.default_action!r} is offered by no "
+                    f"checkpoint of a {definition.type!r} workflow; choose one of: "
+                    + ", ".join(every),
+                    details={"field": "deadline.default_action", "allowed": every},
+                )
+        return deadline_policy(request, steps)
 
     # -- short ids -----------------------------------------------------------
 
@@ -437,6 +473,50 @@ class Orchestra:
         return await self.db.read(
             lambda c: queries.events_after(c, workflow_id=workflow_id, after=after, limit=limit)
         )
+
+
+def _deadline(raw: Mapping[str, Any]) -> DeadlineRequest:
+    """A client's ``deadline`` object, checked; InvalidInput naming the field."""
+    try:
+        return DeadlineRequest.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(["deadline", *map(str, first["loc"])])
+        raise InvalidInput(
+            f"{field}: {first['msg'].removeprefix('Value error, ')}", details={"field": field}
+        ) from None
+
+
+def checkpoint_actions(definition: WorkflowDefinition[Any]) -> dict[str, list[str]]:
+    """The actions each checkpoint step of ``definition`` may offer, by step name."""
+    return {
+        name: [a.name for a in step.actions]
+        for name, step in definition.steps.items()
+        if isinstance(step, CheckpointStep)
+    }
+
+
+def check_step_deadlines(deadlines: Mapping[str, StepDeadline]) -> dict[str, StepDeadline]:
+    """The operator's per-step deadlines, each naming a checkpoint step of a known
+    workflow and an action such a step offers; InvalidInput (at start-up) otherwise."""
+    known: dict[str, set[str]] = {}
+    for definition in definitions().values():
+        for step, actions in checkpoint_actions(definition).items():
+            known.setdefault(step, set()).update(actions)
+    for step, deadline in deadlines.items():
+        if step not in known:
+            raise InvalidInput(
+                f"[deadlines.{step}]: no workflow has a checkpoint step named {step!r}; "
+                "checkpoint steps: " + ", ".join(sorted(known)),
+                details={"field": f"deadlines.{step}"},
+            )
+        if deadline.action is not None and deadline.action not in known[step]:
+            raise InvalidInput(
+                f"[deadlines.{step}]: action {deadline.action!r} is not offered at {step!r}; "
+                "it offers: " + ", ".join(sorted(known[step])),
+                details={"field": f"deadlines.{step}.action"},
+            )
+    return dict(deadlines)
 
 
 def guarded_dirs() -> list[Path]:

@@ -16,6 +16,7 @@ from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
 from orchestra.domain.code import CodeChange, WorktreeInfo
+from orchestra.domain.deadlines import DeadlineRequest
 from orchestra.domain.errors import NotFound
 from orchestra.domain.models import (
     MAX_BATCH,
@@ -107,6 +108,8 @@ class CreateWorkflow(Body):
     #: A completed workflow this one continues (e.g. the Plan & Review whose plan to
     #: implement); its workspace is the default.
     from_workflow: Text | None = None
+    #: A due time for each checkpoint and the opt-in to a default action there.
+    deadline: DeadlineRequest | None = None
 
 
 class Resolve(Body, Decision):
@@ -148,6 +151,7 @@ async def create_workflow(request: Request, body: CreateWorkflow, who: Creator) 
         created_by=who.name,
         options=body.options,
         from_workflow=body.from_workflow,
+        deadline=body.deadline,
     )
 
 

@@ -56,6 +56,7 @@ class Backend(Protocol):
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow: ...
 
     async def get_workflow(self, workflow_id: str) -> Workflow: ...

@@ -63,6 +63,7 @@ class LocalBackend:
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow:
         return await self.service.create_workflow(
             name=name,
@@ -74,6 +75,7 @@ class LocalBackend:
             created_by=self.actor,
             options=options,
             from_workflow=from_workflow,
+            deadline=deadline,
         )
 
     async def get_workflow(self, workflow_id: str) -> Workflow:

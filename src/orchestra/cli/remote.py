@@ -145,6 +145,7 @@ class RemoteBackend:
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow:
         body: dict[str, Any] = {
             "name": name,
@@ -157,6 +158,7 @@ class RemoteBackend:
             "agents": agents,
             "options": options,
             "from_workflow": from_workflow,
+            "deadline": deadline,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return await self._model(Workflow, "POST", "/api/workflows", json=body)

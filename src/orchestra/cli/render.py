@@ -124,6 +124,14 @@ def since(moment: datetime, now: datetime | None = None) -> str:
     return duration(((now or datetime.now(UTC)) - moment).total_seconds())
 
 
+def due_text(cp: Checkpoint, now: datetime | None = None) -> str:
+    """``due in 3h 59m`` / ``overdue 12m 04s`` for a checkpoint with a deadline, else ``""``."""
+    if cp.due_at is None:
+        return ""
+    left = (cp.due_at - (now or datetime.now(UTC))).total_seconds()
+    return f"due in {duration(left)}" if left > 0 else f"overdue {duration(-left)}"
+
+
 # -- workflows -------------------------------------------------------------
 
 
@@ -630,6 +638,13 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
     parts: list[RenderableType] = []
     if cp.summary:
         parts.append(Text.assemble(("Needed: ", "bold"), cp.summary))
+    if cp.deadline is not None:
+        d = cp.deadline
+        then = f"default action {d.action!r} was taken" if d.fired_at and d.action else ""
+        line = f"{due_text(cp)} ({when(d.due_at)}); " + (then or f"then: {d.consequence()}")
+        parts.append(
+            Text.assemble(("Deadline: ", "bold"), line, f". {d.reason}" if d.reason else "")
+        )
     parts.append(Text.assemble(("Instructions: ", "bold"), cp.instructions))
     parts += _context_view(cp.context)
     for output in cp.agent_outputs:
@@ -726,7 +741,7 @@ def inbox_table(
             escape(names.get(cp.workflow_id, cp.workflow_id)),
             escape(cp.summary or cp.title),
             str(cp.iteration),
-            since(cp.created_at, now),
+            " · ".join(filter(None, [since(cp.created_at, now), due_text(cp, now)])),
             ", ".join(a.name for a in cp.actions),
         )
     return table

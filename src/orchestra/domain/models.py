@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from orchestra.domain.deadlines import CheckpointDeadline
 from orchestra.domain.events import EventType, NotificationKind
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -186,6 +187,9 @@ class Checkpoint(Model):
     status: CheckpointStatus
     resolution: Resolution | None = None
     created_at: datetime
+    #: When the decision is due (None: no deadline) and what happens then.
+    due_at: datetime | None = None
+    deadline: CheckpointDeadline | None = None
 
     def action(self, name: str) -> CheckpointAction | None:
         return next((a for a in self.actions if a.name == name), None)

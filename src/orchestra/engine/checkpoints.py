@@ -28,11 +28,11 @@ from orchestra.store.schema import checkpoints, workflows
 
 MAX_CONTENT_CHARS = 1_000_000
 
-_SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
+SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
 _CHECKPOINTS_WORKFLOW = (
     select(checkpoints.c.workflow_id).where(checkpoints.c.id == bindparam("cp")).scalar_subquery()
 )
-_WORKFLOW_OF_CHECKPOINT = select(workflows).where(workflows.c.id == _CHECKPOINTS_WORKFLOW)
+WORKFLOW_OF_CHECKPOINT = select(workflows).where(workflows.c.id == _CHECKPOINTS_WORKFLOW)
 
 
 class ResolutionConflict(Conflict):
@@ -93,8 +93,8 @@ def resolve_txn(
     resolved checkpoint and the workflow row as the move left it (None for an
     idempotent replay, which moves nothing)."""
     # The workflow first, locked, then the checkpoint: every writer locks in that order.
-    found = tx.fetch_locked(_WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
-    cp_rows = tx.fetch(_SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
+    found = tx.fetch_locked(WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
+    cp_rows = tx.fetch(SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
     if not cp_rows:
         raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
     wf, cp_row = found[0], cp_rows[0]

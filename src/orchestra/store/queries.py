@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
+from orchestra.domain.deadlines import CheckpointDeadline
 from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import (
@@ -37,6 +38,12 @@ def to_resolution(row: RowMap) -> Resolution:
 
 def to_checkpoint(row: RowMap) -> Checkpoint:
     resolution = to_resolution(row) if row["resolved_at"] is not None else None
+    due_at, stored = row.get("due_at"), row.get("deadline")
+    deadline = (
+        CheckpointDeadline(due_at=due_at, fired_at=row.get("deadline_fired_at"), **stored)
+        if due_at is not None and stored
+        else None
+    )
     return Checkpoint(
         id=row["id"],
         workflow_id=row["workflow_id"],
@@ -46,6 +53,8 @@ def to_checkpoint(row: RowMap) -> Checkpoint:
         status=CheckpointStatus(row["status"]),
         resolution=resolution,
         created_at=row["created_at"],
+        due_at=due_at,
+        deadline=deadline,
         **row["body"],
     )
 

@@ -81,6 +81,8 @@ FORM_FIELDS = (
     "reviewers",
     "implementer",
     "max_iterations",
+    "deadline_after",
+    "default_action",
 )
 #: Why a decision link does not open, said plainly (and where to go instead).
 _INBOX_HINT = " Find the checkpoint in your inbox (/inbox) instead."
@@ -137,6 +139,7 @@ def build_environment() -> Environment:
     env.filters["tone"] = tone
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
+    env.globals["CS"] = CheckpointStatus
     env.globals["styles"] = ActionStyle
     # Looks up the file tables rendered off the loop (Web.rich_page), as |markdown does.
     env.globals["code_view"] = code_view
@@ -366,6 +369,8 @@ class Web:
             "reviewers": list(config.reviewers),
             "implementer": config.implementer or config.planner,
             "max_iterations": "3",
+            "deadline_after": "",
+            "default_action": "",
         }
         return self.page(
             request,
@@ -398,6 +403,12 @@ class Web:
         kind = first(fields, "type") or "plan_review"
         implementer = first(fields, "implementer")
         raw_iterations = first(fields, "max_iterations").strip()
+        due, default_action = (
+            first(fields, "deadline_after").strip(),
+            first(fields, "default_action"),
+        )
+        # Empty fields: no deadline of the workflow's own (the configured ones still apply).
+        deadline = {"after": due or None, "default_action": default_action.strip() or None}
         errors: dict[str, str] = {}
         try:
             max_iterations = int(raw_iterations)
@@ -422,6 +433,7 @@ class Web:
                     agents=agents,
                     max_iterations=max_iterations,
                     created_by=who.name,
+                    deadline=deadline if due or deadline["default_action"] else None,
                 )
             except InvalidInput as exc:
                 errors[_form_field(exc.details.get("field"))] = exc.message
@@ -438,6 +450,8 @@ class Web:
             "reviewers": reviewers,
             "implementer": implementer,
             "max_iterations": raw_iterations,
+            "deadline_after": due,
+            "default_action": default_action,
         }
         return self._form(request, who, values, errors)
 
@@ -667,6 +681,8 @@ def _form_field(field: Any) -> str:
         return "reviewers"
     if name in FORM_FIELDS:
         return name
+    if name.startswith("deadline."):
+        return "default_action" if name.endswith("default_action") else "deadline_after"
     return "form"
 
 

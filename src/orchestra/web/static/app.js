@@ -123,6 +123,13 @@
       if (kind === 'ago') el.textContent = ago(now - at);
       else if (kind === 'waited') el.textContent = `for ${span(now - at)}`;
       else if (kind === 'elapsed') el.textContent = span(now - at);
+      else if (kind === 'due') {
+        // A deadline's countdown; once it passes the note says so (the server acts).
+        const left = at - now;
+        el.textContent = left > 0 ? `in ${span(left)}` : `overdue by ${span(-left)}`;
+        const note = el.closest('[data-deadline]');
+        if (note) note.toggleAttribute('data-overdue', left <= 0);
+      }
     }
   }
 
