@@ -1,6 +1,7 @@
 """The engine's front door: the only ways into a workflow from outside the engine.
 
-:class:`Engine` starts, resolves, cancels and retries workflows. Each call is
+:class:`Engine` starts, resolves, cancels and retries workflows (and snoozes
+checkpoints, which moves nothing). Each call is
 one transaction that changes statuses only through the transition function;
 after the commit the engine itself starts what the commit made runnable — on
 this process's worker when it is running and has room (leased in that same
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -28,7 +30,7 @@ from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
 from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
 from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id, retry_txn
-from orchestra.engine.checkpoints import resolve_txn
+from orchestra.engine.checkpoints import resolve_txn, snooze_txn
 from orchestra.engine.definition import Start, get_definition
 from orchestra.engine.leases import NO_LEASE, is_leased
 from orchestra.engine.runner import Handoff, Worker, WorkerSettings, after_commit
@@ -177,6 +179,18 @@ class Engine:
 
         moved = await self._commit(txn, hook=True)
         return Outcome(moved.value, moved.appended)
+
+    async def snooze(
+        self, checkpoint_id: str, until: datetime | None, *, actor: str
+    ) -> Outcome[Checkpoint]:
+        """Say "not now" to a pending checkpoint until ``until`` (None: wake it now).
+        Nothing moves: no worker is woken and the workflow still waits."""
+
+        def txn(tx: Tx) -> tuple[Checkpoint, list[Any]]:
+            return snooze_txn(tx, checkpoint_id, until, actor=actor), tx.appended
+
+        checkpoint, appended = await self.db.write(txn)
+        return Outcome(checkpoint, appended)
 
     async def cancel(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
         """Cancel a workflow that has not ended."""
