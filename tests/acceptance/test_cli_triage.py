@@ -48,6 +48,11 @@ async def test_snooze_hides_until_unsnoozed_and_the_inbox_filters(
     assert _ids(orchestra(tmp_path, db_url, "inbox", "--snoozed", "--json")) == [one]
     table = ok(orchestra(tmp_path, db_url, "inbox", "--snoozed")).stdout
     assert "Back in" in table and "alpha" in table and "beta" not in table
+    narrow = cli_env(tmp_path, COLUMNS="80")
+    for args in (("inbox", "--snoozed"), ("inbox",), ("snooze", two[:8], "--for", "1m")):
+        out = ok(orchestra(tmp_path, db_url, *args, env=narrow)).stdout
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+    ok(orchestra(tmp_path, db_url, "unsnooze", two[:8]))
 
     wf_two = (await service.get_checkpoint(two)).workflow_id
     by_wf = orchestra(tmp_path, db_url, "inbox", "--workflow", wf_two[:6], "--json")

@@ -15,6 +15,9 @@ _DURATION = re.compile(r"(?:\d{1,6}\s*[smhdw]\s*)+")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 #: The longest text either parser reads (an ISO time with its offset is ~32).
 MAX_TEXT = 40
+#: The longest duration either parser takes (far beyond any bound of its callers,
+#: short of what a date can hold).
+MAX_DURATION = timedelta(days=36500)
 
 
 def parse_duration(text: str, *, field: str) -> timedelta:
@@ -30,6 +33,10 @@ def parse_duration(text: str, *, field: str) -> timedelta:
     seconds = sum(int(n) * _UNIT_S[unit] for n, unit in _PART.findall(raw))
     if seconds <= 0:
         raise InvalidInput(f"{field} must be longer than 0", details={"field": field})
+    if seconds > MAX_DURATION.total_seconds():
+        raise InvalidInput(
+            f"{field} must be at most {MAX_DURATION.days} days", details={"field": field}
+        )
     return timedelta(seconds=seconds)
 
 
