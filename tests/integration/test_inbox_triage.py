@@ -36,9 +36,11 @@ async def _waiting(service: Orchestra, worker: Worker, n: int) -> list[Checkpoin
     return found
 
 
-async def _inbox(service: Orchestra, **given: object) -> list[str]:
+async def _inbox(service: Orchestra, **given: object) -> set[str]:
+    """The ids listed (as a set: checkpoints made by concurrent steps may be created
+    in either order)."""
     page = await service.list_checkpoints(filter=InboxFilter.model_validate(given))
-    return [cp.id for cp in page.items]
+    return {cp.id for cp in page.items}
 
 
 def _at(service: Orchestra, moment: datetime) -> None:
@@ -57,16 +59,16 @@ async def test_a_snoozed_checkpoint_leaves_the_inbox_and_comes_back_when_its_tim
     stored = await service.get_checkpoint(one.id)
     assert stored.snoozed_until == now + timedelta(hours=2) and stored.snoozed_by == "ana"
 
-    assert await _inbox(service) == [two.id]
-    assert await _inbox(service, snoozed="only") == [one.id]
-    assert await _inbox(service, snoozed="include") == [one.id, two.id]
+    assert await _inbox(service) == {two.id}
+    assert await _inbox(service, snoozed="only") == {one.id}
+    assert await _inbox(service, snoozed="include") == {one.id, two.id}
     count = await service.count_inbox()
     assert (count.pending, count.snoozed) == (1, 1)
     assert count.next_wake_at == now + timedelta(hours=2)
 
     _at(service, now + timedelta(hours=2, seconds=1))  # the time passes: a query, no job
-    assert await _inbox(service) == [one.id, two.id]
-    assert await _inbox(service, snoozed="only") == []
+    assert await _inbox(service) == {one.id, two.id}
+    assert await _inbox(service, snoozed="only") == set()
     count = await service.count_inbox()
     assert (count.pending, count.snoozed, count.next_wake_at) == (2, 0, None)
 
@@ -86,7 +88,7 @@ async def test_snoozing_is_recorded_as_an_event_and_is_not_a_decision(
     ]
     woken = await service.get_checkpoint(cp.id)
     assert woken.snoozed_until is None and woken.snoozed_by is None
-    assert await _inbox(service) == [cp.id]
+    assert await _inbox(service) == {cp.id}
 
     await service.snooze(cp.id, "1d", actor="ana")  # snoozed, and still decidable
     wf = await decide(service, worker, cp, "approve")
@@ -139,18 +141,18 @@ async def test_the_inbox_filters_by_workflow_step_and_age(
     wf = await decide(service, worker, three, "edit_reviewer_prompt")
     editing = wf.pending_checkpoint
     assert editing is not None
-    assert await _inbox(service, workflow=one.workflow_id) == [one.id]
-    assert await _inbox(service, workflow=two.workflow_id[:6].upper()) == [two.id]
-    assert await _inbox(service, step=EDIT_REVIEWER_PROMPT) == [editing.id]
-    assert await _inbox(service, step=PLAN_READY) == [one.id, two.id]
-    assert await _inbox(service, step=PLAN_READY, workflow=two.workflow_id) == [two.id]
+    assert await _inbox(service, workflow=one.workflow_id) == {one.id}
+    assert await _inbox(service, workflow=two.workflow_id[:6].upper()) == {two.id}
+    assert await _inbox(service, step=EDIT_REVIEWER_PROMPT) == {editing.id}
+    assert await _inbox(service, step=PLAN_READY) == {one.id, two.id}
+    assert await _inbox(service, step=PLAN_READY, workflow=two.workflow_id) == {two.id}
 
     now = datetime.now(UTC)
     _at(service, now)
-    assert await _inbox(service, older_than="1h") == []
+    assert await _inbox(service, older_than="1h") == set()
     _at(service, now + timedelta(minutes=90))
-    assert await _inbox(service, older_than="1h") == [one.id, two.id, editing.id]
-    assert await _inbox(service, older_than="1h", step=PLAN_READY) == [one.id, two.id]
+    assert await _inbox(service, older_than="1h") == {one.id, two.id, editing.id}
+    assert await _inbox(service, older_than="1h", step=PLAN_READY) == {one.id, two.id}
 
 
 @pytest.mark.parametrize(
@@ -180,7 +182,7 @@ async def test_a_batch_applies_to_snoozed_checkpoints_too(
     await service.snooze(one.id, "1h", actor="ana")
     done = await service.resolve_batch([one.id, two.id], Decision(action="approve"), actor="a")
     assert done.resolved == 2
-    assert await _inbox(service, snoozed=SnoozedView.ONLY) == []
+    assert await _inbox(service, snoozed=SnoozedView.ONLY) == set()
 
 
 async def test_the_api_snoozes_filters_and_counts(db_url: str, tmp_path: Path) -> None:

@@ -636,7 +636,7 @@
         badge.append(document.createTextNode(' '), el);
       }
     }
-    for (const el of document.querySelectorAll('[data-count="pending"]')) el.textContent = String(pending);
+    for (const el of document.querySelectorAll('[data-count="waiting"]')) el.textContent = String(pending);
     for (const el of document.querySelectorAll('[data-count="snoozed"]')) el.textContent = String(snoozed);
   }
 
