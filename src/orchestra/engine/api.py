@@ -103,7 +103,7 @@ class Engine:
         """Run this process's worker until ``stop`` is set."""
         await self.worker.run(stop)
 
-    # -- the four ways in ------------------------------------------------
+    # -- the ways in -----------------------------------------------------
 
     async def create(self, new: NewWorkflow) -> Outcome[Workflow]:
         """Start a workflow (pending until a worker enters its first step)."""
