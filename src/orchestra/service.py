@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,15 +21,19 @@ from pydantic import ValidationError
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
 from orchestra.domain.deadlines import DeadlineRequest, StepDeadline, deadline_policy
+from orchestra.domain.durations import parse_duration, parse_moment
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.models import (
     MAX_BATCH,
+    MAX_SNOOZE_DAYS,
     BatchItem,
     BatchResult,
     Checkpoint,
     Decision,
     Event,
     History,
+    InboxCount,
+    InboxFilter,
     Page,
     Workflow,
 )
@@ -37,7 +42,7 @@ from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_defini
 from orchestra.engine.checkpoints import ResolutionConflict
 from orchestra.engine.definition import CheckpointStep, WorkflowDefinition, definitions
 from orchestra.store import queries
-from orchestra.store.db import Database
+from orchestra.store.db import Database, utcnow
 from orchestra.workflows import git_worktree
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,8 @@ MAX_PREFIX_MATCHES = 10
 _ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
+#: The longest ``older_than`` an inbox filter takes.
+MAX_AGE = timedelta(days=3650)
 
 
 class Orchestra:
@@ -75,6 +82,9 @@ class Orchestra:
         self.deadlines = check_step_deadlines(deadlines or {})
         #: The engine: every write goes through it (``worker``: its worker's settings).
         self.engine = Engine(db, worker)
+        #: What "now" is for snoozes and ages (tests move it; the database's own
+        #: timestamps come from each transaction).
+        self.clock: Callable[[], datetime] = utcnow
 
     # -- workflows -----------------------------------------------------------
 
@@ -361,13 +371,93 @@ class Orchestra:
         workflow_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        filter: InboxFilter | None = None,
     ) -> Page[Checkpoint]:
+        """Checkpoints oldest first; ``filter`` narrows them (by default, snoozed
+        ones are hidden until their time passes)."""
         _check_limit(limit)
+        given = filter or InboxFilter()
+        now = self.clock()
+        prefix = _workflow_prefix(given.workflow) if given.workflow is not None else None
+        step = self._checked_step(given.step) if given.step is not None else None
+        before = None
+        if given.older_than is not None:
+            age = parse_duration(given.older_than, field="older_than")
+            if age > MAX_AGE:
+                raise InvalidInput(
+                    f"older_than must be at most {MAX_AGE.days} days",
+                    details={"field": "older_than"},
+                )
+            before = now - age
         return await self.db.read(
             lambda c: queries.list_checkpoints(
-                c, status=status, workflow_id=workflow_id, limit=limit, cursor=cursor
+                c,
+                status=status,
+                workflow_id=workflow_id,
+                limit=limit,
+                cursor=cursor,
+                workflow_prefix=prefix,
+                step=step,
+                created_before=before,
+                snoozed=given.snoozed,
+                now=now,
             )
         )
+
+    async def count_inbox(self) -> InboxCount:
+        """How many wait now, how many are snoozed, and when the next one comes back."""
+        now = self.clock()
+        return await self.db.read(lambda c: queries.count_inbox(c, now))
+
+    @staticmethod
+    def checkpoint_steps() -> list[str]:
+        """The names of every known workflow's checkpoint steps (what ``step`` filters by)."""
+        return sorted(
+            {
+                name
+                for definition in definitions().values()
+                for name, step in definition.steps.items()
+                if isinstance(step, CheckpointStep)
+            }
+        )
+
+    def _checked_step(self, step: str) -> str:
+        known = self.checkpoint_steps()
+        if step not in known:
+            raise InvalidInput(
+                f"step {step[:64]!r} is not a checkpoint step; use one of: {', '.join(known)}",
+                details={"field": "step", "allowed": known},
+            )
+        return step
+
+    async def snooze(self, checkpoint_id: str, until: str | datetime, *, actor: str) -> Checkpoint:
+        """Say "not now": hide a pending checkpoint from the inbox until ``until`` (a
+        duration such as ``2h`` or an ISO time with a timezone; in the future, at most
+        :data:`MAX_SNOOZE_DAYS` days ahead). Not a decision: it stays pending and may
+        still be resolved; it comes back by itself when the time passes. A resolved
+        checkpoint is a conflict (409)."""
+        now = self.clock()
+        moment = parse_moment(until, now, field="until") if isinstance(until, str) else until
+        if moment.tzinfo is None:
+            raise InvalidInput("until needs a timezone", details={"field": "until"})
+        if moment <= now:
+            raise InvalidInput(
+                f"until ({moment.isoformat()}) has passed; give a time in the future or a "
+                "duration such as 2h",
+                details={"field": "until"},
+            )
+        if moment > now + timedelta(days=MAX_SNOOZE_DAYS):
+            raise InvalidInput(
+                f"until may be at most {MAX_SNOOZE_DAYS} days ahead; a checkpoint snoozed "
+                "longer is one to decide (or cancel) now",
+                details={"field": "until"},
+            )
+        return (await self.engine.snooze(checkpoint_id, moment, actor=actor)).value
+
+    async def unsnooze(self, checkpoint_id: str, *, actor: str) -> Checkpoint:
+        """Bring a snoozed checkpoint back into the inbox now (recorded as a snooze
+        event with no time)."""
+        return (await self.engine.snooze(checkpoint_id, None, actor=actor)).value
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.db.read(lambda c: queries.get_checkpoint(c, checkpoint_id))
@@ -528,6 +618,17 @@ def guarded_dirs() -> list[Path]:
     found = [Path(p) for p in system if Path(p) != home]
     found += [home / name for name in (".ssh", ".gnupg", ".aws", ".config")]
     return found
+
+
+def _workflow_prefix(given: str) -> str:
+    """A workflow filter as a lowercase id prefix (4–32 hex digits)."""
+    prefix = given.strip().lower()
+    if not _ID_PREFIX.fullmatch(prefix):
+        raise InvalidInput(
+            f"workflow {given[:40]!r} must be a workflow id or its first 4+ hex digits",
+            details={"field": "workflow"},
+        )
+    return prefix
 
 
 def _check_limit(limit: int, maximum: int = 500) -> None:

@@ -233,10 +233,10 @@ async def test_a_due_row_fires_after_a_restart_by_a_new_worker(db_url: str, tmp_
     ("deadline", "field", "says"),
     [
         ({"after": "soon"}, "deadline.after", "is not a duration"),
-        ({"after": "0s"}, "deadline.after", "between 1 second"),
+        ({"after": "0s"}, "deadline.after", "out of range: 1s to 366d"),
         ({"after": -5}, "deadline.after", "between 1 second"),
-        ({"after": "400d"}, "deadline.after", "366 days"),
-        ({"after": True}, "deadline.after", "between 1 second"),
+        ({"after": "400d"}, "deadline.after", "out of range: 1s to 366d"),
+        ({"after": True}, "deadline.after", "not a duration"),
         ({"after": "1h", "default_action": "merge"}, "deadline.default_action", "offered by no"),
         (
             {"after": "1h", "default_action": "Drop Tables"},

@@ -5,16 +5,18 @@ a config file, a CLI flag and an API field read the same way."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from orchestra.domain.errors import InvalidInput
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)\s*([smhd])")
-_DURATION = re.compile(r"(?:[0-9]{1,6}(?:\.[0-9]{1,3})?\s*[smhd])+")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)\s*([smhdw])")
+_DURATION = re.compile(r"(?:[0-9]{1,6}(?:\.[0-9]{1,3})?\s*[smhdw]\s*)+")
 #: Longer texts are refused before any parsing (bounded input).
 MAX_DURATION_CHARS = 24
-FORM = "a number and a unit, s, m, h or d (e.g. 90s, 15m, 24h, 30d, 1h30m)"
+FORM = "a number and a unit, s, m, h, d or w (e.g. 90s, 15m, 24h, 30d, 1h30m)"
+#: The longest text :func:`parse_moment` reads (an ISO time with its offset is ~32).
+MAX_TEXT = 40
 
 
 def parse_duration(
@@ -49,3 +51,27 @@ def describe(value: timedelta) -> str:
         if seconds and seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"
+
+
+def parse_moment(text: str, now: datetime, *, field: str) -> datetime:
+    """``text`` as a moment: a duration from ``now`` (``2h``) or an ISO 8601 time
+    with a timezone (``2026-12-01T09:00:00+01:00``; ``Z`` for UTC)."""
+    raw = text.strip()
+    if raw and raw[0].isdigit() and _DURATION.fullmatch(raw.lower()):
+        return now + parse_duration(raw, field=field)
+    try:
+        moment = datetime.fromisoformat(raw) if len(raw) <= MAX_TEXT else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidInput(
+            f"{field} {text[:MAX_TEXT]!r} is neither a duration (30m, 2h, 1d) nor an ISO 8601 "
+            "time (2026-12-01T09:00:00+01:00)",
+            details={"field": field},
+        )
+    if moment.tzinfo is None:
+        raise InvalidInput(
+            f"{field} {raw!r} has no timezone; add one (Z for UTC, or e.g. +01:00)",
+            details={"field": field},
+        )
+    return moment.astimezone(UTC)

@@ -1,7 +1,8 @@
 """The engine's front door: the only ways into a workflow from outside the engine.
 
-:class:`Engine` starts, resolves, cancels and retries workflows, and fires due
-deadlines (:mod:`orchestra.engine.deadlines`). Each call is
+:class:`Engine` starts, resolves, cancels and retries workflows, fires due
+deadlines (:mod:`orchestra.engine.deadlines`) and snoozes checkpoints (which
+moves nothing). Each call is
 one transaction that changes statuses only through the transition function;
 after the commit the engine itself starts what the commit made runnable — on
 this process's worker when it is running and has room (leased in that same
@@ -32,7 +33,7 @@ from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
 from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
 from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id, retry_txn
-from orchestra.engine.checkpoints import resolve_txn
+from orchestra.engine.checkpoints import resolve_txn, snooze_txn
 from orchestra.engine.deadlines import due_checkpoints, fire_txn
 from orchestra.engine.definition import Start, get_definition
 from orchestra.engine.leases import NO_LEASE, is_leased
@@ -158,7 +159,7 @@ class Engine:
         moved = await self._commit(txn, hook=True)
         return Outcome(moved.value, moved.appended)
 
-    # -- the four ways in ------------------------------------------------
+    # -- the ways in -----------------------------------------------------
 
     async def create(self, new: NewWorkflow) -> Outcome[Workflow]:
         """Start a workflow (pending until a worker enters its first step)."""
@@ -234,6 +235,18 @@ class Engine:
 
         moved = await self._commit(txn, hook=True)
         return Outcome(moved.value, moved.appended)
+
+    async def snooze(
+        self, checkpoint_id: str, until: datetime | None, *, actor: str
+    ) -> Outcome[Checkpoint]:
+        """Say "not now" to a pending checkpoint until ``until`` (None: wake it now).
+        Nothing moves: no worker is woken and the workflow still waits."""
+
+        def txn(tx: Tx) -> tuple[Checkpoint, list[Any]]:
+            return snooze_txn(tx, checkpoint_id, until, actor=actor), tx.appended
+
+        checkpoint, appended = await self.db.write(txn)
+        return Outcome(checkpoint, appended)
 
     async def cancel(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
         """Cancel a workflow that has not ended."""
