@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,20 +87,21 @@ class Tail:
 APPROVE = Decision(action="approve")
 
 
-async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
-    db = Database(url)
-    upgrade(db.write_engine)
-    # As `orchestra serve` does: the engine's own worker, so hand-offs skip the claim commit.
-    service = Orchestra(db, worker=WorkerSettings(concurrency=max(32, concurrency * 2)))
-    stop = asyncio.Event()
-    worker_task = asyncio.create_task(service.engine.run(stop))
-    tail = Tail(db)
-    tail_task = asyncio.create_task(tail.run())
+async def drive(
+    service: Orchestra,
+    tail: Tail,
+    n: int,
+    concurrency: int,
+    agents: Mapping[str, Any] | None = None,
+) -> tuple[float, float, list[float]]:
+    """``n`` workflows, ``concurrency`` clients each running one after another: create,
+    approve the plan checkpoint, approve the reviews checkpoint. Returns wall seconds,
+    this process's CPU seconds, and each resolve → next checkpoint latency."""
     latencies: list[float] = []
     counter = iter(range(n))
 
     async def one() -> None:
-        wf = await service.create_workflow(name="bench", prompt="Add a --json flag")
+        wf = await service.create_workflow(name="bench", prompt="Add a --json flag", agents=agents)
         first = tail.expect(wf.id)
         cp_id = await first
         second = tail.expect(wf.id)
@@ -116,20 +117,37 @@ async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
 
     start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    return time.perf_counter() - start, time.process_time() - cpu_start, latencies
+
+
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+    }
+
+
+async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
+    db = Database(url)
+    upgrade(db.write_engine)
+    # As `orchestra serve` does: the engine's own worker, so hand-offs skip the claim commit.
+    service = Orchestra(db, worker=WorkerSettings(concurrency=max(32, concurrency * 2)))
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(service.engine.run(stop))
+    tail = Tail(db)
+    tail_task = asyncio.create_task(tail.run())
+    seconds, cpu, latencies = await drive(service, tail, n, concurrency)
     stop.set()
     await worker_task
     tail_task.cancel()
     done = await service.list_workflows(limit=1)
     assert done.items and done.items[0].status.is_terminal
     db.close()
-    latencies.sort()
     return {
         "workflows_per_s": n / seconds,
         "cpu_ms_per_workflow": cpu / n * 1000,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        **latency_ms(latencies),
     }
 
 
