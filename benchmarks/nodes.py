@@ -107,6 +107,8 @@ class Workers:
     url: str
     work: Path
     lease_ttl_s: float
+    #: Names this set's log files (``NAME-worker-I.log`` in ``work``).
+    name: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
@@ -120,8 +122,8 @@ class Workers:
         }
 
     def start(self, k: int) -> None:
-        for i in range(k):
-            log = (self.work / f"worker-{len(self.procs)}-{i}.log").open("wb")
+        for _ in range(k):
+            log = (self.work / f"{self.name}-worker-{len(self.procs)}.log").open("wb")
             self.procs.append(
                 subprocess.Popen(
                     [*orchestra_command(), "worker"],
@@ -166,7 +168,7 @@ class Workers:
     def logs(self) -> str:
         return "\n".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
-            for path in sorted(self.work.glob("worker-*.log"))
+            for path in sorted(self.work.glob(f"{self.name}-worker-*.log"))
         )
 
     def stop(self) -> None:
@@ -298,7 +300,7 @@ class Client:
 
 async def scaling_run(args: argparse.Namespace, work: Path, k: int) -> dict[str, Any]:
     with fresh_database(args.pg) as url:
-        workers = Workers(url, work, args.lease_ttl)
+        workers = Workers(url, work, args.lease_ttl, f"k{k}")
         workers.start(k)
         try:
             async with Client(url, work) as client:
@@ -512,7 +514,7 @@ async def _no_step_twice(db: Database, expected: int) -> list[str]:
 async def failover(args: argparse.Namespace, work: Path) -> None:
     m = args.failover_workflows
     with fresh_database(args.pg) as url:
-        workers = Workers(url, work, args.lease_ttl)
+        workers = Workers(url, work, args.lease_ttl, "failover")
         workers.start(2)
         try:
             async with Client(url, work) as client:
