@@ -442,8 +442,9 @@ async def _kill_one_and_time_takeover(
     return {"held": len(held), "running_runs": cut_short, "waits": waits, "late": late}
 
 
-async def _no_step_twice(db: Database, expected: int) -> list[str]:
-    """What the database says went wrong (nothing, when every step ran once)."""
+async def _no_step_twice(db: Database, expected: int) -> dict[str, Any]:
+    """What the database holds about the runs; ``problems``: what went wrong (none
+    when every step ran once)."""
 
     def query(c: Any) -> dict[str, Any]:
         completed = c.execute(
