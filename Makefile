@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test install install-dev lint typecheck pytest bench browser agent-clis clean
+.PHONY: run test install install-dev lint typecheck pytest bench bench-engine bench-nodes browser agent-clis clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,8 +45,17 @@ agents-cli/node_modules/.package-lock.json: agents-cli/package-lock.json
 browser:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium
 
-bench: install-dev
-	$(BIN)/python benchmarks/engine.py
+## Benchmarks (README "Benchmarks"): Orchestra beside LangGraph on SQLite and PostgreSQL, then
+## 1, 2 and 4 worker processes on one PostgreSQL database and a worker killed mid-run.
+BENCH_PG ?= postgresql://postgres@127.0.0.1:5432/test
+
+bench: bench-engine bench-nodes
+
+bench-engine: install-dev
+	$(BIN)/python benchmarks/engine.py --pg $(BENCH_PG)
+
+bench-nodes: install-dev
+	$(BIN)/python benchmarks/nodes.py --pg $(BENCH_PG)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,9 @@ Each workflow: start → planner → plan checkpoint (approve) → three reviewe
 parallel → reviews checkpoint (approve) → completed. Every transition is durable
 (SQLite WAL + synchronous=FULL, the default), has its event row, and each
 checkpoint is audited with its resolution. The same shape runs in LangGraph with
-``AsyncSqliteSaver`` (``benchmarks/langgraph_peer.py``) in the same process run.
+``AsyncSqliteSaver`` (``benchmarks/langgraph_peer.py``) in the same process run; with
+``--pg`` (on by default) both engines then run again on PostgreSQL, LangGraph with
+``AsyncPostgresSaver``, each run in a fresh database (``--pg ''`` skips it).
 
 Clients wait for checkpoints the way the HTTP API's event streams do: one follower
 of the event log (``orchestra.store.follow``), dispatching to the waiting clients.
@@ -30,12 +32,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from pgtools import drop_pg, fresh_pg
 
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Decision
@@ -84,20 +87,21 @@ class Tail:
 APPROVE = Decision(action="approve")
 
 
-async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
-    db = Database(url)
-    upgrade(db.write_engine)
-    # As `orchestra serve` does: the engine's own worker, so hand-offs skip the claim commit.
-    service = Orchestra(db, worker=WorkerSettings(concurrency=max(32, concurrency * 2)))
-    stop = asyncio.Event()
-    worker_task = asyncio.create_task(service.engine.run(stop))
-    tail = Tail(db)
-    tail_task = asyncio.create_task(tail.run())
+async def drive(
+    service: Orchestra,
+    tail: Tail,
+    n: int,
+    concurrency: int,
+    agents: Mapping[str, Any] | None = None,
+) -> tuple[float, float, list[float]]:
+    """``n`` workflows, ``concurrency`` clients each running one after another: create,
+    approve the plan checkpoint, approve the reviews checkpoint. Returns wall seconds,
+    this process's CPU seconds, and each resolve → next checkpoint latency."""
     latencies: list[float] = []
     counter = iter(range(n))
 
     async def one() -> None:
-        wf = await service.create_workflow(name="bench", prompt="Add a --json flag")
+        wf = await service.create_workflow(name="bench", prompt="Add a --json flag", agents=agents)
         first = tail.expect(wf.id)
         cp_id = await first
         second = tail.expect(wf.id)
@@ -113,55 +117,68 @@ async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
 
     start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    return time.perf_counter() - start, time.process_time() - cpu_start, latencies
+
+
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+    }
+
+
+async def run_orchestra(url: str, n: int, concurrency: int) -> dict[str, float]:
+    db = Database(url)
+    upgrade(db.write_engine)
+    # As `orchestra serve` does: the engine's own worker, so hand-offs skip the claim commit.
+    service = Orchestra(db, worker=WorkerSettings(concurrency=max(32, concurrency * 2)))
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(service.engine.run(stop))
+    tail = Tail(db)
+    tail_task = asyncio.create_task(tail.run())
+    seconds, cpu, latencies = await drive(service, tail, n, concurrency)
     stop.set()
     await worker_task
     tail_task.cancel()
     done = await service.list_workflows(limit=1)
     assert done.items and done.items[0].status.is_terminal
     db.close()
-    latencies.sort()
     return {
         "workflows_per_s": n / seconds,
         "cpu_ms_per_workflow": cpu / n * 1000,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        **latency_ms(latencies),
     }
-
-
-def fresh_pg(url: str) -> str:
-    name = f"orchestra_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg(url: str, admin: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-async def main(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.WARNING)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for c in args.concurrency:
-            orch_runs, lg_runs = [], []
-            for i in range(args.repeat):  # alternate, so both see the same machine
-                orch_runs.append(await run_orchestra(f"sqlite:///{tmp}/orch-{c}-{i}.db", args.n, c))
-                lg = await _load_peer().run_langgraph(args.n, c, Path(tmp) / f"lg-{c}-{i}.db")
-                lg_runs.append(lg)
-            rows.append((c, orch_runs, lg_runs))
+Runs = list[tuple[int, list[dict[str, float]], list[dict[str, float]]]]
+
+
+async def side_by_side(
+    args: argparse.Namespace,
+    orchestra: Callable[[int, int], Awaitable[dict[str, float]]],
+    langgraph: Callable[[int, int], Awaitable[dict[str, float]]],
+) -> Runs:
+    """Each concurrency level, ``--repeat`` times, alternating engines (both see the
+    same machine); ``orchestra(c, i)`` / ``langgraph(c, i)`` run one of them."""
+    rows: Runs = []
+    for c in args.concurrency:
+        orch_runs, lg_runs = [], []
+        for i in range(args.repeat):
+            orch_runs.append(await orchestra(c, i))
+            lg_runs.append(await langgraph(c, i))
+        rows.append((c, orch_runs, lg_runs))
+    return rows
+
+
+def print_table(title: str, rows: Runs, repeat: int) -> None:
     print(
-        f"\nPlan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL; "
-        f"median of {args.repeat} alternating runs (ratio: median of the runs' ratios, "
-        "with its range)\n"
+        f"\n{title}; median of {repeat} alternating runs (ratio: median of the runs' "
+        "ratios, with its range)\n"
     )
     print(
         f"{'conc':>4} {'orchestra wf/s':>15} {'langgraph wf/s':>15} {'ratio':>7} {'range':>11} "
@@ -181,18 +198,52 @@ async def main(args: argparse.Namespace) -> None:
             f"   {_median(orch_runs, 'cpu_ms_per_workflow'):.2f} / "
             f"{_median(lg_runs, 'cpu_ms_per_workflow'):.2f}"
         )
+
+
+async def run_orchestra_pg(admin_url: str, n: int, concurrency: int) -> dict[str, float]:
+    url = fresh_pg(admin_url)
+    try:
+        return await run_orchestra(url, n, concurrency)
+    finally:
+        drop_pg(url, admin_url)
+
+
+def pg_durability(url: str) -> str:
+    """The server settings that decide what a commit costs (the same for both engines)."""
+    with psycopg.connect(url) as conn:
+        version, fsync, sync_commit = (
+            conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("server_version", "fsync", "synchronous_commit")
+        )
+    return f"PostgreSQL {version.split()[0]}, fsync={fsync}, synchronous_commit={sync_commit}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    peer = _load_peer()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = await side_by_side(
+            args,
+            lambda c, i: run_orchestra(f"sqlite:///{tmp}/orch-{c}-{i}.db", args.n, c),
+            lambda c, i: peer.run_langgraph(args.n, c, Path(tmp) / f"lg-{c}-{i}.db"),
+        )
+    print_table(
+        f"Plan & Review, instant demo agents, N={args.n}, SQLite synchronous=FULL",
+        rows,
+        args.repeat,
+    )
     if args.pg:
-        print(f"\nOrchestra on PostgreSQL ({args.pg.split('@')[-1]})")
-        for c in args.concurrency:
-            url = fresh_pg(args.pg)
-            try:
-                orch = await run_orchestra(url, args.n, c)
-            finally:
-                drop_pg(url, args.pg)
-            print(
-                f"{c:>4} {orch['workflows_per_s']:>15.0f} wf/s   p50 {orch['p50_ms']:.2f} ms"
-                f"   p99 {orch['p99_ms']:.2f} ms"
-            )
+        pg_rows = await side_by_side(
+            args,
+            lambda c, i: run_orchestra_pg(args.pg, args.n, c),
+            lambda c, i: peer.run_langgraph_pg(args.n, c, args.pg),
+        )
+        print_table(
+            f"The same on {pg_durability(args.pg)} at {args.pg.split('@')[-1]}, LangGraph "
+            "with AsyncPostgresSaver on a connection pool, a fresh database per run",
+            pg_rows,
+            args.repeat,
+        )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,24 @@ Persistence and fairness:
 * The graph is compiled once; ``n`` workflows run with at most ``concurrency`` in
   flight (a fixed pool of worker tasks pulling from a shared counter).
 
+PostgreSQL mode (``run_langgraph_pg``): the checkpointer is ``AsyncPostgresSaver``
+(langgraph-checkpoint-postgres 3.2.0) on a ``psycopg_pool.AsyncConnectionPool``, the
+way its docs set it up (``autocommit=True``, ``prepare_threshold=0``,
+``row_factory=dict_row``), on a fresh database per run (created and dropped here,
+like Orchestra's in ``benchmarks/engine.py``), tables created by ``setup()`` outside
+the timed section. The pool holds ``concurrency`` connections (at most 20), opened
+before the clock starts. Note: the saver serialises its own statements with one
+``asyncio.Lock`` even on a pool (``AsyncPostgresSaver._cursor``), so one compiled
+graph issues one statement at a time; that is the library's behaviour, not weakened
+or worked around here. The server's durability settings apply to both engines.
+
 After the timed section every thread is checked: it has no pending node, no pending
 interrupt, both human decisions were recorded, and it holds exactly three reviews.
 
 Usage::
 
     python benchmarks/langgraph_peer.py --n 200 --concurrency 1 --concurrency 20
+    python benchmarks/langgraph_peer.py --pg postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -65,10 +77,14 @@ from typing import Annotated, Any, TypedDict
 
 import aiosqlite
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
+from pgtools import drop_pg, fresh_pg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 REVIEWERS = ("reviewer_1", "reviewer_2", "reviewer_3")
 APPROVE: dict[str, str] = {"action": "approve"}
@@ -178,6 +194,41 @@ async def _verify(graph: CompiledStateGraph[Any, Any, Any, Any], thread_ids: lis
         assert sorted(r["reviewer"] for r in reviews) == list(REVIEWERS), thread_id
 
 
+async def _drive(
+    graph: CompiledStateGraph[Any, Any, Any, Any], n: int, concurrency: int
+) -> tuple[float, float]:
+    """Run ``n`` workflows, ``concurrency`` at a time; verify them after the clock stops.
+    Returns (wall seconds, process CPU seconds) of the timed section."""
+    thread_ids = [f"wf-{i:06d}" for i in range(n)]
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < n:
+            thread_id = thread_ids[next_index]
+            next_index += 1
+            await _run_one(graph, thread_id)
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(min(concurrency, n)):
+            tg.create_task(worker())
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    await _verify(graph, thread_ids)
+    return seconds, cpu
+
+
+def _figures(n: int, concurrency: int, seconds: float, cpu: float) -> dict[str, float]:
+    return {
+        "workflows": n,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "workflows_per_s": n / seconds,
+        "cpu_ms_per_workflow": cpu / n * 1000,
+    }
+
+
 async def run_langgraph(n: int, concurrency: int, db_path: pathlib.Path) -> dict[str, float]:
     """Run ``n`` Plan & Review workflows with at most ``concurrency`` in flight.
 
@@ -198,35 +249,34 @@ async def run_langgraph(n: int, concurrency: int, db_path: pathlib.Path) -> dict
         # setup() re-issues journal_mode=WAL only; make sure nothing reset ours.
         assert pragmas == {"journal_mode": "wal", "synchronous": "2"}, pragmas
 
-        graph = build_graph().compile(checkpointer=saver)
-        thread_ids = [f"wf-{i:06d}" for i in range(n)]
-        next_index = 0
-
-        async def worker() -> None:
-            nonlocal next_index
-            while next_index < n:
-                thread_id = thread_ids[next_index]
-                next_index += 1
-                await _run_one(graph, thread_id)
-
-        started, cpu_started = time.perf_counter(), time.process_time()
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(concurrency, n)):
-                tg.create_task(worker())
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-
-        await _verify(graph, thread_ids)
+        seconds, cpu = await _drive(build_graph().compile(checkpointer=saver), n, concurrency)
     finally:
         await conn.close()
+    return _figures(n, concurrency, seconds, cpu)
 
-    return {
-        "workflows": n,
-        "concurrency": concurrency,
-        "seconds": seconds,
-        "workflows_per_s": n / seconds,
-        "cpu_ms_per_workflow": cpu / n * 1000,
-    }
+
+async def run_langgraph_pg(n: int, concurrency: int, admin_url: str) -> dict[str, float]:
+    """The same run on PostgreSQL: ``AsyncPostgresSaver`` on a connection pool, in a
+    fresh database created from ``admin_url`` and dropped afterwards."""
+    if n < 1 or concurrency < 1:
+        raise ValueError("n and concurrency must be >= 1")
+    url = fresh_pg(admin_url)
+    try:
+        size = min(concurrency, 20)
+        async with AsyncConnectionPool(
+            conninfo=url,
+            min_size=size,
+            max_size=size,
+            open=False,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        ) as pool:
+            await pool.wait()  # every connection open before the clock starts
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            seconds, cpu = await _drive(build_graph().compile(checkpointer=saver), n, concurrency)
+    finally:
+        drop_pg(url, admin_url)
+    return _figures(n, concurrency, seconds, cpu)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -247,6 +297,11 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="directory for the SQLite files (default: a temporary directory)",
     )
+    parser.add_argument(
+        "--pg",
+        default=None,
+        help="run on PostgreSQL instead: a database URL to create fresh databases from",
+    )
     return parser.parse_args(argv)
 
 
@@ -256,7 +311,10 @@ async def _main(args: argparse.Namespace) -> None:
         db_dir: pathlib.Path = args.db_dir or pathlib.Path(tmp)
         print("engine     workflows  concurrency   seconds  workflows/s")
         for c in levels:
-            res = await run_langgraph(args.n, c, db_dir / f"langgraph-c{c}.sqlite")
+            if args.pg:
+                res = await run_langgraph_pg(args.n, c, args.pg)
+            else:
+                res = await run_langgraph(args.n, c, db_dir / f"langgraph-c{c}.sqlite")
             print(
                 f"langgraph  {int(res['workflows']):>9}  {int(res['concurrency']):>11}"
                 f"  {res['seconds']:>8.3f}  {res['workflows_per_s']:>11.1f}"

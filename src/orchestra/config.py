@@ -14,10 +14,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 
 from orchestra.agents.config import DEFAULT_MAX_AGENT_TIMEOUT_S
+from orchestra.domain.deadlines import StepDeadline
 from orchestra.domain.durations import parse_duration
 from orchestra.domain.errors import InvalidInput
 from orchestra.notifications.targets import NotifyTarget, check_unique_names
@@ -91,6 +99,10 @@ class Settings(BaseModel):
     workspaces: dict[str, WorkspaceSettings] = Field(default_factory=dict)
     #: ``[[notify]]`` tables: webhook targets (config file only).
     notify: list[NotifyTarget] = Field(default_factory=list)
+    #: ``[deadlines.<step>]`` tables: a due time for the checkpoints of that step, the
+    #: ``[[notify]]`` targets to escalate to, and a default action for workflows that
+    #: opt in (config file only; after ``notify``, which they are checked against).
+    deadlines: dict[str, StepDeadline] = Field(default_factory=dict)
     #: The address people reach the web UI at, for links in notifications
     #: (default: ``http://<host>:<port>``).
     public_url: str | None = None
@@ -127,6 +139,25 @@ class Settings(BaseModel):
         if not self.decision_links:
             return None
         return parse_link_ttl(self.decision_link_ttl)
+
+    @field_validator("deadlines")
+    @classmethod
+    def _known_targets(
+        cls, deadlines: dict[str, StepDeadline], info: ValidationInfo
+    ) -> dict[str, StepDeadline]:
+        """An escalation to a target that does not exist would be silent: refused."""
+        if "notify" not in info.data:
+            return deadlines  # the targets are wrong themselves: that error is reported
+        names = {t.name for t in info.data["notify"]}
+        for step, deadline in deadlines.items():
+            unknown = [n for n in deadline.escalate if n not in names]
+            if unknown:
+                known = ", ".join(sorted(names)) or "none are configured"
+                raise ValueError(
+                    f"[deadlines.{step}] escalates to unknown [[notify]] target(s) "
+                    f"{', '.join(map(repr, unknown))} (targets: {known})"
+                )
+        return deadlines
 
     @field_validator("public_url")
     @classmethod
@@ -187,7 +218,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
             values[name] = [h.strip() for h in raw.split(",") if h.strip()]
         elif name == "check_command":
             values[name] = shlex.split(raw)
-        elif name in {"workspaces", "notify"}:
+        elif name in {"workspaces", "notify", "deadlines"}:
             continue  # tables: the config file only
         else:
             values[name] = raw

@@ -43,19 +43,20 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
             # The settings share the file (``port``, ``[[notify]]``…): theirs to check.
             other_keys=set(Settings.model_fields),
         )
+        worker = WorkerSettings(
+            concurrency=settings.worker_concurrency, lease_ttl_s=settings.lease_ttl_s
+        )
+        service = Orchestra(  # checks the [deadlines] tables against the workflows
+            db,
+            agents=agents,
+            allowed_roots=settings.workspace_roots,
+            worker=worker,
+            checks=settings.check_for,
+            deadlines=settings.deadlines,
+        )
     except BaseException:
         db.close()
         raise
-    worker = WorkerSettings(
-        concurrency=settings.worker_concurrency, lease_ttl_s=settings.lease_ttl_s
-    )
-    service = Orchestra(
-        db,
-        agents=agents,
-        allowed_roots=settings.workspace_roots,
-        worker=worker,
-        checks=settings.check_for,
-    )
     log.info("orchestra: %s database at %s", db.kind, _redact(settings.db_url))
     return Runtime(settings, db, service)
 

@@ -12,28 +12,37 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
+from orchestra.domain.deadlines import DeadlineRequest, StepDeadline, deadline_policy
+from orchestra.domain.durations import parse_duration, parse_moment
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.models import (
     MAX_BATCH,
+    MAX_SNOOZE_DAYS,
     BatchItem,
     BatchResult,
     Checkpoint,
     Decision,
     Event,
     History,
+    InboxCount,
+    InboxFilter,
     Page,
     Workflow,
 )
 from orchestra.domain.statuses import BatchOutcome, CheckpointStatus, WorkflowStatus
 from orchestra.engine.api import Engine, NewWorkflow, WorkerSettings, get_definition
 from orchestra.engine.checkpoints import ResolutionConflict
+from orchestra.engine.definition import CheckpointStep, WorkflowDefinition, definitions
 from orchestra.store import queries, settled
-from orchestra.store.db import Database
+from orchestra.store.db import Database, utcnow
 from orchestra.workflows import git_worktree
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,8 @@ MAX_PREFIX_MATCHES = 10
 _ID_PREFIX = re.compile(r"[0-9a-f]{4,32}")
 #: Event ids are 64-bit; a larger cursor is bad input, not an overflow in the driver.
 MAX_EVENT_ID = 2**63 - 1
+#: The longest ``older_than`` an inbox filter takes.
+MAX_AGE = timedelta(days=3650)
 
 
 class Orchestra:
@@ -59,6 +70,7 @@ class Orchestra:
         allowed_roots: Sequence[Path] = (),
         worker: WorkerSettings | None = None,
         checks: Callable[[Path], dict[str, Any] | None] | None = None,
+        deadlines: Mapping[str, StepDeadline] | None = None,
     ) -> None:
         self.db = db
         self.agents = agents or default_agents_config()
@@ -66,8 +78,13 @@ class Orchestra:
         self.allowed_roots = [p.expanduser().resolve() for p in allowed_roots or [Path.home()]]
         #: The check command (and its timeout) of a workspace, from the operator's settings.
         self.checks = checks or (lambda _: None)
+        #: The operator's ``[deadlines.<step>]`` tables, checked against the definitions.
+        self.deadlines = check_step_deadlines(deadlines or {})
         #: The engine: every write goes through it (``worker``: its worker's settings).
         self.engine = Engine(db, worker)
+        #: What "now" is for snoozes and ages (tests move it; the database's own
+        #: timestamps come from each transaction).
+        self.clock: Callable[[], datetime] = utcnow
 
     # -- workflows -----------------------------------------------------------
 
@@ -83,11 +100,14 @@ class Orchestra:
         created_by: str | None = None,
         options: Mapping[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: DeadlineRequest | Mapping[str, Any] | None = None,
     ) -> Workflow:
         """Start a workflow. ``from_workflow``: a completed workflow this one continues
         (its result goes to the new one's definition, e.g. an approved plan to
-        implement; its workspace is the default)."""
+        implement; its workspace is the default). ``deadline``: a due time for its
+        checkpoints and the opt-in to a default action (:class:`DeadlineRequest`)."""
         definition = get_definition(type)
+        policy = self._deadline_policy(definition, deadline)
         previous = None
         if from_workflow is not None:
             previous = await self.get_workflow(from_workflow)
@@ -116,6 +136,8 @@ class Orchestra:
         resolved = self.resolve_agents(agents, jobs=definition.agent_jobs)
         if "implementer" in definition.agent_jobs and workspace is not None:
             resolved["check"] = self.checks(Path(workspace))
+        if policy is not None:  # recorded with the operator's choices, as ``check`` is
+            resolved["deadline"] = policy
         new = NewWorkflow(
             name=name,
             type=definition.type,
@@ -128,6 +150,30 @@ class Orchestra:
             previous_result=previous.result if previous is not None else None,
         )
         return (await self.engine.create(new)).value
+
+    def _deadline_policy(
+        self, definition: WorkflowDefinition[Any], raw: DeadlineRequest | Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """What the workflow records of its deadlines; bad input names the field."""
+        request = raw if isinstance(raw, DeadlineRequest) or raw is None else _deadline(raw)
+        offered = checkpoint_actions(definition)
+        steps = {n: d for n, d in self.deadlines.items() if n in offered}
+        if request is not None:
+            if request.after is None and not steps:
+                raise InvalidInput(
+                    f"deadline.after is needed: no checkpoint of a {definition.type!r} workflow "
+                    "has a configured deadline",
+                    details={"field": "deadline.after"},
+                )
+            every = sorted({a for actions in offered.values() for a in actions})
+            if request.default_action is not None and request.default_action not in every:
+                raise InvalidInput(
+                    f"deadline.default_action {request.default_action!r} is offered by no "
+                    f"checkpoint of a {definition.type!r} workflow; choose one of: "
+                    + ", ".join(every),
+                    details={"field": "deadline.default_action", "allowed": every},
+                )
+        return deadline_policy(request, steps)
 
     # -- short ids -----------------------------------------------------------
 
@@ -325,13 +371,93 @@ class Orchestra:
         workflow_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        filter: InboxFilter | None = None,
     ) -> Page[Checkpoint]:
+        """Checkpoints oldest first; ``filter`` narrows them (by default, snoozed
+        ones are hidden until their time passes)."""
         _check_limit(limit)
+        given = filter or InboxFilter()
+        now = self.clock()
+        prefix = _workflow_prefix(given.workflow) if given.workflow is not None else None
+        step = self._checked_step(given.step) if given.step is not None else None
+        before = None
+        if given.older_than is not None:
+            age = parse_duration(given.older_than, field="older_than")
+            if age > MAX_AGE:
+                raise InvalidInput(
+                    f"older_than must be at most {MAX_AGE.days} days",
+                    details={"field": "older_than"},
+                )
+            before = now - age
         return await self.db.read(
             lambda c: queries.list_checkpoints(
-                c, status=status, workflow_id=workflow_id, limit=limit, cursor=cursor
+                c,
+                status=status,
+                workflow_id=workflow_id,
+                limit=limit,
+                cursor=cursor,
+                workflow_prefix=prefix,
+                step=step,
+                created_before=before,
+                snoozed=given.snoozed,
+                now=now,
             )
         )
+
+    async def count_inbox(self) -> InboxCount:
+        """How many wait now, how many are snoozed, and when the next one comes back."""
+        now = self.clock()
+        return await self.db.read(lambda c: queries.count_inbox(c, now))
+
+    @staticmethod
+    def checkpoint_steps() -> list[str]:
+        """The names of every known workflow's checkpoint steps (what ``step`` filters by)."""
+        return sorted(
+            {
+                name
+                for definition in definitions().values()
+                for name, step in definition.steps.items()
+                if isinstance(step, CheckpointStep)
+            }
+        )
+
+    def _checked_step(self, step: str) -> str:
+        known = self.checkpoint_steps()
+        if step not in known:
+            raise InvalidInput(
+                f"step {step[:64]!r} is not a checkpoint step; use one of: {', '.join(known)}",
+                details={"field": "step", "allowed": known},
+            )
+        return step
+
+    async def snooze(self, checkpoint_id: str, until: str | datetime, *, actor: str) -> Checkpoint:
+        """Say "not now": hide a pending checkpoint from the inbox until ``until`` (a
+        duration such as ``2h`` or an ISO time with a timezone; in the future, at most
+        :data:`MAX_SNOOZE_DAYS` days ahead). Not a decision: it stays pending and may
+        still be resolved; it comes back by itself when the time passes. A resolved
+        checkpoint is a conflict (409)."""
+        now = self.clock()
+        moment = parse_moment(until, now, field="until") if isinstance(until, str) else until
+        if moment.tzinfo is None:
+            raise InvalidInput("until needs a timezone", details={"field": "until"})
+        if moment <= now:
+            raise InvalidInput(
+                f"until ({moment.isoformat()}) has passed; give a time in the future or a "
+                "duration such as 2h",
+                details={"field": "until"},
+            )
+        if moment > now + timedelta(days=MAX_SNOOZE_DAYS):
+            raise InvalidInput(
+                f"until may be at most {MAX_SNOOZE_DAYS} days ahead; a checkpoint snoozed "
+                "longer is one to decide (or cancel) now",
+                details={"field": "until"},
+            )
+        return (await self.engine.snooze(checkpoint_id, moment, actor=actor)).value
+
+    async def unsnooze(self, checkpoint_id: str, *, actor: str) -> Checkpoint:
+        """Bring a snoozed checkpoint back into the inbox now (recorded as a snooze
+        event with no time)."""
+        return (await self.engine.snooze(checkpoint_id, None, actor=actor)).value
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.db.read(lambda c: queries.get_checkpoint(c, checkpoint_id))
@@ -440,6 +566,50 @@ class Orchestra:
         return found.events
 
 
+def _deadline(raw: Mapping[str, Any]) -> DeadlineRequest:
+    """A client's ``deadline`` object, checked; InvalidInput naming the field."""
+    try:
+        return DeadlineRequest.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(["deadline", *map(str, first["loc"])])
+        raise InvalidInput(
+            f"{field}: {first['msg'].removeprefix('Value error, ')}", details={"field": field}
+        ) from None
+
+
+def checkpoint_actions(definition: WorkflowDefinition[Any]) -> dict[str, list[str]]:
+    """The actions each checkpoint step of ``definition`` may offer, by step name."""
+    return {
+        name: [a.name for a in step.actions]
+        for name, step in definition.steps.items()
+        if isinstance(step, CheckpointStep)
+    }
+
+
+def check_step_deadlines(deadlines: Mapping[str, StepDeadline]) -> dict[str, StepDeadline]:
+    """The operator's per-step deadlines, each naming a checkpoint step of a known
+    workflow and an action such a step offers; InvalidInput (at start-up) otherwise."""
+    known: dict[str, set[str]] = {}
+    for definition in definitions().values():
+        for step, actions in checkpoint_actions(definition).items():
+            known.setdefault(step, set()).update(actions)
+    for step, deadline in deadlines.items():
+        if step not in known:
+            raise InvalidInput(
+                f"[deadlines.{step}]: no workflow has a checkpoint step named {step!r}; "
+                "checkpoint steps: " + ", ".join(sorted(known)),
+                details={"field": f"deadlines.{step}"},
+            )
+        if deadline.action is not None and deadline.action not in known[step]:
+            raise InvalidInput(
+                f"[deadlines.{step}]: action {deadline.action!r} is not offered at {step!r}; "
+                "it offers: " + ", ".join(sorted(known[step])),
+                details={"field": f"deadlines.{step}.action"},
+            )
+    return dict(deadlines)
+
+
 def guarded_dirs() -> list[Path]:
     """Directories no workspace may be in by default: the system's, and the user's
     secrets (``/`` itself only exactly; the home directory is never one)."""
@@ -449,6 +619,17 @@ def guarded_dirs() -> list[Path]:
     found = [Path(p) for p in system if Path(p) != home]
     found += [home / name for name in (".ssh", ".gnupg", ".aws", ".config")]
     return found
+
+
+def _workflow_prefix(given: str) -> str:
+    """A workflow filter as a lowercase id prefix (4–32 hex digits)."""
+    prefix = given.strip().lower()
+    if not _ID_PREFIX.fullmatch(prefix):
+        raise InvalidInput(
+            f"workflow {given[:40]!r} must be a workflow id or its first 4+ hex digits",
+            details={"field": "workflow"},
+        )
+    return prefix
 
 
 def _check_limit(limit: int, maximum: int = 500) -> None:

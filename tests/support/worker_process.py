@@ -1,10 +1,11 @@
 """A worker in a process of its own, for crash tests: the test can SIGKILL it.
 
     python tests/support/worker_process.py URL [--lease-ttl S] [--heartbeat S]
-        [--poll S] [--concurrency N] [--name NAME]
+        [--poll S] [--concurrency N] [--name NAME] [--deadline-poll S]
 
-It prints ``ready`` once its database is open, runs ``Worker(Database(url)).run(stop)``
-and stops gracefully on SIGTERM or SIGINT (exit status 0).
+It prints ``ready`` once its database is open, runs ``Engine(Database(url)).run(stop)``
+(the worker and the sweep of due deadlines, as ``orchestra worker`` does) and stops
+gracefully on SIGTERM or SIGINT (exit status 0).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import logging
 import signal
 import sys
 
-from orchestra.engine.runner import Worker, WorkerSettings
+from orchestra.engine.api import Engine
+from orchestra.engine.runner import WorkerSettings
 from orchestra.store.db import Database
 
 
@@ -27,6 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--name", default=None)
+    parser.add_argument("--deadline-poll", type=float, default=0.1)
     return parser.parse_args(argv)
 
 
@@ -38,6 +41,7 @@ async def main(args: argparse.Namespace) -> None:
         poll_s=args.poll,
         shutdown_grace_s=5.0,
         progress_interval_s=0.05,
+        deadline_poll_s=args.deadline_poll,
     )
     if args.name:
         settings.name = args.name
@@ -49,7 +53,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
-        await Worker(db, settings).run(stop)
+        await Engine(db, settings).run(stop)
     finally:
         db.close()
 

@@ -20,13 +20,15 @@ from orchestra.domain.errors import InvalidInput
         ("24h", timedelta(hours=24)),
         (" 30D ", timedelta(days=30)),
         ("7 d", timedelta(days=7)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1.5h", timedelta(minutes=90)),
     ],
 )
 def test_a_number_and_a_unit(text: str, expected: timedelta) -> None:
     assert parse_duration(text, field="f") == expected
 
 
-@pytest.mark.parametrize("text", ["", "30", "d", "1.5h", "-1h", "1w", "1h30m", "x" * 17, None, 5])
+@pytest.mark.parametrize("text", ["", "30", "d", "1.h", "-1h", "1y", "1h-", "x" * 25, None, 5])
 def test_anything_else_names_the_field_and_the_form(text: object) -> None:
     with pytest.raises(InvalidInput, match="older_than") as refused:
         parse_duration(text, field="older_than")

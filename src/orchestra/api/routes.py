@@ -16,14 +16,19 @@ from orchestra.api.auth import Principal, require, runtime_of
 from orchestra.api.errors import error_responses
 from orchestra.api.streams import After
 from orchestra.domain.code import CodeChange, WorktreeInfo
+from orchestra.domain.deadlines import DeadlineRequest
+from orchestra.domain.durations import MAX_TEXT
 from orchestra.domain.errors import NotFound
 from orchestra.domain.models import (
     MAX_BATCH,
+    MAX_SNOOZE_DAYS,
     BatchResult,
     Checkpoint,
     Decision,
     Event,
     History,
+    InboxCount,
+    InboxFilter,
     Notification,
     NotificationDetail,
     NotificationsPruned,
@@ -31,7 +36,12 @@ from orchestra.domain.models import (
     Workflow,
 )
 from orchestra.domain.roles import Permission, Role
-from orchestra.domain.statuses import CheckpointStatus, NotificationStatus, WorkflowStatus
+from orchestra.domain.statuses import (
+    CheckpointStatus,
+    NotificationStatus,
+    SnoozedView,
+    WorkflowStatus,
+)
 from orchestra.domain.untrusted import Text, request_problem
 from orchestra.notifications import admin as notification_admin
 from orchestra.service import MAX_ITERATIONS_LIMIT, MAX_NAME_CHARS, MAX_PROMPT_CHARS, Orchestra
@@ -107,6 +117,8 @@ class CreateWorkflow(Body):
     #: A completed workflow this one continues (e.g. the Plan & Review whose plan to
     #: implement); its workspace is the default.
     from_workflow: Text | None = None
+    #: A due time for each checkpoint and the opt-in to a default action there.
+    deadline: DeadlineRequest | None = None
 
 
 class Resolve(Body, Decision):
@@ -148,6 +160,7 @@ async def create_workflow(request: Request, body: CreateWorkflow, who: Creator) 
         created_by=who.name,
         options=body.options,
         from_workflow=body.from_workflow,
+        deadline=body.deadline,
     )
 
 
@@ -223,16 +236,75 @@ async def list_checkpoints(
         CheckpointStatus | Literal["any"], Query(description="a status, or any")
     ] = CheckpointStatus.PENDING,
     workflow_id: str | None = None,
+    workflow: Annotated[
+        str | None, Query(max_length=32, description="a workflow id or its first 4+ hex digits")
+    ] = None,
+    step: Annotated[
+        str | None, Query(max_length=64, description="a checkpoint step's name")
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        Query(max_length=MAX_TEXT, description="only those waiting longer: 30m, 2h, 1d"),
+    ] = None,
+    snoozed: Annotated[
+        SnoozedView,
+        Query(description="hide (default): snoozed ones are left out until their time passes"),
+    ] = SnoozedView.HIDE,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[Checkpoint]:
-    """The inbox across workflows: oldest first."""
+    """The inbox across workflows: oldest first, filterable by workflow, step and age;
+    checkpoints snoozed until a time still to come are left out unless asked for."""
     return await _service(request).list_checkpoints(
         status=None if status == "any" else CheckpointStatus(status),
         workflow_id=workflow_id,
         limit=limit,
         cursor=cursor,
+        filter=InboxFilter(workflow=workflow, step=step, older_than=older_than, snoozed=snoozed),
     )
+
+
+@router.get("/checkpoints/count", tags=["checkpoints"], responses=error_responses(401, 403))
+async def count_checkpoints(request: Request, _: Reader) -> InboxCount:
+    """How many checkpoints wait now (the dashboard's badge and tab title), how many
+    are snoozed, and when the next snoozed one comes back."""
+    return await _service(request).count_inbox()
+
+
+class Snooze(Body):
+    until: Annotated[
+        Text,
+        Field(
+            min_length=1,
+            max_length=MAX_TEXT,
+            description="a duration (30m, 2h, 1d) or an ISO 8601 time with a timezone; "
+            f"in the future, at most {MAX_SNOOZE_DAYS} days ahead",
+        ),
+    ]
+
+
+@router.post(
+    "/checkpoints/{checkpoint_id}/snooze",
+    tags=["checkpoints"],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422),
+)
+async def snooze_checkpoint(
+    request: Request, checkpoint_id: str, body: Snooze, who: Resolver
+) -> Checkpoint:
+    """Not now: leave a pending checkpoint out of the inbox until ``until`` (it stays
+    pending and can still be resolved; it comes back by itself). 409 when it was
+    already resolved."""
+    return await _service(request).snooze(checkpoint_id, body.until, actor=who.name)
+
+
+@router.delete(
+    "/checkpoints/{checkpoint_id}/snooze",
+    tags=["checkpoints"],
+    responses=error_responses(400, 401, 403, 404, 409),
+)
+async def unsnooze_checkpoint(request: Request, checkpoint_id: str, who: Resolver) -> Checkpoint:
+    """Bring a snoozed checkpoint back into the inbox now."""
+    return await _service(request).unsnooze(checkpoint_id, actor=who.name)
 
 
 @router.get(

@@ -19,6 +19,7 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    InboxFilter,
     Notification,
     NotificationDetail,
     NotificationsPruned,
@@ -56,6 +57,7 @@ class Backend(Protocol):
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow: ...
 
     async def get_workflow(self, workflow_id: str) -> Workflow: ...
@@ -69,8 +71,18 @@ class Backend(Protocol):
     ) -> Page[Workflow]: ...
 
     async def list_pending_checkpoints(
-        self, *, limit: int, cursor: str | None
-    ) -> Page[Checkpoint]: ...
+        self, *, limit: int, cursor: str | None, filter: InboxFilter | None = None
+    ) -> Page[Checkpoint]:
+        """The inbox, oldest first; ``filter`` as the API's (snoozed ones hidden by default)."""
+        ...
+
+    async def snooze(self, checkpoint_id: str, until: str) -> Checkpoint:
+        """Not now: leave it out of the inbox until ``until`` (``2h``, an ISO time)."""
+        ...
+
+    async def unsnooze(self, checkpoint_id: str) -> Checkpoint:
+        """Bring a snoozed checkpoint back into the inbox now."""
+        ...
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint: ...
 

@@ -48,10 +48,11 @@ from orchestra.domain.models import (
     CheckpointAction,
     Decision,
     Event,
+    InboxFilter,
     LineComment,
     Workflow,
 )
-from orchestra.domain.statuses import WorkflowStatus
+from orchestra.domain.statuses import SnoozedView, WorkflowStatus
 
 WorkflowId = Annotated[
     str, typer.Argument(help="The workflow's id, or its first 4+ characters.", show_default=False)
@@ -138,6 +139,33 @@ def show(
 @exits_on_errors
 def inbox(
     ctx: typer.Context,
+    workflow: Annotated[
+        str | None,
+        typer.Option(
+            "--workflow",
+            help="Only this workflow's (its id or first 4+ characters).",
+            show_default=False,
+        ),
+    ] = None,
+    step: Annotated[
+        str | None,
+        typer.Option(
+            "--step",
+            help="Only this checkpoint step's (a wrong name lists them).",
+            show_default=False,
+        ),
+    ] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Only those waiting longer than this: 30m, 2h, 1d.",
+            show_default=False,
+        ),
+    ] = None,
+    snoozed: Annotated[
+        bool, typer.Option("--snoozed", help="Only the snoozed ones, with when each comes back.")
+    ] = False,
     limit: Limit = 100,
     cursor: Cursor = None,
     watch: Annotated[
@@ -148,11 +176,14 @@ def inbox(
     token: Token = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Checkpoints waiting for a person, oldest first, with how long they have waited
-    (``--watch``: again each time one is created or resolved, until Ctrl-C)."""
+    """Checkpoints waiting for a person, oldest first, with how long they have waited;
+    snoozed ones are left out until their time passes (``--snoozed``: only those).
+    ``--watch``: again each time one is created, resolved or snoozed, until Ctrl-C."""
+    view = SnoozedView.ONLY if snoozed else SnoozedView.HIDE
+    given = InboxFilter(workflow=workflow, step=step, older_than=older_than, snoozed=view)
 
     async def show_inbox(b: Backend) -> None:
-        page = await b.list_pending_checkpoints(limit=limit, cursor=cursor)
+        page = await b.list_pending_checkpoints(limit=limit, cursor=cursor, filter=given)
         if as_json:
             print_json(page.model_dump(mode="json"))
             return
@@ -160,9 +191,9 @@ def inbox(
             status=WorkflowStatus.AWAITING_CHECKPOINT, limit=500, cursor=None
         )
         names = {wf.id: wf.name for wf in waiting.items}
-        console.print(inbox_table(page.items, names))
+        console.print(inbox_table(page.items, names, snoozed=snoozed))
         if not page.items:
-            console.print("Nothing waits for you.", style="dim")
+            console.print("Nothing snoozed." if snoozed else "Nothing waits for you.", style="dim")
         if page.next_cursor:
             console.print(f"More: orchestra inbox --cursor {page.next_cursor}", style="dim")
 
@@ -171,11 +202,83 @@ def inbox(
         await show_inbox(b)
         if not watch:
             return
-        changes = {EventType.CHECKPOINT_CREATED, EventType.CHECKPOINT_STATUS_CHANGED}
+        changes = {
+            EventType.CHECKPOINT_CREATED,
+            EventType.CHECKPOINT_STATUS_CHANGED,
+            EventType.CHECKPOINT_SNOOZED,
+        }
         async with contextlib.aclosing(b.events(None, after=after)) as events:
             async for event in events:
                 if event.type in changes:
                     await show_inbox(b)
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+CheckpointId = Annotated[
+    str, typer.Argument(help="The checkpoint's id, or its first 4+ characters.", show_default=False)
+]
+
+
+@app.command("snooze")
+@exits_on_errors
+def snooze(
+    ctx: typer.Context,
+    checkpoint_id: CheckpointId,
+    for_: Annotated[
+        str | None,
+        typer.Option("--for", help="For this long: 30m, 2h, 1d (at most 30d).", show_default=False),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="Until this ISO time, e.g. 2026-12-01T09:00+01:00.", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the snoozed checkpoint as JSON.")
+    ] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Not now: leave a pending checkpoint out of the inbox until a time, without
+    deciding (it can still be resolved; it comes back by itself; exit 4 if resolved)."""
+    if (for_ is None) == (until is None):
+        raise typer.BadParameter("give either --for DURATION or --until TIME", param_hint="--for")
+    when = for_ if for_ is not None else until
+    assert when is not None
+
+    async def body(b: Backend) -> None:
+        cp = await b.snooze(await b.expand_id("checkpoint", checkpoint_id), when)
+        if as_json:
+            print_json(cp.model_dump(mode="json"))
+            return
+        back = cp.snoozed_until.isoformat(timespec="minutes") if cp.snoozed_until else "?"
+        console.print(f"Checkpoint {short_id(cp.id)} snoozed until {back}.", markup=False)
+        console.print(f"Back now: orchestra unsnooze {short_id(cp.id)}", style="dim", markup=False)
+
+    with_backend(ctx, body, server=server, token=token, database_url=database_url)
+
+
+@app.command("unsnooze")
+@exits_on_errors
+def unsnooze(
+    ctx: typer.Context,
+    checkpoint_id: CheckpointId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checkpoint as JSON.")] = False,
+    server: Server = None,
+    token: Token = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Bring a snoozed checkpoint back into the inbox now (exit 4 if it was resolved)."""
+
+    async def body(b: Backend) -> None:
+        cp = await b.unsnooze(await b.expand_id("checkpoint", checkpoint_id))
+        if as_json:
+            print_json(cp.model_dump(mode="json"))
+            return
+        console.print(f"Checkpoint {short_id(cp.id)} is back in the inbox.", markup=False)
 
     with_backend(ctx, body, server=server, token=token, database_url=database_url)
 

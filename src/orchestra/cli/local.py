@@ -21,6 +21,7 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    InboxFilter,
     Notification,
     NotificationDetail,
     NotificationsPruned,
@@ -63,6 +64,7 @@ class LocalBackend:
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow:
         return await self.service.create_workflow(
             name=name,
@@ -74,6 +76,7 @@ class LocalBackend:
             created_by=self.actor,
             options=options,
             from_workflow=from_workflow,
+            deadline=deadline,
         )
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
@@ -88,8 +91,16 @@ class LocalBackend:
         statuses = [status] if status is not None else None
         return await self.service.list_workflows(statuses=statuses, limit=limit, cursor=cursor)
 
-    async def list_pending_checkpoints(self, *, limit: int, cursor: str | None) -> Page[Checkpoint]:
-        return await self.service.list_checkpoints(limit=limit, cursor=cursor)
+    async def list_pending_checkpoints(
+        self, *, limit: int, cursor: str | None, filter: InboxFilter | None = None
+    ) -> Page[Checkpoint]:
+        return await self.service.list_checkpoints(limit=limit, cursor=cursor, filter=filter)
+
+    async def snooze(self, checkpoint_id: str, until: str) -> Checkpoint:
+        return await self.service.snooze(checkpoint_id, until, actor=self.actor)
+
+    async def unsnooze(self, checkpoint_id: str) -> Checkpoint:
+        return await self.service.unsnooze(checkpoint_id, actor=self.actor)
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.service.get_checkpoint(checkpoint_id)

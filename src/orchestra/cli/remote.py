@@ -37,6 +37,7 @@ from orchestra.domain.models import (
     Decision,
     Event,
     History,
+    InboxFilter,
     Notification,
     NotificationDetail,
     NotificationsPruned,
@@ -145,6 +146,7 @@ class RemoteBackend:
         type: str = "plan_review",
         options: dict[str, Any] | None = None,
         from_workflow: str | None = None,
+        deadline: dict[str, Any] | None = None,
     ) -> Workflow:
         body: dict[str, Any] = {
             "name": name,
@@ -157,6 +159,7 @@ class RemoteBackend:
             "agents": agents,
             "options": options,
             "from_workflow": from_workflow,
+            "deadline": deadline,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return await self._model(Workflow, "POST", "/api/workflows", json=body)
@@ -176,9 +179,20 @@ class RemoteBackend:
         params = _params(status=status, limit=limit, cursor=cursor)
         return await self._model(Page[Workflow], "GET", "/api/workflows", params=params)
 
-    async def list_pending_checkpoints(self, *, limit: int, cursor: str | None) -> Page[Checkpoint]:
-        params = _params(status=CheckpointStatus.PENDING, limit=limit, cursor=cursor)
+    async def list_pending_checkpoints(
+        self, *, limit: int, cursor: str | None, filter: InboxFilter | None = None
+    ) -> Page[Checkpoint]:
+        given = (filter or InboxFilter()).model_dump(mode="json")
+        params = _params(status=CheckpointStatus.PENDING, limit=limit, cursor=cursor, **given)
         return await self._model(Page[Checkpoint], "GET", "/api/checkpoints", params=params)
+
+    async def snooze(self, checkpoint_id: str, until: str) -> Checkpoint:
+        path = f"/api/checkpoints/{quote(checkpoint_id, safe='')}/snooze"
+        return await self._model(Checkpoint, "POST", path, json={"until": until})
+
+    async def unsnooze(self, checkpoint_id: str) -> Checkpoint:
+        path = f"/api/checkpoints/{quote(checkpoint_id, safe='')}/snooze"
+        return await self._model(Checkpoint, "DELETE", path)
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self._model(Checkpoint, "GET", f"/api/checkpoints/{checkpoint_id}")

@@ -124,6 +124,14 @@ def since(moment: datetime, now: datetime | None = None) -> str:
     return duration(((now or datetime.now(UTC)) - moment).total_seconds())
 
 
+def due_text(cp: Checkpoint, now: datetime | None = None) -> str:
+    """``due in 3h 59m`` / ``overdue 12m 04s`` for a checkpoint with a deadline, else ``""``."""
+    if cp.due_at is None:
+        return ""
+    left = (cp.due_at - (now or datetime.now(UTC))).total_seconds()
+    return f"due in {duration(left)}" if left > 0 else f"overdue {duration(-left)}"
+
+
 # -- workflows -------------------------------------------------------------
 
 
@@ -630,6 +638,13 @@ def checkpoint_view(cp: Checkpoint) -> RenderableType:
     parts: list[RenderableType] = []
     if cp.summary:
         parts.append(Text.assemble(("Needed: ", "bold"), cp.summary))
+    if cp.deadline is not None:
+        d = cp.deadline
+        then = f"default action {d.action!r} was taken" if d.fired_at and d.action else ""
+        line = f"{due_text(cp)} ({when(d.due_at)}); " + (then or f"then: {d.consequence()}")
+        parts.append(
+            Text.assemble(("Deadline: ", "bold"), line, f". {d.reason}" if d.reason else "")
+        )
     parts.append(Text.assemble(("Instructions: ", "bold"), cp.instructions))
     parts += _context_view(cp.context)
     for output in cp.agent_outputs:
@@ -708,26 +723,38 @@ def batch_table(done: BatchResult) -> Table:
 
 
 def inbox_table(
-    checkpoints: Sequence[Checkpoint], names: Mapping[str, str], now: datetime | None = None
+    checkpoints: Sequence[Checkpoint],
+    names: Mapping[str, str],
+    now: datetime | None = None,
+    *,
+    snoozed: bool = False,
 ) -> Table:
+    """The inbox; ``snoozed``: the snoozed ones, with when each comes back instead of
+    its actions (so it still fits 80 columns)."""
+    now = now or datetime.now(UTC)
+    title = "Snoozed: back in the inbox when their time passes" if snoozed else None
     table = table_of(
-        "Inbox: checkpoints waiting for a person",
+        title or "Inbox: checkpoints waiting for a person",
         "Checkpoint",
         "Workflow",
         "Needed",
         "Iter",
         "Waiting",
-        "Actions",
+        "Back in" if snoozed else "Actions",
         keep=("Checkpoint",),
     )
     for cp in checkpoints:
+        last = ", ".join(a.name for a in cp.actions)
+        if snoozed:
+            back = (cp.snoozed_until - now).total_seconds() if cp.snoozed_until else 0
+            last = f"{duration(back)} ({escape(cp.snoozed_by or '?')})"
         table.add_row(
             short_id(cp.id),
             escape(names.get(cp.workflow_id, cp.workflow_id)),
             escape(cp.summary or cp.title),
             str(cp.iteration),
-            since(cp.created_at, now),
-            ", ".join(a.name for a in cp.actions),
+            " · ".join(filter(None, [since(cp.created_at, now), due_text(cp, now)])),
+            last,
         )
     return table
 
@@ -756,6 +783,9 @@ def event_text(event: Event) -> str:
         case EventType.CHECKPOINT_STATUS_CHANGED:
             who = f" ({d.get('action')} by {d.get('resolved_by')})" if d.get("action") else ""
             return f"checkpoint {d.get('id')} {d.get('from')} → {d.get('to')}{who}"
+        case EventType.CHECKPOINT_SNOOZED:
+            what = f"snoozed until {d['until']}" if d.get("until") else "back in the inbox"
+            return f"checkpoint {d.get('checkpoint_id')} {what} ({d.get('by')})"
         case EventType.AGENT_RUN_STARTED:
             return (
                 f"agent {d.get('agent')} ({d.get('adapter')}) started "

@@ -564,6 +564,24 @@ def run(
     ] = None,
     keep_worktree: KeepWorktree = False,
     max_iterations: MaxIterations = 3,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="A due time for each decision (90s, 30m, 4h, 2d): overdue ones are escalated "
+            "as configured ([deadlines] in orchestra.toml); fired by serve/worker processes.",
+            show_default=False,
+        ),
+    ] = None,
+    default_action: Annotated[
+        str | None,
+        typer.Option(
+            "--default-action",
+            help="Opt in: when a decision is overdue, take this action where the checkpoint "
+            "offers it (recorded as orchestra (deadline)). Without it nothing moves on its own.",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -594,6 +612,8 @@ def run(
                 ("--code-reviewer", code_reviewers),
                 ("--plan-file", plan_file),
                 ("--keep-worktree", keep_worktree),
+                ("--deadline", deadline),
+                ("--default-action", default_action),
             )
             if value
         ]
@@ -631,6 +651,8 @@ def run(
         "max_iterations": max_iterations,
         "options": options,
     }
+    if deadline is not None or default_action is not None:
+        fields["deadline"] = {"after": deadline, "default_action": default_action}
     _session(ctx, server, token, database_url, lambda s: s.create(**fields))
 
 

@@ -1,17 +1,22 @@
 """Durations as people write them in settings and requests: ``90s``, ``15m``, ``24h``,
-``30d`` (one number, one unit), so a config file and a CLI flag read the same way."""
+``30d``, ``1h30m``, ``0.5h``: the one grammar of every duration Orchestra reads, so
+a config file, a CLI flag and an API field read the same way."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from orchestra.domain.errors import InvalidInput
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"([0-9]{1,6})\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)\s*([smhdw])")
+_DURATION = re.compile(r"(?:[0-9]{1,6}(?:\.[0-9]{1,3})?\s*[smhdw]\s*)+")
 #: Longer texts are refused before any parsing (bounded input).
-MAX_DURATION_CHARS = 16
+MAX_DURATION_CHARS = 24
+FORM = "a number and a unit, s, m, h, d or w (e.g. 90s, 15m, 24h, 30d, 1h30m)"
+#: The longest text :func:`parse_moment` reads (an ISO time with its offset is ~32).
+MAX_TEXT = 40
 
 
 def parse_duration(
@@ -23,15 +28,14 @@ def parse_duration(
 ) -> timedelta:
     """``text`` (e.g. ``"30d"``) as a timedelta within [minimum, maximum]; anything
     else is :class:`InvalidInput` naming ``field`` and the accepted form."""
-    form = "a whole number and a unit: s, m, h or d (e.g. 90s, 15m, 24h, 30d)"
-    if not isinstance(text, str) or len(text) > MAX_DURATION_CHARS:
-        raise InvalidInput(f"{field} must be {form}", details={"field": field})
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
+    given = text.strip().lower() if isinstance(text, str) else ""
+    if len(given) > MAX_DURATION_CHARS or _DURATION.fullmatch(given) is None:
         raise InvalidInput(
-            f"{field} = {text!r} is not a duration; write {form}", details={"field": field}
+            f"{field} = {str(text)[:30]!r} is not a duration; write {FORM}",
+            details={"field": field},
         )
-    value = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(given))
+    value = timedelta(seconds=seconds)
     if not minimum <= value <= maximum:
         raise InvalidInput(
             f"{field} = {text!r} is out of range: {describe(minimum)} to {describe(maximum)}",
@@ -47,3 +51,27 @@ def describe(value: timedelta) -> str:
         if seconds and seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"
+
+
+def parse_moment(text: str, now: datetime, *, field: str) -> datetime:
+    """``text`` as a moment: a duration from ``now`` (``2h``) or an ISO 8601 time
+    with a timezone (``2026-12-01T09:00:00+01:00``; ``Z`` for UTC)."""
+    raw = text.strip()
+    if raw and raw[0].isdigit() and _DURATION.fullmatch(raw.lower()):
+        return now + parse_duration(raw, field=field)
+    try:
+        moment = datetime.fromisoformat(raw) if len(raw) <= MAX_TEXT else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidInput(
+            f"{field} {text[:MAX_TEXT]!r} is neither a duration (30m, 2h, 1d) nor an ISO 8601 "
+            "time (2026-12-01T09:00:00+01:00)",
+            details={"field": field},
+        )
+    if moment.tzinfo is None:
+        raise InvalidInput(
+            f"{field} {raw!r} has no timezone; add one (Z for UTC, or e.g. +01:00)",
+            details={"field": field},
+        )
+    return moment.astimezone(UTC)

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from orchestra.domain.deadlines import CheckpointDeadline
 from orchestra.domain.events import EventType, NotificationKind
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -21,6 +22,7 @@ from orchestra.domain.statuses import (
     BatchOutcome,
     CheckpointStatus,
     NotificationStatus,
+    SnoozedView,
     WorkflowStatus,
 )
 from orchestra.domain.untrusted import Text
@@ -186,9 +188,52 @@ class Checkpoint(Model):
     status: CheckpointStatus
     resolution: Resolution | None = None
     created_at: datetime
+    #: When the decision is due (None: no deadline) and what happens then.
+    due_at: datetime | None = None
+    deadline: CheckpointDeadline | None = None
+    #: "Not now": hidden from the inbox until this time (a time passed means none),
+    #: and who said so. Not a decision: the checkpoint stays pending.
+    snoozed_until: datetime | None = None
+    snoozed_by: str | None = None
+
+    def snoozed_at(self, now: datetime) -> bool:
+        """Whether it is pending and snoozed until a time after ``now``."""
+        return (
+            self.status is CheckpointStatus.PENDING
+            and self.snoozed_until is not None
+            and self.snoozed_until > now
+        )
 
     def action(self, name: str) -> CheckpointAction | None:
         return next((a for a in self.actions if a.name == name), None)
+
+
+#: The longest a checkpoint may be snoozed for.
+MAX_SNOOZE_DAYS = 30
+
+
+class InboxFilter(Model):
+    """Which pending checkpoints an inbox listing shows, as people give it: the
+    service checks each field (a bad one is a 422 saying what to write)."""
+
+    #: A workflow's id, or its first 4+ hex digits.
+    workflow: str | None = None
+    #: A checkpoint step's name (e.g. ``plan_ready``).
+    step: str | None = None
+    #: Only those waiting longer than this duration (``30m``, ``2h``, ``1d``).
+    older_than: str | None = None
+    snoozed: SnoozedView = SnoozedView.HIDE
+
+
+class InboxCount(Model):
+    """The inbox's counts (the navigation badge, the tab title, the Snoozed view)."""
+
+    #: Pending and not snoozed: what waits for a person now.
+    pending: int
+    #: Pending and snoozed until a time still to come.
+    snoozed: int
+    #: When the next snoozed checkpoint comes back (none snoozed: null).
+    next_wake_at: datetime | None = None
 
 
 #: The most checkpoints one batch decision resolves.

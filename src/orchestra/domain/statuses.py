@@ -149,3 +149,15 @@ class BatchOutcome(StrEnum):
     INVALID = "invalid"
     NOT_FOUND = "not_found"
     FAILED = "failed"
+
+
+class SnoozedView(StrEnum):
+    """Which pending checkpoints an inbox listing shows by their snooze ("not now
+    until a time"): a snooze whose time has passed counts as none."""
+
+    #: Only those not snoozed (the inbox): snoozed ones come back when their time passes.
+    HIDE = "hide"
+    #: Every one, snoozed or not.
+    INCLUDE = "include"
+    #: Only those snoozed until a time still to come (the "Snoozed" view).
+    ONLY = "only"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
 
+from orchestra.domain.deadlines import checkpoint_deadline
 from orchestra.domain.errors import Conflict, LeaseLost, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import CheckpointAction
@@ -182,6 +184,8 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "recommended": view.recommended if view.recommended in {a.name for a in actions} else None,
     }
     number = next(iter(tx.fetch(_NEXT_NUMBER, {"wid": row["id"]})[0].values()))
+    policy = row["agents"].get("deadline")
+    deadline = checkpoint_deadline(policy, step.name, [a.name for a in actions]) if policy else None
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],
@@ -200,6 +204,8 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "resolved_at": None,
         "idempotency_key": None,
         "created_at": tx.now,
+        "due_at": tx.now + timedelta(seconds=deadline["after_s"]) if deadline else None,
+        "deadline": deadline,
     }
     tx.execute(_INSERT_CHECKPOINT, cp_row)
     tx.emit(

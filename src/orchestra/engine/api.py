@@ -1,6 +1,8 @@
 """The engine's front door: the only ways into a workflow from outside the engine.
 
-:class:`Engine` starts, resolves, cancels and retries workflows. Each call is
+:class:`Engine` starts, resolves, cancels and retries workflows, fires due
+deadlines (:mod:`orchestra.engine.deadlines`) and snoozes checkpoints (which
+moves nothing). Each call is
 one transaction that changes statuses only through the transition function;
 after the commit the engine itself starts what the commit made runnable — on
 this process's worker when it is running and has room (leased in that same
@@ -17,26 +19,32 @@ transaction of the engine's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from orchestra.domain.errors import TransitionNotAllowed
+from orchestra.domain.errors import OrchestraError, TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
 from orchestra.domain.statuses import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
 from orchestra.engine.advance import cancel_txn, load_workflow_txn, new_id, retry_txn
-from orchestra.engine.checkpoints import resolve_txn
+from orchestra.engine.checkpoints import resolve_txn, snooze_txn
+from orchestra.engine.deadlines import due_checkpoints, fire_txn
 from orchestra.engine.definition import Start, get_definition
 from orchestra.engine.leases import NO_LEASE, is_leased
 from orchestra.engine.runner import Handoff, Worker, WorkerSettings, after_commit
-from orchestra.store.db import Database, Tx, carried_events
+from orchestra.store.db import Database, Tx, carried_events, utcnow
 from orchestra.store.queries import RowMap, to_workflow
 from orchestra.store.schema import workflows
 
 __all__ = ["Engine", "NewWorkflow", "Outcome", "WorkerSettings", "get_definition"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -98,10 +106,60 @@ class Engine:
         self.worker = Worker(db, worker)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run this process's worker until ``stop`` is set."""
-        await self.worker.run(stop)
+        """Run this process's worker, and its sweep of due deadlines, until ``stop``."""
+        sweeping = asyncio.create_task(self._sweep_deadlines(stop), name="deadline-sweep")
+        try:
+            await self.worker.run(stop)
+        finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
 
-    # -- the four ways in ------------------------------------------------
+    async def _sweep_deadlines(self, stop: asyncio.Event) -> None:
+        """Every ``deadline_poll_s``: fire the deadlines that are due (any process may;
+        each fires once)."""
+        while not stop.is_set():
+            try:
+                await self.fire_due_deadlines()
+            except Exception:
+                # As the worker's claims: a database hiccup must not end the sweep for
+                # good (deadlines would go silent); logged, and tried again.
+                log.exception("firing due deadlines failed; trying again shortly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.worker.settings.deadline_poll_s)
+
+    async def fire_due_deadlines(
+        self, *, now: datetime | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Fire the deadlines due by ``now`` (default: the current time); the data of
+        each ``checkpoint_deadline_passed`` event this call appended."""
+        when = now or utcnow()
+        due = await self.db.read(lambda conn: due_checkpoints(conn, when, limit))
+        fired = []
+        for checkpoint_id in due:
+            try:
+                outcome = await self.fire_deadline(checkpoint_id, now=when)
+            except OrchestraError:  # this one again at the next sweep; the others now
+                log.exception("checkpoint %s: firing its deadline failed", checkpoint_id)
+                continue
+            if outcome.value is not None:
+                fired.append(outcome.value)
+        return fired
+
+    async def fire_deadline(
+        self, checkpoint_id: str, *, now: datetime | None = None
+    ) -> Outcome[dict[str, Any] | None]:
+        """Fire one checkpoint's deadline if it is due and nobody did (None: nothing
+        fired); its default action, when it has one, moves the workflow on."""
+
+        def txn(tx: Tx) -> _Moved[dict[str, Any] | None]:
+            data, row = fire_txn(tx, checkpoint_id, now or tx.now)
+            return _Moved(data, row)
+
+        moved = await self._commit(txn, hook=True)
+        return Outcome(moved.value, moved.appended)
+
+    # -- the ways in -----------------------------------------------------
 
     async def create(self, new: NewWorkflow) -> Outcome[Workflow]:
         """Start a workflow (pending until a worker enters its first step)."""
@@ -177,6 +235,18 @@ class Engine:
 
         moved = await self._commit(txn, hook=True)
         return Outcome(moved.value, moved.appended)
+
+    async def snooze(
+        self, checkpoint_id: str, until: datetime | None, *, actor: str
+    ) -> Outcome[Checkpoint]:
+        """Say "not now" to a pending checkpoint until ``until`` (None: wake it now).
+        Nothing moves: no worker is woken and the workflow still waits."""
+
+        def txn(tx: Tx) -> tuple[Checkpoint, list[Any]]:
+            return snooze_txn(tx, checkpoint_id, until, actor=actor), tx.appended
+
+        checkpoint, appended = await self.db.write(txn)
+        return Outcome(checkpoint, appended)
 
     async def cancel(self, workflow_id: str, *, actor: str) -> Outcome[Workflow]:
         """Cancel a workflow that has not ended."""

@@ -13,10 +13,12 @@ with that key is :class:`IdempotencyKeyReused`, as payment APIs do).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 
 from orchestra.domain.errors import Conflict, InvalidInput, NotFound
+from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, CheckpointAction, Decision, Resolution
 from orchestra.domain.statuses import CheckpointStatus, Entity, WorkflowStatus
 from orchestra.engine.advance import apply_next_txn, context_of
@@ -28,11 +30,23 @@ from orchestra.store.schema import checkpoints, workflows
 
 MAX_CONTENT_CHARS = 1_000_000
 
-_SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
+SELECT_CHECKPOINT = select(checkpoints).where(checkpoints.c.id == bindparam("id"))
 _CHECKPOINTS_WORKFLOW = (
     select(checkpoints.c.workflow_id).where(checkpoints.c.id == bindparam("cp")).scalar_subquery()
 )
-_WORKFLOW_OF_CHECKPOINT = select(workflows).where(workflows.c.id == _CHECKPOINTS_WORKFLOW)
+WORKFLOW_OF_CHECKPOINT = select(workflows).where(workflows.c.id == _CHECKPOINTS_WORKFLOW)
+#: A snooze changes no status: it is guarded on the checkpoint still being pending.
+_SNOOZE = (
+    update(checkpoints)
+    .where(
+        checkpoints.c.id == bindparam("_id"),
+        checkpoints.c.status == CheckpointStatus.PENDING.value,
+    )
+    .values(
+        snoozed_until=bindparam("_until", type_=checkpoints.c.snoozed_until.type),
+        snoozed_by=bindparam("_by"),
+    )
+)
 
 
 class ResolutionConflict(Conflict):
@@ -93,8 +107,8 @@ def resolve_txn(
     resolved checkpoint and the workflow row as the move left it (None for an
     idempotent replay, which moves nothing)."""
     # The workflow first, locked, then the checkpoint: every writer locks in that order.
-    found = tx.fetch_locked(_WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
-    cp_rows = tx.fetch(_SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
+    found = tx.fetch_locked(WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
+    cp_rows = tx.fetch(SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
     if not cp_rows:
         raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
     wf, cp_row = found[0], cp_rows[0]
@@ -173,6 +187,39 @@ def resolve_txn(
         raise ResolutionConflict(f"checkpoint {checkpoint_id} was resolved concurrently", cp)
     row = apply_next_txn(tx, wf, nxt)
     return cp.model_copy(update={"status": status, "resolution": resolution}), row
+
+
+def snooze_txn(tx: Tx, checkpoint_id: str, until: datetime | None, *, actor: str) -> Checkpoint:
+    """Snooze a pending checkpoint until ``until`` (None: wake it now), with its
+    ``checkpoint_snoozed`` event, in one transaction. Not a decision: the checkpoint
+    stays pending and can be resolved meanwhile. A resolved one is a
+    :class:`ResolutionConflict` carrying its resolution."""
+    # The same lock order as a resolution's (workflow, then checkpoint).
+    found = tx.fetch_locked(WORKFLOW_OF_CHECKPOINT, {"cp": checkpoint_id})
+    cp_rows = tx.fetch(SELECT_CHECKPOINT, {"id": checkpoint_id}) if found else []
+    if not cp_rows:
+        raise NotFound(f"no checkpoint with id {checkpoint_id!r}")
+    cp = to_checkpoint(cp_rows[0])
+    by = actor if until is not None else None
+    if cp.status is not CheckpointStatus.PENDING or not tx.execute(
+        _SNOOZE, {"_id": checkpoint_id, "_until": until, "_by": by}
+    ):
+        done = cp.resolution
+        verb = f"resolved by {done.resolved_by} with {done.action!r}" if done else cp.status
+        raise ResolutionConflict(
+            f"checkpoint {checkpoint_id} was already {verb}; only a pending one can be snoozed",
+            cp,
+        )
+    tx.emit(
+        found[0]["id"],
+        EventType.CHECKPOINT_SNOOZED,
+        {
+            "checkpoint_id": checkpoint_id,
+            "until": until.isoformat() if until is not None else None,
+            "by": actor,
+        },
+    )
+    return cp.model_copy(update={"snoozed_until": until, "snoozed_by": by})
 
 
 def _valid_inputs(action: CheckpointAction, inputs: Mapping[str, float]) -> dict[str, float]:

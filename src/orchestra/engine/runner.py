@@ -131,6 +131,8 @@ class WorkerSettings:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     #: Claim only these workflows (``orchestra run`` drives its own, not others').
     only: frozenset[str] | None = None
+    #: How often the engine looks for checkpoints whose due time passed.
+    deadline_poll_s: float = 5.0
 
 
 class Worker:

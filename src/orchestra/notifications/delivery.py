@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from orchestra.config import Settings
+from orchestra.domain.events import NotificationKind
 from orchestra.domain.models import Event
 from orchestra.domain.statuses import NotificationStatus
 from orchestra.notifications.payload import build_payload, encode_body, kind_of, signature
@@ -139,7 +140,7 @@ class Notifier:
         them (any already queued are skipped); how many rows were added."""
         if not batch:
             return 0
-        wanted = [(e, k) for e in batch if (k := kind_of(e)) is not None and self._wants(k)]
+        wanted = [(e, k) for e in batch if (k := kind_of(e)) is not None and self._to(e, k)]
         cursor = batch[-1].id
         if not wanted and time.monotonic() - self._last_cursor_write < CURSOR_EVERY_S:
             return 0
@@ -149,10 +150,15 @@ class Notifier:
             self._due.set()
         return added
 
-    def _wants(self, kind: Any) -> bool:
-        return any(kind in t.events for t in self.targets.values())
+    def _to(self, event: Event, kind: NotificationKind) -> list[str]:
+        """The targets ``event`` goes to: an overdue checkpoint's escalation targets
+        (only those), else the targets subscribed to ``kind``."""
+        if kind is NotificationKind.CHECKPOINT_OVERDUE:
+            named = event.data.get("escalate") or []
+            return [n for n in named if n in self.targets]
+        return [t.name for t in self.targets.values() if kind in t.events]
 
-    def _queue_txn(self, tx: Tx, wanted: list[tuple[Event, Any]], cursor: int) -> int:
+    def _queue_txn(self, tx: Tx, wanted: list[tuple[Event, NotificationKind]], cursor: int) -> int:
         rows: list[dict[str, Any]] = []
         for event, kind in wanted:
             assert event.workflow_id is not None
@@ -164,9 +170,8 @@ class Notifier:
                 continue
             payload = build_payload(event, kind, workflow, checkpoint, self.link_base)
             rows += [
-                {"target": t.name, "event_id": event.id, "kind": kind.value, "payload": payload}
-                for t in self.targets.values()
-                if kind in t.events
+                {"target": name, "event_id": event.id, "kind": kind.value, "payload": payload}
+                for name in self._to(event, kind)
             ]
         return outbox.enqueue_txn(tx, rows, cursor)
 

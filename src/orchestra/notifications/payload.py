@@ -35,6 +35,8 @@ def kind_of(event: Event) -> NotificationKind | None:
     """The notification an event makes, if any."""
     if event.type is EventType.CHECKPOINT_CREATED:
         return NotificationKind.CHECKPOINT_PENDING
+    if event.type is EventType.CHECKPOINT_DEADLINE_PASSED:
+        return NotificationKind.CHECKPOINT_OVERDUE
     changed = event.data.get("from") != event.data.get("to")
     if event.type is EventType.WORKFLOW_STATUS_CHANGED and event.workflow_id and changed:
         return _BY_STATUS.get(str(event.data.get("to")))
@@ -79,6 +81,10 @@ def build_payload(
             "actions": [a.get("name") for a in body.get("actions", [])],
         }
         status = WorkflowStatus.AWAITING_CHECKPOINT.value
+        if kind is NotificationKind.CHECKPOINT_OVERDUE:
+            taken = event.data.get("action")
+            then = f"default action {taken} taken" if taken else "still waiting"
+            summary = f"Overdue since {event.data.get('due_at')} ({then}): {summary}"
     else:
         status = str(event.data.get("to", workflow["status"]))
         summary = f"Workflow {workflow['name']!r} {status}"
@@ -87,7 +93,7 @@ def build_payload(
         )
         if error:
             summary += f": {error}"
-    return {
+    payload = {
         "event": kind.value,
         "event_id": event.id,
         "occurred_at": event.created_at.isoformat(),
@@ -102,6 +108,13 @@ def build_payload(
         "recommended": recommended,
         "link": f"{link_base}/workflows/{wf_id}#decide",
     }
+    if kind is NotificationKind.CHECKPOINT_OVERDUE:
+        payload["deadline"] = {
+            "due_at": event.data.get("due_at"),
+            "action": event.data.get("action"),
+            "note": event.data.get("note"),
+        }
+    return payload
 
 
 def slack_body(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,11 +122,12 @@ def slack_body(payload: Mapping[str, Any]) -> dict[str, Any]:
     summary in mrkdwn and a button to the decision."""
     wf = payload["workflow"]
     cp = payload.get("checkpoint")
-    headline = (
-        f"Decision needed: {wf['name']} ({cp['step']})"
-        if cp
-        else f"Workflow {wf['name']}: {wf['status']}"
-    )
+    if cp:
+        ask = "Overdue decision" if payload.get("deadline") else "Decision needed"
+        headline = f"{ask}: {wf['name']} ({cp['step']})"
+    else:
+        headline = f"Workflow {wf['name']}: {wf['status']}"
+
     line = _slack_escape(str(payload["summary"]))
     if payload.get("recommended"):
         line += f"\nRecommended: *{_slack_escape(str(payload['recommended']))}*"

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
+from orchestra.domain.deadlines import CheckpointDeadline
 from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import (
     AgentRun,
     Checkpoint,
     Event,
+    InboxCount,
     Page,
     Resolution,
     Workflow,
 )
-from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
+from orchestra.domain.statuses import CheckpointStatus, SnoozedView, WorkflowStatus
 from orchestra.store._sqlite_fast import fetch_all
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
@@ -37,6 +39,12 @@ def to_resolution(row: RowMap) -> Resolution:
 
 def to_checkpoint(row: RowMap) -> Checkpoint:
     resolution = to_resolution(row) if row["resolved_at"] is not None else None
+    due_at, stored = row.get("due_at"), row.get("deadline")
+    deadline = (
+        CheckpointDeadline(due_at=due_at, fired_at=row.get("deadline_fired_at"), **stored)
+        if due_at is not None and stored
+        else None
+    )
     return Checkpoint(
         id=row["id"],
         workflow_id=row["workflow_id"],
@@ -46,6 +54,10 @@ def to_checkpoint(row: RowMap) -> Checkpoint:
         status=CheckpointStatus(row["status"]),
         resolution=resolution,
         created_at=row["created_at"],
+        due_at=due_at,
+        deadline=deadline,
+        snoozed_until=row.get("snoozed_until"),
+        snoozed_by=row.get("snoozed_by"),
         **row["body"],
     )
 
@@ -191,15 +203,61 @@ def list_checkpoints(
     workflow_id: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    workflow_prefix: str | None = None,
+    step: str | None = None,
+    created_before: datetime | None = None,
+    snoozed: SnoozedView = SnoozedView.INCLUDE,
+    now: datetime | None = None,
 ) -> Page[Checkpoint]:
-    """Oldest first: the inbox answers the longest-waiting decision first."""
+    """Oldest first: the inbox answers the longest-waiting decision first. Every
+    filter is a condition of the query (``workflow_prefix``: lowercase hex, checked
+    by the caller; ``snoozed``: as of ``now``)."""
     q = select(checkpoints).order_by(checkpoints.c.created_at, checkpoints.c.id)
     if status is not None:
         q = q.where(checkpoints.c.status == status)
     if workflow_id is not None:
         q = q.where(checkpoints.c.workflow_id == workflow_id)
+    if workflow_prefix is not None:
+        q = q.where(*_prefix_range(checkpoints.c.workflow_id, workflow_prefix))
+    if step is not None:
+        q = q.where(checkpoints.c.step_name == step)
+    if created_before is not None:
+        q = q.where(checkpoints.c.created_at < created_before)
+    if snoozed is not SnoozedView.INCLUDE:
+        q = q.where(_snoozed_condition(snoozed, now or datetime.now(UTC)))
     items, nxt = _page(conn, q, checkpoints, cursor, limit, newest_first=False)
     return Page[Checkpoint](items=[to_checkpoint(r) for r in items], next_cursor=nxt)
+
+
+def _snoozed_condition(view: SnoozedView, now: datetime) -> Any:
+    """Pending and snoozed past ``now`` (``ONLY``), or not that (``HIDE``): a snooze
+    whose time has passed hides nothing, so it "comes back" without any job."""
+    snoozed = and_(
+        checkpoints.c.status == CheckpointStatus.PENDING,
+        checkpoints.c.snoozed_until.is_not(None),
+        checkpoints.c.snoozed_until > now,
+    )
+    if view is SnoozedView.ONLY:
+        return snoozed
+    return or_(
+        checkpoints.c.status != CheckpointStatus.PENDING,
+        checkpoints.c.snoozed_until.is_(None),
+        checkpoints.c.snoozed_until <= now,
+    )
+
+
+def count_inbox(conn: Connection, now: datetime) -> InboxCount:
+    """Pending checkpoints not snoozed and snoozed as of ``now``, and the next wake-up."""
+    pending = checkpoints.c.status == CheckpointStatus.PENDING
+    waiting = conn.execute(
+        select(func.count()).where(pending, _snoozed_condition(SnoozedView.HIDE, now))
+    ).scalar_one()
+    snoozed, wake = conn.execute(
+        select(func.count(), func.min(checkpoints.c.snoozed_until)).where(
+            _snoozed_condition(SnoozedView.ONLY, now)
+        )
+    ).one()
+    return InboxCount(pending=int(waiting), snoozed=int(snoozed), next_wake_at=wake)
 
 
 def checkpoints_of(conn: Connection, workflow_id: str) -> list[Checkpoint]:
@@ -269,10 +327,14 @@ def ids_with_prefix(conn: Connection, kind: str, prefix: str, limit: int) -> lis
     table = _BY_KIND[kind]
     query = (
         select(table.c.id)
-        # The range lets the primary key's index find them; LIKE keeps it exact
-        # whatever the database's collation.
-        .where(table.c.id >= prefix, table.c.id < prefix + "g", table.c.id.like(prefix + "%"))
+        .where(*_prefix_range(table.c.id, prefix))
         .order_by(table.c.id)
         .limit(limit)
     )
     return [row.id for row in conn.execute(query)]
+
+
+def _prefix_range(column: Any, prefix: str) -> tuple[Any, ...]:
+    """Ids in ``column`` that start with ``prefix`` (lowercase hex): the range lets
+    the column's index find them; LIKE keeps it exact whatever the collation."""
+    return (column >= prefix, column < prefix + "g", column.like(prefix + "%"))

@@ -28,14 +28,24 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_of
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
+from orchestra.domain.durations import MAX_TEXT
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
-from orchestra.domain.models import MAX_BATCH, BatchResult, Checkpoint, Decision, Workflow
+from orchestra.domain.models import (
+    MAX_BATCH,
+    BatchResult,
+    Checkpoint,
+    Decision,
+    InboxFilter,
+    Page,
+    Workflow,
+)
 from orchestra.domain.roles import Permission
 from orchestra.domain.statuses import (
     ActionStyle,
     AgentRunStatus,
     CheckpointStatus,
+    SnoozedView,
     WorkflowStatus,
 )
 from orchestra.domain.untrusted import encodable
@@ -81,6 +91,8 @@ FORM_FIELDS = (
     "reviewers",
     "implementer",
     "max_iterations",
+    "deadline_after",
+    "default_action",
 )
 #: Why a decision link does not open, said plainly (and where to go instead).
 _INBOX_HINT = " Find the checkpoint in your inbox (/inbox) instead."
@@ -95,6 +107,14 @@ LINK_PROBLEMS = {
         "This decision link is not known here (mistyped or removed)." + _INBOX_HINT,
     ),
 }
+#: The inbox's age filter, and the snooze buttons of each row (value, label).
+INBOX_AGES = (
+    ("1h", "over 1 hour"),
+    ("4h", "over 4 hours"),
+    ("1d", "over a day"),
+    ("7d", "over a week"),
+)
+SNOOZE_CHOICES = (("1h", "1 h"), ("4h", "4 h"), ("1d", "Tomorrow"))
 #: Template blocks named ``region_<name>`` fill the element ``data-region="<name>"``.
 REGION = "region_"
 
@@ -137,6 +157,7 @@ def build_environment() -> Environment:
     env.filters["tone"] = tone
     env.filters["duration"] = format_duration
     env.globals["WS"] = WorkflowStatus
+    env.globals["CS"] = CheckpointStatus
     env.globals["styles"] = ActionStyle
     # Looks up the file tables rendered off the loop (Web.rich_page), as |markdown does.
     env.globals["code_view"] = code_view
@@ -330,8 +351,9 @@ class Web:
         listing = await self.service.list_workflows(
             statuses=chosen or None, limit=LIST_PAGE, cursor=cursor
         )
-        pending, more = await self._pending()
+        pending, _ = await self._pending()
         waiting = Counter(cp.workflow_id for cp in pending)
+        counts = await self.service.count_inbox()
         return self.page(
             request,
             "workflows.html",
@@ -342,7 +364,7 @@ class Web:
             cursor=cursor,
             chosen=chosen,
             waiting=waiting,
-            inbox_count=_count(pending, more),
+            inbox_count=str(counts.pending),
             client={"stream": "/api/events/stream", "after": after},
         )
 
@@ -366,6 +388,8 @@ class Web:
             "reviewers": list(config.reviewers),
             "implementer": config.implementer or config.planner,
             "max_iterations": "3",
+            "deadline_after": "",
+            "default_action": "",
         }
         return self.page(
             request,
@@ -398,6 +422,12 @@ class Web:
         kind = first(fields, "type") or "plan_review"
         implementer = first(fields, "implementer")
         raw_iterations = first(fields, "max_iterations").strip()
+        due, default_action = (
+            first(fields, "deadline_after").strip(),
+            first(fields, "default_action"),
+        )
+        # Empty fields: no deadline of the workflow's own (the configured ones still apply).
+        deadline = {"after": due or None, "default_action": default_action.strip() or None}
         errors: dict[str, str] = {}
         try:
             max_iterations = int(raw_iterations)
@@ -422,6 +452,7 @@ class Web:
                     agents=agents,
                     max_iterations=max_iterations,
                     created_by=who.name,
+                    deadline=deadline if due or deadline["default_action"] else None,
                 )
             except InvalidInput as exc:
                 errors[_form_field(exc.details.get("field"))] = exc.message
@@ -438,6 +469,8 @@ class Web:
             "reviewers": reviewers,
             "implementer": implementer,
             "max_iterations": raw_iterations,
+            "deadline_after": due,
+            "default_action": default_action,
         }
         return self._form(request, who, values, errors)
 
@@ -466,6 +499,7 @@ class Web:
 
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
         partial = f"{request.url.path}?{urlencode(query)}"
+        counts = await self.service.count_inbox()
         return await self.rich_page(
             request,
             "workflow.html",
@@ -476,6 +510,7 @@ class Web:
             diff=None,
             pairs=pairs,
             diffs=with_diffs,
+            inbox_count=str(counts.pending),
             client={
                 "stream": f"/api/workflows/{workflow_id}/events/stream",
                 "after": view.last_event_id,
@@ -515,28 +550,85 @@ class Web:
     # -- inbox --------------------------------------------------------------------------
 
     async def inbox(
-        self, request: Request, cursor: str | None = None, batch: BatchResult | None = None
+        self,
+        request: Request,
+        cursor: str | None = None,
+        batch: BatchResult | None = None,
+        workflow: Annotated[str | None, Query(max_length=32)] = None,
+        step: Annotated[str | None, Query(max_length=64)] = None,
+        older_than: Annotated[str | None, Query(max_length=MAX_TEXT)] = None,
+        snoozed: bool = False,
     ) -> Response:
+        """The decisions waiting, filtered by workflow, step and age; ``snoozed``: the
+        snoozed ones instead (the "Snoozed (N)" view). A bad filter is a 422 page that
+        says what to write, with the form kept as typed."""
         who = await session.principal(request)
         after = await self._last_event_id()
-        listing = await self.service.list_checkpoints(limit=INBOX_PAGE, cursor=cursor)
+        given = InboxFilter(
+            workflow=(workflow or "").strip() or None,
+            step=step or None,
+            older_than=(older_than or "").strip() or None,
+            snoozed=SnoozedView.ONLY if snoozed else SnoozedView.HIDE,
+        )
+        status, problem = 200, ""
+        try:
+            listing = await self.service.list_checkpoints(
+                limit=INBOX_PAGE, cursor=cursor, filter=given
+            )
+        except InvalidInput as exc:
+            status, problem = 422, exc.message
+            listing = Page[Checkpoint](items=[])
         workflows = await self._workflows_of(listing.items)
         offered = sorted({a.name for cp in listing.items for a in cp.actions})
+        counts = await self.service.count_inbox()
+        here = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
+        filters = {k: v for k, v in here if k in ("workflow", "step", "older_than") and v}
         return self.page(
             request,
             "inbox.html",
             who=who,
             page="inbox",
+            status=status,
             checkpoints=listing.items,
             workflows=workflows,
             next_cursor=listing.next_cursor,
             cursor=cursor,
-            inbox_count=_count(listing.items, listing.next_cursor is not None),
+            inbox_count=str(counts.pending),
+            counts=counts,
             client={"stream": "/api/events/stream", "after": after},
             offered_actions=offered,
             batch=batch,
             can_resolve=who.may(Permission.RESOLVE),
+            given=given,
+            snoozed_view=snoozed,
+            filter_error=problem,
+            filtered=bool(filters),
+            steps=self.service.checkpoint_steps(),
+            ages=INBOX_AGES,
+            snooze_choices=SNOOZE_CHOICES,
+            here=f"/inbox?{urlencode(here)}" if here else "/inbox",
+            more_url="/inbox?" + urlencode({**filters, **({"snoozed": "1"} if snoozed else {})}),
         )
+
+    async def snooze(self, request: Request, checkpoint_id: str) -> Response:
+        """A row's snooze buttons (``until``: 1h, 4h, 1d…) and its "Back now" button
+        (``until`` empty): JSON for the script, else back to the inbox page it came from."""
+        who = await session.principal(request, Permission.RESOLVE)
+        fields = await session.read_form(request)
+        until = first(fields, "until").strip()
+        try:
+            if until:
+                cp = await self.service.snooze(checkpoint_id, until, actor=who.name)
+            else:
+                cp = await self.service.unsnooze(checkpoint_id, actor=who.name)
+        except OrchestraError as exc:
+            if not _wants_json(request):
+                raise
+            return error_response(status_of(exc), exc.code, exc.message, exc.details)
+        if _wants_json(request):
+            return JSONResponse(cp.model_dump(mode="json"))
+        target = session.safe_next(first(fields, "next"))
+        return RedirectResponse(target if target.startswith("/inbox") else "/inbox", 303)
 
     async def resolve_batch(self, request: Request) -> Response:
         """The inbox's batch form: one action for the checked checkpoints, each its own
@@ -647,10 +739,6 @@ class Web:
         return response
 
 
-def _count(items: list[Checkpoint], more: bool) -> str:
-    return f"{len(items)}+" if more else str(len(items))
-
-
 def _by_type(definition: WorkflowDefinition[Any]) -> tuple[bool, str]:
     """Plan & Review first (the default), then the others by name."""
     return definition.type != "plan_review", definition.title
@@ -667,6 +755,8 @@ def _form_field(field: Any) -> str:
         return "reviewers"
     if name in FORM_FIELDS:
         return name
+    if name.startswith("deadline."):
+        return "default_action" if name.endswith("default_action") else "deadline_after"
     return "form"
 
 
@@ -713,6 +803,7 @@ def build_router(web: Web) -> APIRouter:
         ("POST", "/checkpoints/{checkpoint_id}/resolve", web.resolve),
         ("GET", "/inbox", web.inbox),
         ("POST", "/inbox/resolve", web.resolve_batch),
+        ("POST", "/checkpoints/{checkpoint_id}/snooze", web.snooze),
         ("POST", "/preview", web.preview),
         ("GET", "/d/{token}", web.decision_link),
         ("GET", "/login", web.login_form),

@@ -123,6 +123,14 @@
       if (kind === 'ago') el.textContent = ago(now - at);
       else if (kind === 'waited') el.textContent = `for ${span(now - at)}`;
       else if (kind === 'elapsed') el.textContent = span(now - at);
+      else if (kind === 'due') {
+        // A deadline's countdown; once it passes the note says so (the server acts).
+        const left = at - now;
+        el.textContent = left > 0 ? `in ${span(left)}` : `overdue by ${span(-left)}`;
+        const note = el.closest('[data-deadline]');
+        if (note) note.toggleAttribute('data-overdue', left <= 0);
+      }
+      else if (kind === 'until') el.textContent = at > now ? `in ${span(at - now)}` : 'now';
     }
   }
 
@@ -604,6 +612,151 @@
     while (list.children.length > PROGRESS_KEEP) list.firstElementChild.remove();
   }
 
+  // -- the inbox count: the badge, the tab title, browser notifications ----------------
+  //
+  // The count comes from a small JSON endpoint, asked again on every checkpoint event
+  // the page's stream brings and when the next snoozed checkpoint comes back. The
+  // notifications are opt-in ("Notify me"), remembered in localStorage.
+
+  const BASE_TITLE = document.title;
+  const COUNT_URL = '/api/checkpoints/count';
+  const NOTIFY_KEY = 'orchestra.notify';
+  const INBOX_EVENTS = new Set([
+    EVENTS.CHECKPOINT_CREATED, EVENTS.CHECKPOINT_STATUS_CHANGED, EVENTS.CHECKPOINT_SNOOZED,
+  ]);
+  const COUNTED = DATA.page !== 'login' && DATA.page !== 'error';
+  let countTimer = null;
+  let wakeTimer = null;
+  let counting = false;
+  let countAgain = false;
+
+  function showCount(pending, snoozed) {
+    document.title = pending > 0 ? `(${pending}) ${BASE_TITLE}` : BASE_TITLE;
+    const badge = document.querySelector('[data-region="inbox_count"]');
+    if (badge) {
+      badge.replaceChildren();
+      if (pending > 0) {
+        const el = document.createElement('span');
+        el.className = 'count';
+        el.textContent = String(pending);
+        el.setAttribute('aria-label', `${pending} waiting`);
+        badge.append(document.createTextNode(' '), el);
+      }
+    }
+    for (const el of document.querySelectorAll('[data-count="waiting"]')) el.textContent = String(pending);
+    for (const el of document.querySelectorAll('[data-count="snoozed"]')) el.textContent = String(snoozed);
+  }
+
+  function scheduleWake(at) {
+    clearTimeout(wakeTimer);
+    const ms = at ? Date.parse(at) - Date.now() : NaN;
+    if (Number.isNaN(ms)) return;
+    // A snoozed checkpoint comes back by a query, not an event: look again then.
+    wakeTimer = setTimeout(() => {
+      scheduleCount(0);
+      if (DATA.page === 'inbox') scheduleRefresh(0);
+    }, Math.min(Math.max(ms + 250, 0), 2147483647));
+  }
+
+  async function refreshCount() {
+    if (counting) { countAgain = true; return; }
+    counting = true;
+    try {
+      const result = await call('GET', COUNT_URL);
+      if (!result.ok || !result.data) return;
+      showCount(Number(result.data.pending || 0), Number(result.data.snoozed || 0));
+      scheduleWake(result.data.next_wake_at);
+    } finally {
+      counting = false;
+      if (countAgain) { countAgain = false; scheduleCount(0); }
+    }
+  }
+
+  function scheduleCount(delay) {
+    if (!COUNTED || countTimer !== null) return;
+    countTimer = setTimeout(() => { countTimer = null; refreshCount(); }, delay === undefined ? 150 : delay);
+  }
+
+  function notifying() {
+    return Boolean(window.Notification) && Notification.permission === 'granted'
+      && localStorage.getItem(NOTIFY_KEY) === '1';
+  }
+
+  function initNotify() {
+    const button = document.querySelector('[data-notify]');
+    if (!button || !window.Notification) return;
+    const label = () => {
+      const on = notifying();
+      button.textContent = on ? 'Notifications on' : 'Notify me';
+      button.setAttribute('aria-pressed', String(on));
+      button.title = on
+        ? 'Browser notifications are on while a dashboard tab is open; click to turn them off'
+        : 'Get a browser notification when a decision is needed';
+    };
+    button.hidden = false;
+    label();
+    button.addEventListener('click', async () => {
+      if (notifying()) {
+        localStorage.removeItem(NOTIFY_KEY);
+        label();
+        return;
+      }
+      let permission = Notification.permission;
+      if (permission !== 'granted') permission = await Notification.requestPermission();
+      if (permission === 'granted') {
+        localStorage.setItem(NOTIFY_KEY, '1');
+        toast('You will get a browser notification when a decision is needed (while a dashboard tab is open).');
+      } else {
+        toast('This browser blocks notifications from this site; allow them in its site settings.');
+      }
+      label();
+    });
+  }
+
+  async function notifyCheckpoint(checkpointId) {
+    if (!notifying() || !checkpointId) return;
+    const result = await call('GET', `/api/checkpoints/${encodeURIComponent(checkpointId)}`);
+    const cp = result.ok ? result.data : null;
+    if (!cp || cp.status !== DATA.vocabulary.checkpointStatus.PENDING) return;
+    try {
+      const note = new Notification(`Decision needed: ${cp.title}`, {
+        body: cp.summary || cp.instructions.slice(0, 200),
+        tag: `orchestra-${cp.id}`, // one per checkpoint, however many tabs are open
+      });
+      note.addEventListener('click', () => {
+        window.focus();
+        location.href = `/workflows/${encodeURIComponent(cp.workflow_id)}#decide`;
+        note.close();
+      });
+    } catch (err) {
+      // Some browsers (on phones) only notify from a service worker: say so once.
+      toast(`Could not show a notification here: ${err.message || err}`);
+    }
+  }
+
+  // A row's snooze buttons: sent by the script so the page stays where it is.
+  document.addEventListener('submit', async (event) => {
+    const form = event.target.closest('form[data-snooze]');
+    if (!form) return;
+    event.preventDefault();
+    const body = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) {
+      if (typeof value === 'string') body.append(name, value);
+    }
+    const button = event.submitter;
+    body.set('until', button ? button.value : '');
+    for (const b of form.querySelectorAll('button')) b.disabled = true;
+    const result = await call('POST', form.getAttribute('action'), body);
+    for (const b of form.querySelectorAll('button')) b.disabled = false;
+    if (!result.ok) { toast(errorMessage(result)); scheduleRefresh(0); return; }
+    const until = result.data && result.data.snoozed_until;
+    toast(until ? `Snoozed until ${new Date(until).toLocaleString()}.` : 'Back in the inbox.');
+    const row = form.closest('[data-keep-key]');
+    if (row) row.remove();
+    scheduleRefresh(0);
+    scheduleCount(0);
+  });
+
   // -- the event stream ------------------------------------------------------------
 
   let source = null;
@@ -621,6 +774,10 @@
       if (progressBuffer.length > 1000) progressBuffer = progressBuffer.slice(-500);
       appendProgress(ev);
       return;
+    }
+    if (INBOX_EVENTS.has(ev.type)) {
+      scheduleCount();
+      if (ev.type === EVENTS.CHECKPOINT_CREATED) notifyCheckpoint(ev.data && ev.data.checkpoint_id);
     }
     scheduleRefresh();
   }
@@ -676,6 +833,10 @@
   init(document);
   openFromHash();
   setInterval(() => updateTimes(document), 1000);
+  initNotify();
+  scheduleCount(0);
+  // A workflow's page hears only its own workflow's events: ask for the count now and then.
+  if (COUNTED && DATA.stream !== '/api/events/stream') setInterval(() => scheduleCount(0), 60000);
   connect();
   window.orchestra = { refresh: () => scheduleRefresh(0), lastEventId: () => lastEventId };
 })();
