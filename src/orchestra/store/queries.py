@@ -298,7 +298,8 @@ _WORKFLOW_EVENTS_AFTER = (
 def events_after(
     conn: Connection, *, workflow_id: str | None = None, after: int = 0, limit: int = 500
 ) -> list[Event]:
-    """Events with id > ``after`` (ids are commit-ordered, so nothing is skipped).
+    """Events with id > ``after`` as the snapshot sees them (live views read through
+    :mod:`orchestra.store.settled`, which never passes an id still to commit).
 
     Every live stream tails the log through this, so it runs prebuilt statements."""
     if workflow_id is None:

@@ -194,7 +194,8 @@ agent_runs = Table(
 events = Table(
     "events",
     metadata,
-    # Ids are handed out in commit order (see store.db), so a cursor never skips.
+    # Ids may become visible out of order on PostgreSQL: readers take the settled
+    # part of the log (store.settled), so a cursor never skips.
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
