@@ -310,11 +310,17 @@ class Orchestra:
         statuses: Sequence[WorkflowStatus] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        before: str | None = None,
     ) -> Page[Workflow]:
         _check_limit(limit)
         return await self.db.read(
-            lambda c: queries.list_workflows(c, statuses=statuses, limit=limit, cursor=cursor)
+            lambda c: queries.list_workflows(
+                c, statuses=statuses, limit=limit, cursor=cursor, before=before
+            )
         )
+
+    async def workflow_names(self, ids: Sequence[str]) -> dict[str, str]:
+        return await self.db.read(lambda c: queries.workflow_names(c, ids))
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -325,13 +331,26 @@ class Orchestra:
         workflow_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        before: str | None = None,
     ) -> Page[Checkpoint]:
         _check_limit(limit)
         return await self.db.read(
             lambda c: queries.list_checkpoints(
-                c, status=status, workflow_id=workflow_id, limit=limit, cursor=cursor
+                c,
+                status=status,
+                workflow_id=workflow_id,
+                limit=limit,
+                cursor=cursor,
+                before=before,
             )
         )
+
+    async def count_pending(self, cap: int) -> int:
+        """Pending checkpoints, counted up to ``cap + 1`` (more than ``cap``: "cap+")."""
+        return await self.db.read(lambda c: queries.count_checkpoints(c, cap=cap))
+
+    async def pending_by_workflow(self, workflow_ids: Sequence[str]) -> dict[str, int]:
+        return await self.db.read(lambda c: queries.pending_by_workflow(c, workflow_ids))
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.db.read(lambda c: queries.get_checkpoint(c, checkpoint_id))

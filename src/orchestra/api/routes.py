@@ -46,6 +46,9 @@ Admin = Annotated[Principal, Depends(require(Permission.MANAGE_TOKENS))]
 
 Limit = Annotated[int, Query(description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
+Before = Annotated[
+    str | None, Query(description="the prev_cursor of the next page: the page before it")
+]
 
 
 class Body(BaseModel):
@@ -155,9 +158,12 @@ async def list_workflows(
     status: Annotated[list[WorkflowStatus] | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    before: Before = None,
 ) -> Page[Workflow]:
-    """Newest first."""
-    return await _service(request).list_workflows(statuses=status, limit=limit, cursor=cursor)
+    """Newest first; ``cursor`` pages to older ones, ``before`` back to newer ones."""
+    return await _service(request).list_workflows(
+        statuses=status, limit=limit, cursor=cursor, before=before
+    )
 
 
 @router.get("/workflows/{workflow_id}", tags=["workflows"], responses=error_responses(401, 404))
@@ -222,13 +228,15 @@ async def list_checkpoints(
     workflow_id: str | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
+    before: Before = None,
 ) -> Page[Checkpoint]:
-    """The inbox across workflows: oldest first."""
+    """The inbox across workflows: oldest first; ``cursor`` pages on, ``before`` back."""
     return await _service(request).list_checkpoints(
         status=None if status == "any" else CheckpointStatus(status),
         workflow_id=workflow_id,
         limit=limit,
         cursor=cursor,
+        before=before,
     )
 
 

@@ -298,7 +298,11 @@ T = TypeVar("T")
 
 
 class Page(Model, Generic[T]):
-    """A page of a list endpoint: ``{"items": [...], "next_cursor": ...}``."""
+    """A page of a list endpoint: ``{"items": [...], "next_cursor": ..., "prev_cursor": ...}``.
+
+    ``next_cursor`` is passed back as ``cursor`` for the page after this one,
+    ``prev_cursor`` as ``before`` for the page before it (null: none)."""
 
     items: list[T]
     next_cursor: str | None = None
+    prev_cursor: str | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +29,7 @@ from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_o
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
-from orchestra.domain.models import MAX_BATCH, BatchResult, Checkpoint, Decision, Workflow
+from orchestra.domain.models import MAX_BATCH, BatchResult, Decision
 from orchestra.domain.roles import Permission
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -66,9 +65,10 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 LIST_PAGE = 25
-INBOX_PAGE = 100
-#: Pending checkpoints counted for the navigation badge and the list's "waiting" column.
-PENDING_SCAN = 500
+INBOX_PAGE = 50
+#: The navigation badge counts pending checkpoints up to this many ("1000+" beyond):
+#: a page never walks all of them.
+PENDING_COUNT_CAP = 1000
 MAX_REVIEWER_SLOTS = 8
 #: The new-workflow form's fields, in page order.
 FORM_FIELDS = (
@@ -290,9 +290,9 @@ class Web:
 
     # -- shared reads ------------------------------------------------------------
 
-    async def _pending(self) -> tuple[list[Checkpoint], bool]:
-        page = await self.service.list_checkpoints(limit=PENDING_SCAN)
-        return page.items, page.next_cursor is not None
+    async def _inbox_count(self) -> str:
+        count = await self.service.count_pending(PENDING_COUNT_CAP)
+        return f"{PENDING_COUNT_CAP}+" if count > PENDING_COUNT_CAP else str(count)
 
     async def _last_event_id(self) -> int:
         return await self.service.last_event_id()
@@ -304,6 +304,7 @@ class Web:
         request: Request,
         status: Annotated[list[str] | None, Query()] = None,
         cursor: str | None = None,
+        before: str | None = None,
     ) -> Response:
         who = await session.principal(request)
         after = await self._last_event_id()  # before the reads: replays, never misses
@@ -314,10 +315,9 @@ class Web:
             except ValueError:
                 raise InvalidInput(f"unknown status {raw!r}", details={"field": "status"}) from None
         listing = await self.service.list_workflows(
-            statuses=chosen or None, limit=LIST_PAGE, cursor=cursor
+            statuses=chosen or None, limit=LIST_PAGE, cursor=cursor, before=before
         )
-        pending, more = await self._pending()
-        waiting = Counter(cp.workflow_id for cp in pending)
+        waiting = await self.service.pending_by_workflow([wf.id for wf in listing.items])
         return self.page(
             request,
             "workflows.html",
@@ -325,10 +325,11 @@ class Web:
             page="workflows",
             workflows=listing.items,
             next_cursor=listing.next_cursor,
-            cursor=cursor,
+            prev_cursor=listing.prev_cursor,
+            paged=cursor is not None or before is not None,
             chosen=chosen,
             waiting=waiting,
-            inbox_count=_count(pending, more),
+            inbox_count=await self._inbox_count(),
             client={"stream": "/api/events/stream", "after": after},
         )
 
@@ -501,12 +502,18 @@ class Web:
     # -- inbox --------------------------------------------------------------------------
 
     async def inbox(
-        self, request: Request, cursor: str | None = None, batch: BatchResult | None = None
+        self,
+        request: Request,
+        cursor: str | None = None,
+        before: str | None = None,
+        batch: BatchResult | None = None,
     ) -> Response:
         who = await session.principal(request)
         after = await self._last_event_id()
-        listing = await self.service.list_checkpoints(limit=INBOX_PAGE, cursor=cursor)
-        workflows = await self._workflows_of(listing.items)
+        listing = await self.service.list_checkpoints(
+            limit=INBOX_PAGE, cursor=cursor, before=before
+        )
+        names = await self.service.workflow_names([cp.workflow_id for cp in listing.items])
         offered = sorted({a.name for cp in listing.items for a in cp.actions})
         return self.page(
             request,
@@ -514,10 +521,11 @@ class Web:
             who=who,
             page="inbox",
             checkpoints=listing.items,
-            workflows=workflows,
+            names=names,
             next_cursor=listing.next_cursor,
-            cursor=cursor,
-            inbox_count=_count(listing.items, listing.next_cursor is not None),
+            prev_cursor=listing.prev_cursor,
+            paged=cursor is not None or before is not None,
+            inbox_count=await self._inbox_count(),
             client={"stream": "/api/events/stream", "after": after},
             offered_actions=offered,
             batch=batch,
@@ -535,16 +543,6 @@ class Web:
         decision = Decision(action=first(fields, "action"), notes=first(fields, "notes") or None)
         done = await self.service.resolve_batch(ids, decision, actor=who.name)
         return await self.inbox(request, batch=done)
-
-    async def _workflows_of(self, checkpoints: list[Checkpoint]) -> dict[str, Workflow]:
-        waiting = await self.service.list_workflows(
-            statuses=[WorkflowStatus.AWAITING_CHECKPOINT], limit=PENDING_SCAN
-        )
-        found = {wf.id: wf for wf in waiting.items}
-        for cp in checkpoints:
-            if cp.workflow_id not in found:
-                found[cp.workflow_id] = await self.service.get_workflow(cp.workflow_id)
-        return found
 
     # -- markdown preview ------------------------------------------------------------------
 
@@ -615,10 +613,6 @@ class Web:
             await end_session(self.runtime.db, current.id)
         session.clear_session_cookie(response)
         return response
-
-
-def _count(items: list[Checkpoint], more: bool) -> str:
-    return f"{len(items)}+" if more else str(len(items))
 
 
 def _by_type(definition: WorkflowDefinition[Any]) -> tuple[bool, str]:
