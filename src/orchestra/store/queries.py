@@ -118,7 +118,13 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+#: Longer than any cursor this module makes (a timestamp and an id, in base64).
+MAX_CURSOR = 256
+
+
 def decode_cursor(cursor: str, n: int) -> list[str]:
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         parts = raw.split("|")
@@ -132,9 +138,12 @@ def decode_cursor(cursor: str, n: int) -> list[str]:
 def _position(cursor: str) -> tuple[datetime, str]:
     created_raw, ident = decode_cursor(cursor, 2)
     try:
-        return datetime.fromisoformat(created_raw), ident
+        created = datetime.fromisoformat(created_raw)
     except ValueError:
-        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page") from None
+        created = None
+    if created is None or created.tzinfo is None:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page")
+    return created, ident
 
 
 def _beyond(table: Any, cursor: str, later: bool) -> Any:
