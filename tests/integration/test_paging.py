@@ -13,12 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestra.app import create_app
-from orchestra.config import Settings
-from orchestra.runtime import Runtime, open_runtime
+from orchestra.runtime import Runtime
 from orchestra.web import pages
 from tests.support.engine import snapshot
-from tests.support.volume import paused_template, seed_paused
+from tests.support.volume import seeded_app
 
 N = 120
 #: Copies share their timestamp in threes: the cursor's tie-break on id is exercised.
@@ -27,15 +25,8 @@ TIES = 3
 
 @pytest.fixture
 async def seeded(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    runtime = open_runtime(Settings(data_dir=tmp_path, database_url=db_url, no_auth=True))
-    try:
-        template = await paused_template(runtime.db)
-        await seed_paused(runtime.db, template, N, tie_every=TIES)
-        transport = httpx.ASGITransport(app=create_app(runtime, run_worker=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield runtime, client
-    finally:
-        runtime.close()
+    async with seeded_app(db_url, tmp_path, N, tie_every=TIES) as seeded:
+        yield seeded
 
 
 async def _api_walk(

@@ -17,13 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestra.app import create_app
-from orchestra.config import Settings
 from orchestra.domain.models import Decision
-from orchestra.runtime import Runtime, open_runtime
+from orchestra.runtime import Runtime
 from orchestra.store.queries import MAX_CURSOR
 from tests.support.engine import snapshot
-from tests.support.volume import paused_template, seed_paused
+from tests.support.volume import seeded_app
 
 N = 12
 PATHS = ("/api/checkpoints", "/api/workflows", "/inbox", "/")
@@ -52,15 +50,8 @@ POSITIONS = [
 
 @pytest.fixture
 async def app(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    runtime = open_runtime(Settings(data_dir=tmp_path, database_url=db_url, no_auth=True))
-    try:
-        template = await paused_template(runtime.db)
-        await seed_paused(runtime.db, template, N)
-        transport = httpx.ASGITransport(app=create_app(runtime, run_worker=False))
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            yield runtime, client
-    finally:
-        runtime.close()
+    async with seeded_app(db_url, tmp_path, N) as seeded:
+        yield seeded
 
 
 @pytest.mark.parametrize("param", ["cursor", "before"])

@@ -11,14 +11,20 @@ like the original (the benchmark checks a few through the API).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import Connection, Table, select
 
+from orchestra.app import create_app
+from orchestra.config import Settings
 from orchestra.domain.statuses import WorkflowStatus
 from orchestra.engine.advance import new_id
+from orchestra.runtime import Runtime, open_runtime
 from orchestra.service import Orchestra
 from orchestra.store.db import Database, Tx
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
@@ -126,3 +132,19 @@ async def seed_paused(
         # What autovacuum does after a bulk load (the test server runs without it):
         # without statistics the planner guesses, as it never would in production.
         await db.write(lambda tx: tx.conn.exec_driver_sql("ANALYZE"))
+
+
+@asynccontextmanager
+async def seeded_app(
+    db_url: str, data_dir: Path, n: int, *, tie_every: int = 1
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """A runtime on ``db_url`` with ``n`` paused workflows, and a client of its app
+    (in-process, no worker, no authentication)."""
+    runtime = open_runtime(Settings(data_dir=data_dir, database_url=db_url, no_auth=True))
+    try:
+        await seed_paused(runtime.db, await paused_template(runtime.db), n, tie_every=tie_every)
+        transport = httpx.ASGITransport(app=create_app(runtime, run_worker=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            yield runtime, client
+    finally:
+        runtime.close()
