@@ -34,7 +34,7 @@ from orchestra.engine.leases import NO_LEASE, Lease
 from orchestra.engine.transition import transition_txn
 from orchestra.store.db import Tx
 from orchestra.store.queries import RowMap
-from orchestra.store.schema import PENDING_ONLY, agent_runs, checkpoints, workflows
+from orchestra.store.schema import agent_runs, checkpoints, workflows
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,9 @@ _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).wher
 )
 _INSERT_CHECKPOINT = insert(checkpoints)
 _SELECT_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("id"))
-#: The partial index's own condition, so SQLite looks in that index for this
-#: workflow (a bound status sends it through every pending checkpoint).
 _PENDING_CHECKPOINTS = select(checkpoints.c.id).where(
-    checkpoints.c.workflow_id == bindparam("wid"), PENDING_ONLY
+    checkpoints.c.workflow_id == bindparam("wid"),
+    checkpoints.c.status == CheckpointStatus.PENDING.value,
 )
 _RUNS_IN = select(agent_runs.c.id).where(
     agent_runs.c.workflow_id == bindparam("wid"), agent_runs.c.status == bindparam("status")

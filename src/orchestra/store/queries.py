@@ -26,7 +26,7 @@ from orchestra.domain.models import (
 )
 from orchestra.domain.statuses import CheckpointStatus, WorkflowStatus
 from orchestra.store._sqlite_fast import fetch_all
-from orchestra.store.schema import PENDING_ONLY, agent_runs, checkpoints, events, workflows
+from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
 RowMap = Mapping[str, Any]
 PENDING = CheckpointStatus.PENDING.value
@@ -103,10 +103,11 @@ def get_workflow(conn: Connection, workflow_id: str) -> Workflow:
         raise NotFound(f"no workflow with id {workflow_id!r}")
     pending = None
     if row.status == WorkflowStatus.AWAITING_CHECKPOINT:
-        # The partial index's own condition: with a bound status SQLite would walk
-        # every pending checkpoint's index entry instead (see PENDING_ONLY).
         cp = conn.execute(
-            select(checkpoints).where(checkpoints.c.workflow_id == workflow_id, PENDING_ONLY)
+            select(checkpoints).where(
+                checkpoints.c.workflow_id == workflow_id,
+                checkpoints.c.status == CheckpointStatus.PENDING,
+            )
         ).first()
         pending = to_checkpoint(_m(cp)) if cp is not None else None
     return to_workflow(_m(row), pending)
