@@ -250,8 +250,7 @@ def list_checkpoints(
         q = q.where(checkpoints.c.status == status)
     if workflow_id is not None:
         q = q.where(checkpoints.c.workflow_id == workflow_id)
-    page = _page(conn, q, checkpoints, cursor, limit, newest_first=False, before=before)
-    items, nxt, prev = page
+    items, nxt, prev = _page(conn, q, checkpoints, cursor, limit, newest_first=False, before=before)
     return Page[Checkpoint](
         items=[to_checkpoint(r) for r in items], next_cursor=nxt, prev_cursor=prev
     )
