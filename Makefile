@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: run test install install-dev lint typecheck pytest bench bench-engine bench-nodes browser agent-clis clean
+.PHONY: run test install install-dev lint typecheck pytest bench bench-engine bench-nodes bench-volume browser agent-clis clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-engine: install-dev
 
 bench-nodes: install-dev
 	$(BIN)/python benchmarks/nodes.py --pg $(BENCH_PG)
+
+## 100,000 workflows waiting at checkpoints: pages and API p50/p99, server RSS
+## (SQLite; PG=postgresql://postgres@127.0.0.1:5432/test for PostgreSQL).
+bench-volume: install-dev
+	$(BIN)/python benchmarks/volume.py $(if $(PG),--pg $(PG))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

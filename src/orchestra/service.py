@@ -24,6 +24,7 @@ from orchestra.domain.deadlines import DeadlineRequest, StepDeadline, deadline_p
 from orchestra.domain.durations import parse_duration, parse_moment
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.models import (
+    INBOX_COUNT_CAP,
     MAX_BATCH,
     MAX_SNOOZE_DAYS,
     BatchItem,
@@ -85,6 +86,8 @@ class Orchestra:
         #: What "now" is for snoozes and ages (tests move it; the database's own
         #: timestamps come from each transaction).
         self.clock: Callable[[], datetime] = utcnow
+        #: Where the inbox's counts stop (a badge says "1000+").
+        self.inbox_count_cap = INBOX_COUNT_CAP
 
     # -- workflows -----------------------------------------------------------
 
@@ -356,11 +359,17 @@ class Orchestra:
         statuses: Sequence[WorkflowStatus] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        before: str | None = None,
     ) -> Page[Workflow]:
         _check_limit(limit)
         return await self.db.read(
-            lambda c: queries.list_workflows(c, statuses=statuses, limit=limit, cursor=cursor)
+            lambda c: queries.list_workflows(
+                c, statuses=statuses, limit=limit, cursor=cursor, before=before
+            )
         )
+
+    async def workflow_names(self, ids: Sequence[str]) -> dict[str, str]:
+        return await self.db.read(lambda c: queries.workflow_names(c, ids))
 
     # -- checkpoints ---------------------------------------------------------
 
@@ -372,6 +381,7 @@ class Orchestra:
         limit: int = 100,
         cursor: str | None = None,
         filter: InboxFilter | None = None,
+        before: str | None = None,
     ) -> Page[Checkpoint]:
         """Checkpoints oldest first; ``filter`` narrows them (by default, snoozed
         ones are hidden until their time passes)."""
@@ -380,15 +390,10 @@ class Orchestra:
         now = self.clock()
         prefix = _workflow_prefix(given.workflow) if given.workflow is not None else None
         step = self._checked_step(given.step) if given.step is not None else None
-        before = None
+        created_before = None
         if given.older_than is not None:
-            age = parse_duration(given.older_than, field="older_than")
-            if age > MAX_AGE:
-                raise InvalidInput(
-                    f"older_than must be at most {MAX_AGE.days} days",
-                    details={"field": "older_than"},
-                )
-            before = now - age
+            age = parse_duration(given.older_than, field="older_than", maximum=MAX_AGE)
+            created_before = now - age
         return await self.db.read(
             lambda c: queries.list_checkpoints(
                 c,
@@ -398,16 +403,18 @@ class Orchestra:
                 cursor=cursor,
                 workflow_prefix=prefix,
                 step=step,
-                created_before=before,
+                created_before=created_before,
+                before=before,
                 snoozed=given.snoozed,
                 now=now,
             )
         )
 
     async def count_inbox(self) -> InboxCount:
-        """How many wait now, how many are snoozed, and when the next one comes back."""
-        now = self.clock()
-        return await self.db.read(lambda c: queries.count_inbox(c, now))
+        """How many wait now, how many are snoozed (each up to :attr:`inbox_count_cap`
+        + 1), and when the next one comes back."""
+        now, cap = self.clock(), self.inbox_count_cap
+        return await self.db.read(lambda c: queries.count_inbox(c, now, cap))
 
     @staticmethod
     def checkpoint_steps() -> list[str]:
@@ -458,6 +465,11 @@ class Orchestra:
         """Bring a snoozed checkpoint back into the inbox now (recorded as a snooze
         event with no time)."""
         return (await self.engine.snooze(checkpoint_id, None, actor=actor)).value
+
+    async def pending_by_workflow(self, workflow_ids: Sequence[str]) -> dict[str, int]:
+        """What waits for a person in each of these workflows (snoozed ones left out)."""
+        now = self.clock()
+        return await self.db.read(lambda c: queries.pending_by_workflow(c, workflow_ids, now))
 
     async def get_checkpoint(self, checkpoint_id: str) -> Checkpoint:
         return await self.db.read(lambda c: queries.get_checkpoint(c, checkpoint_id))

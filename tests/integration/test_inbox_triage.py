@@ -115,7 +115,7 @@ async def test_a_resolved_checkpoint_cannot_be_snoozed_and_nothing_is_written(
 @pytest.mark.parametrize(
     ("until", "says"),
     [
-        ("0m", "longer than 0"),
+        ("0m", "out of range"),
         ("31d", "at most 30 days"),
         ("soon", "neither a duration"),
         ("2020-01-01T00:00:00+00:00", "has passed"),
@@ -162,7 +162,7 @@ async def test_the_inbox_filters_by_workflow_step_and_age(
         ({"workflow": "xyz!"}, "workflow", "first 4+ hex digits"),
         ({"workflow": "abc"}, "workflow", "first 4+ hex digits"),
         ({"older_than": "an hour"}, "older_than", "not a duration"),
-        ({"older_than": "5000d"}, "older_than", "at most 3650 days"),
+        ({"older_than": "5000d"}, "older_than", "out of range: 1s to 3650d"),
     ],
 )
 async def test_bad_filters_are_refused_with_what_to_write(

@@ -59,6 +59,9 @@ Admin = Annotated[Principal, Depends(require(Permission.MANAGE_TOKENS))]
 
 Limit = Annotated[int, Query(description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
+Before = Annotated[
+    str | None, Query(description="the prev_cursor of the next page: the page before it")
+]
 
 
 class Body(BaseModel):
@@ -171,9 +174,12 @@ async def list_workflows(
     status: Annotated[list[WorkflowStatus] | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    before: Before = None,
 ) -> Page[Workflow]:
-    """Newest first."""
-    return await _service(request).list_workflows(statuses=status, limit=limit, cursor=cursor)
+    """Newest first; ``cursor`` pages to older ones, ``before`` back to newer ones."""
+    return await _service(request).list_workflows(
+        statuses=status, limit=limit, cursor=cursor, before=before
+    )
 
 
 @router.get("/workflows/{workflow_id}", tags=["workflows"], responses=error_responses(401, 404))
@@ -252,15 +258,18 @@ async def list_checkpoints(
     ] = SnoozedView.HIDE,
     limit: Limit = 100,
     cursor: Cursor = None,
+    before: Before = None,
 ) -> Page[Checkpoint]:
     """The inbox across workflows: oldest first, filterable by workflow, step and age;
-    checkpoints snoozed until a time still to come are left out unless asked for."""
+    checkpoints snoozed until a time still to come are left out unless asked for.
+    ``cursor`` pages on, ``before`` back."""
     return await _service(request).list_checkpoints(
         status=None if status == "any" else CheckpointStatus(status),
         workflow_id=workflow_id,
         limit=limit,
         cursor=cursor,
         filter=InboxFilter(workflow=workflow, step=step, older_than=older_than, snoozed=snoozed),
+        before=before,
     )
 
 

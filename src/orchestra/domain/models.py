@@ -225,8 +225,15 @@ class InboxFilter(Model):
     snoozed: SnoozedView = SnoozedView.HIDE
 
 
+#: Where the inbox's counts stop (see :class:`InboxCount`).
+INBOX_COUNT_CAP = 1000
+
+
 class InboxCount(Model):
-    """The inbox's counts (the navigation badge, the tab title, the Snoozed view)."""
+    """The inbox's counts (the navigation badge, the tab title, the Snoozed view).
+
+    Counts stop at ``capped_at + 1``: a badge says "1000+" without counting 100,000
+    rows on every page."""
 
     #: Pending and not snoozed: what waits for a person now.
     pending: int
@@ -234,6 +241,12 @@ class InboxCount(Model):
     snoozed: int
     #: When the next snoozed checkpoint comes back (none snoozed: null).
     next_wake_at: datetime | None = None
+    #: A count above this means "more than this".
+    capped_at: int = INBOX_COUNT_CAP
+
+    def shown(self, count: int) -> str:
+        """A count as people read it: ``"1000+"`` past the cap."""
+        return f"{self.capped_at}+" if count > self.capped_at else str(count)
 
 
 #: The most checkpoints one batch decision resolves.
@@ -374,7 +387,11 @@ T = TypeVar("T")
 
 
 class Page(Model, Generic[T]):
-    """A page of a list endpoint: ``{"items": [...], "next_cursor": ...}``."""
+    """A page of a list endpoint: ``{"items": [...], "next_cursor": ..., "prev_cursor": ...}``.
+
+    ``next_cursor`` is passed back as ``cursor`` for the page after this one,
+    ``prev_cursor`` as ``before`` for the page before it (null: none)."""
 
     items: list[T]
     next_cursor: str | None = None
+    prev_cursor: str | None = None

@@ -7,6 +7,7 @@ engine (through the transition function) and in :mod:`orchestra.store.tokens`.
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from orchestra.store._sqlite_fast import fetch_all
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
 RowMap = Mapping[str, Any]
+PENDING = CheckpointStatus.PENDING.value
 
 
 def to_resolution(row: RowMap) -> Resolution:
@@ -128,7 +130,13 @@ def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+#: Longer than any cursor this module makes (a timestamp and an id, in base64).
+MAX_CURSOR = 256
+
+
 def decode_cursor(cursor: str, n: int) -> list[str]:
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         parts = raw.split("|")
@@ -139,37 +147,70 @@ def decode_cursor(cursor: str, n: int) -> list[str]:
     return parts
 
 
-def _created_cursor(table: Any, cursor: str | None, newest_first: bool) -> Any:
-    if cursor is None:
-        return None
+def _position(cursor: str) -> tuple[datetime, str]:
     created_raw, ident = decode_cursor(cursor, 2)
     try:
         created = datetime.fromisoformat(created_raw)
     except ValueError:
-        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page") from None
-    if newest_first:
-        return or_(
-            table.c.created_at < created,
-            and_(table.c.created_at == created, table.c.id < ident),
-        )
-    return or_(
-        table.c.created_at > created,
-        and_(table.c.created_at == created, table.c.id > ident),
-    )
+        created = None
+    if created is None or created.tzinfo is None:
+        raise InvalidInput("invalid cursor; pass the next_cursor of a previous page")
+    return created, ident
+
+
+def _beyond(table: Any, cursor: str, later: bool) -> Any:
+    """Rows after (``later``) or before the cursor's position in (created_at, id) order.
+
+    The bare ``created_at`` bound lets the index on ``(…, created_at)`` start at the
+    cursor instead of filtering every row before it."""
+    created, ident = _position(cursor)
+    at, key = table.c.created_at, table.c.id
+    if later:
+        return and_(at >= created, or_(at > created, and_(at == created, key > ident)))
+    return and_(at <= created, or_(at < created, and_(at == created, key < ident)))
+
+
+def _ordered(q: Any, table: Any, ascending: bool) -> Any:
+    if ascending:
+        return q.order_by(table.c.created_at, table.c.id)
+    return q.order_by(table.c.created_at.desc(), table.c.id.desc())
 
 
 def _page(
-    conn: Connection, q: Any, table: Any, cursor: str | None, limit: int, *, newest_first: bool
-) -> tuple[list[RowMap], str | None]:
-    """One page of rows ordered by (created_at, id), and the cursor of the next."""
-    after = _created_cursor(table, cursor, newest_first=newest_first)
-    if after is not None:
-        q = q.where(after)
-    rows = [_m(r) for r in conn.execute(q.limit(limit + 1))]
+    conn: Connection,
+    q: Any,
+    table: Any,
+    cursor: str | None,
+    limit: int,
+    *,
+    newest_first: bool,
+    before: str | None = None,
+) -> tuple[list[RowMap], str | None, str | None]:
+    """One page of rows in (created_at, id) order, with the cursors of the next page
+    (``cursor=``) and of the page before it (``before=``).
+
+    A page read backwards that reaches the start is the first page itself, so going
+    back always lands on the pages that going forward showed."""
+    if cursor is not None and before is not None:
+        raise InvalidInput("pass cursor or before, not both", details={"field": "before"})
+    if before is not None:
+        back = q.where(_beyond(table, before, later=newest_first))
+        rows = [_m(r) for r in conn.execute(_ordered(back, table, newest_first).limit(limit + 1))]
+        if len(rows) > limit:
+            rows = rows[:limit][::-1]
+            return rows, _cursor_of(rows[-1]), _cursor_of(rows[0])
+        cursor = None  # back at the start
+    if cursor is not None:
+        q = q.where(_beyond(table, cursor, later=not newest_first))
+    rows = [_m(r) for r in conn.execute(_ordered(q, table, not newest_first).limit(limit + 1))]
+    previous = _cursor_of(rows[0]) if cursor is not None and rows else None
     if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last["created_at"], last["id"])
+        return rows, None, previous
+    return rows[:limit], _cursor_of(rows[limit - 1]), previous
+
+
+def _cursor_of(row: RowMap) -> str:
+    return encode_cursor(row["created_at"], row["id"])
 
 
 def list_workflows(
@@ -178,12 +219,22 @@ def list_workflows(
     statuses: Sequence[WorkflowStatus] | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    before: str | None = None,
 ) -> Page[Workflow]:
-    q = select(workflows).order_by(workflows.c.created_at.desc(), workflows.c.id.desc())
+    """Newest first."""
+    q = select(workflows)
     if statuses:
         q = q.where(workflows.c.status.in_([s.value for s in statuses]))
-    items, nxt = _page(conn, q, workflows, cursor, limit, newest_first=True)
-    return Page[Workflow](items=[to_workflow(r) for r in items], next_cursor=nxt)
+    items, nxt, prev = _page(conn, q, workflows, cursor, limit, newest_first=True, before=before)
+    return Page[Workflow](items=[to_workflow(r) for r in items], next_cursor=nxt, prev_cursor=prev)
+
+
+def workflow_names(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+    """The names of the workflows ``ids`` (a page's worth), by id."""
+    if not ids:
+        return {}
+    query = select(workflows.c.id, workflows.c.name).where(workflows.c.id.in_(set(ids)))
+    return {row.id: row.name for row in conn.execute(query)}
 
 
 # -- checkpoints -----------------------------------------------------------
@@ -206,13 +257,14 @@ def list_checkpoints(
     workflow_prefix: str | None = None,
     step: str | None = None,
     created_before: datetime | None = None,
+    before: str | None = None,
     snoozed: SnoozedView = SnoozedView.INCLUDE,
     now: datetime | None = None,
 ) -> Page[Checkpoint]:
     """Oldest first: the inbox answers the longest-waiting decision first. Every
     filter is a condition of the query (``workflow_prefix``: lowercase hex, checked
-    by the caller; ``snoozed``: as of ``now``)."""
-    q = select(checkpoints).order_by(checkpoints.c.created_at, checkpoints.c.id)
+    by the caller; ``snoozed``: as of ``now``). ``cursor`` pages on, ``before`` back."""
+    q = select(checkpoints)
     if status is not None:
         q = q.where(checkpoints.c.status == status)
     if workflow_id is not None:
@@ -225,8 +277,31 @@ def list_checkpoints(
         q = q.where(checkpoints.c.created_at < created_before)
     if snoozed is not SnoozedView.INCLUDE:
         q = q.where(_snoozed_condition(snoozed, now or datetime.now(UTC)))
-    items, nxt = _page(conn, q, checkpoints, cursor, limit, newest_first=False)
-    return Page[Checkpoint](items=[to_checkpoint(r) for r in items], next_cursor=nxt)
+    items, nxt, prev = _page(conn, q, checkpoints, cursor, limit, newest_first=False, before=before)
+    return Page[Checkpoint](
+        items=[to_checkpoint(r) for r in items], next_cursor=nxt, prev_cursor=prev
+    )
+
+
+def pending_by_workflow(
+    conn: Connection, workflow_ids: Sequence[str], now: datetime
+) -> dict[str, int]:
+    """How many pending checkpoints not snoozed at ``now`` each of ``workflow_ids`` (a
+    page's worth) has.
+
+    Read through the workflows' own checkpoints (a handful each) and counted here: with
+    a condition on status, SQLite walks the status index over every pending one."""
+    if not workflow_ids:
+        return {}
+    query = select(
+        checkpoints.c.workflow_id, checkpoints.c.status, checkpoints.c.snoozed_until
+    ).where(checkpoints.c.workflow_id.in_(set(workflow_ids)))
+    found = Counter(
+        row.workflow_id
+        for row in conn.execute(query)
+        if row.status == PENDING and (row.snoozed_until is None or row.snoozed_until <= now)
+    )
+    return dict(found)
 
 
 def _snoozed_condition(view: SnoozedView, now: datetime) -> Any:
@@ -246,18 +321,24 @@ def _snoozed_condition(view: SnoozedView, now: datetime) -> Any:
     )
 
 
-def count_inbox(conn: Connection, now: datetime) -> InboxCount:
-    """Pending checkpoints not snoozed and snoozed as of ``now``, and the next wake-up."""
+def count_inbox(conn: Connection, now: datetime, cap: int) -> InboxCount:
+    """Pending checkpoints not snoozed and snoozed as of ``now`` (each counted no
+    further than ``cap + 1``), and the next wake-up."""
     pending = checkpoints.c.status == CheckpointStatus.PENDING
-    waiting = conn.execute(
-        select(func.count()).where(pending, _snoozed_condition(SnoozedView.HIDE, now))
-    ).scalar_one()
-    snoozed, wake = conn.execute(
-        select(func.count(), func.min(checkpoints.c.snoozed_until)).where(
-            _snoozed_condition(SnoozedView.ONLY, now)
-        )
-    ).one()
-    return InboxCount(pending=int(waiting), snoozed=int(snoozed), next_wake_at=wake)
+
+    def capped(*where: Any) -> int:
+        # Only indexed columns, and no further than the cap: the index, not the rows.
+        some = select(checkpoints.c.status).where(*where).limit(cap + 1)
+        return int(conn.execute(select(func.count()).select_from(some.subquery())).scalar_one())
+
+    snoozed_now = _snoozed_condition(SnoozedView.ONLY, now)
+    wake = conn.execute(select(func.min(checkpoints.c.snoozed_until)).where(snoozed_now)).scalar()
+    return InboxCount(
+        pending=capped(pending, _snoozed_condition(SnoozedView.HIDE, now)),
+        snoozed=capped(snoozed_now),
+        next_wake_at=wake,
+        capped_at=cap,
+    )
 
 
 def checkpoints_of(conn: Connection, workflow_id: str) -> list[Checkpoint]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,15 +30,7 @@ from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
 from orchestra.domain.durations import MAX_TEXT
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
-from orchestra.domain.models import (
-    MAX_BATCH,
-    BatchResult,
-    Checkpoint,
-    Decision,
-    InboxFilter,
-    Page,
-    Workflow,
-)
+from orchestra.domain.models import MAX_BATCH, BatchResult, Checkpoint, Decision, InboxFilter, Page
 from orchestra.domain.roles import Permission
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -77,9 +68,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 LIST_PAGE = 25
-INBOX_PAGE = 100
-#: Pending checkpoints counted for the navigation badge and the list's "waiting" column.
-PENDING_SCAN = 500
+INBOX_PAGE = 50
+#: The navigation badge counts pending checkpoints up to this many ("1000+" beyond):
+#: a page never walks all of them.
 MAX_REVIEWER_SLOTS = 8
 #: The new-workflow form's fields, in page order.
 FORM_FIELDS = (
@@ -325,9 +316,9 @@ class Web:
 
     # -- shared reads ------------------------------------------------------------
 
-    async def _pending(self) -> tuple[list[Checkpoint], bool]:
-        page = await self.service.list_checkpoints(limit=PENDING_SCAN)
-        return page.items, page.next_cursor is not None
+    async def _inbox_count(self) -> str:
+        counts = await self.service.count_inbox()
+        return counts.shown(counts.pending)
 
     async def _last_event_id(self) -> int:
         return await self.service.last_event_id()
@@ -339,6 +330,7 @@ class Web:
         request: Request,
         status: Annotated[list[str] | None, Query()] = None,
         cursor: str | None = None,
+        before: str | None = None,
     ) -> Response:
         who = await session.principal(request)
         after = await self._last_event_id()  # before the reads: replays, never misses
@@ -349,11 +341,9 @@ class Web:
             except ValueError:
                 raise InvalidInput(f"unknown status {raw!r}", details={"field": "status"}) from None
         listing = await self.service.list_workflows(
-            statuses=chosen or None, limit=LIST_PAGE, cursor=cursor
+            statuses=chosen or None, limit=LIST_PAGE, cursor=cursor, before=before
         )
-        pending, _ = await self._pending()
-        waiting = Counter(cp.workflow_id for cp in pending)
-        counts = await self.service.count_inbox()
+        waiting = await self.service.pending_by_workflow([wf.id for wf in listing.items])
         return self.page(
             request,
             "workflows.html",
@@ -361,10 +351,11 @@ class Web:
             page="workflows",
             workflows=listing.items,
             next_cursor=listing.next_cursor,
-            cursor=cursor,
+            prev_cursor=listing.prev_cursor,
+            paged=cursor is not None or before is not None,
             chosen=chosen,
             waiting=waiting,
-            inbox_count=str(counts.pending),
+            inbox_count=await self._inbox_count(),
             client={"stream": "/api/events/stream", "after": after},
         )
 
@@ -510,7 +501,7 @@ class Web:
             diff=None,
             pairs=pairs,
             diffs=with_diffs,
-            inbox_count=str(counts.pending),
+            inbox_count=counts.shown(counts.pending),
             client={
                 "stream": f"/api/workflows/{workflow_id}/events/stream",
                 "after": view.last_event_id,
@@ -553,6 +544,7 @@ class Web:
         self,
         request: Request,
         cursor: str | None = None,
+        before: str | None = None,
         batch: BatchResult | None = None,
         workflow: Annotated[str | None, Query(max_length=32)] = None,
         step: Annotated[str | None, Query(max_length=64)] = None,
@@ -573,12 +565,12 @@ class Web:
         status, problem = 200, ""
         try:
             listing = await self.service.list_checkpoints(
-                limit=INBOX_PAGE, cursor=cursor, filter=given
+                limit=INBOX_PAGE, cursor=cursor, before=before, filter=given
             )
         except InvalidInput as exc:
             status, problem = 422, exc.message
             listing = Page[Checkpoint](items=[])
-        workflows = await self._workflows_of(listing.items)
+        names = await self.service.workflow_names([cp.workflow_id for cp in listing.items])
         offered = sorted({a.name for cp in listing.items for a in cp.actions})
         counts = await self.service.count_inbox()
         here = [(k, v) for k, v in request.query_params.multi_items() if k != "partial"]
@@ -590,10 +582,12 @@ class Web:
             page="inbox",
             status=status,
             checkpoints=listing.items,
-            workflows=workflows,
+            names=names,
             next_cursor=listing.next_cursor,
             cursor=cursor,
-            inbox_count=str(counts.pending),
+            prev_cursor=listing.prev_cursor,
+            paged=cursor is not None or before is not None,
+            inbox_count=counts.shown(counts.pending),
             counts=counts,
             client={"stream": "/api/events/stream", "after": after},
             offered_actions=offered,
@@ -641,16 +635,6 @@ class Web:
         decision = Decision(action=first(fields, "action"), notes=first(fields, "notes") or None)
         done = await self.service.resolve_batch(ids, decision, actor=who.name)
         return await self.inbox(request, batch=done)
-
-    async def _workflows_of(self, checkpoints: list[Checkpoint]) -> dict[str, Workflow]:
-        waiting = await self.service.list_workflows(
-            statuses=[WorkflowStatus.AWAITING_CHECKPOINT], limit=PENDING_SCAN
-        )
-        found = {wf.id: wf for wf in waiting.items}
-        for cp in checkpoints:
-            if cp.workflow_id not in found:
-                found[cp.workflow_id] = await self.service.get_workflow(cp.workflow_id)
-        return found
 
     # -- markdown preview ------------------------------------------------------------------
 

@@ -630,21 +630,25 @@
   let counting = false;
   let countAgain = false;
 
-  function showCount(pending, snoozed) {
-    document.title = pending > 0 ? `(${pending}) ${BASE_TITLE}` : BASE_TITLE;
+  function showCount(pendingCount, snoozedCount, cap) {
+    // Counts stop past the cap (the server says where): "1000+".
+    const shown = (n) => (cap && n > cap ? `${cap}+` : String(n));
+    const pending = shown(pendingCount);
+    const snoozed = shown(snoozedCount);
+    document.title = pendingCount > 0 ? `(${pending}) ${BASE_TITLE}` : BASE_TITLE;
     const badge = document.querySelector('[data-region="inbox_count"]');
     if (badge) {
       badge.replaceChildren();
-      if (pending > 0) {
+      if (pendingCount > 0) {
         const el = document.createElement('span');
         el.className = 'count';
-        el.textContent = String(pending);
+        el.textContent = pending;
         el.setAttribute('aria-label', `${pending} waiting`);
         badge.append(document.createTextNode(' '), el);
       }
     }
-    for (const el of document.querySelectorAll('[data-count="waiting"]')) el.textContent = String(pending);
-    for (const el of document.querySelectorAll('[data-count="snoozed"]')) el.textContent = String(snoozed);
+    for (const el of document.querySelectorAll('[data-count="waiting"]')) el.textContent = pending;
+    for (const el of document.querySelectorAll('[data-count="snoozed"]')) el.textContent = snoozed;
   }
 
   function scheduleWake(at) {
@@ -664,7 +668,8 @@
     try {
       const result = await call('GET', COUNT_URL);
       if (!result.ok || !result.data) return;
-      showCount(Number(result.data.pending || 0), Number(result.data.snoozed || 0));
+      const data = result.data;
+      showCount(Number(data.pending || 0), Number(data.snoozed || 0), Number(data.capped_at || 0));
       scheduleWake(result.data.next_wake_at);
     } finally {
       counting = false;
