@@ -14,6 +14,7 @@ import pytest
 
 from orchestra.app import create_app
 from orchestra.config import Settings
+from orchestra.domain.errors import InvalidInput
 from orchestra.runtime import Runtime, open_runtime
 from tests.support.engine import snapshot
 
@@ -58,7 +59,10 @@ async def test_a_deadline_hidden_in_agents_is_refused_and_nothing_is_written(
     sneaked = {"after_s": 1, "default_action": "approve", "steps": {}}
     r = await client.post("/api/workflows", json={**START, "agents": {"deadline": sneaked}})
     assert r.status_code == 422, r.text
-    assert "unknown agents field(s): deadline" in r.json()["error"]["message"]
+    assert "agents.deadline" in r.json()["error"]["message"]
+    # Nor through the service (the local CLI's way in).
+    with pytest.raises(InvalidInput, match=r"unknown agents field\(s\): deadline"):
+        await runtime.service.create_workflow(**START, agents={"deadline": sneaked})
     assert await snapshot(runtime.db) == before
 
 
