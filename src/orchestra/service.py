@@ -20,7 +20,12 @@ from pydantic import ValidationError
 
 from orchestra.agents.config import AgentsConfig, default_agents_config
 from orchestra.domain.code import WorktreeInfo
-from orchestra.domain.deadlines import DeadlineRequest, StepDeadline, deadline_policy
+from orchestra.domain.deadlines import (
+    DeadlinePolicy,
+    DeadlineRequest,
+    StepDeadline,
+    deadline_policy,
+)
 from orchestra.domain.durations import parse_duration, parse_moment
 from orchestra.domain.errors import InvalidInput, NotFound, OrchestraError
 from orchestra.domain.models import (
@@ -139,8 +144,6 @@ class Orchestra:
         resolved = self.resolve_agents(agents, jobs=definition.agent_jobs)
         if "implementer" in definition.agent_jobs and workspace is not None:
             resolved["check"] = self.checks(Path(workspace))
-        if policy is not None:  # recorded with the operator's choices, as ``check`` is
-            resolved["deadline"] = policy
         new = NewWorkflow(
             name=name,
             type=definition.type,
@@ -151,12 +154,13 @@ class Orchestra:
             created_by=created_by,
             options=dict(options) if options else None,
             previous_result=previous.result if previous is not None else None,
+            deadline=policy,
         )
         return (await self.engine.create(new)).value
 
     def _deadline_policy(
         self, definition: WorkflowDefinition[Any], raw: DeadlineRequest | Mapping[str, Any] | None
-    ) -> dict[str, Any] | None:
+    ) -> DeadlinePolicy | None:
         """What the workflow records of its deadlines; bad input names the field."""
         request = raw if isinstance(raw, DeadlineRequest) or raw is None else _deadline(raw)
         offered = checkpoint_actions(definition)

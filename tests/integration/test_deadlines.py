@@ -14,7 +14,7 @@ import pytest
 
 from orchestra.app import create_app
 from orchestra.config import Settings
-from orchestra.domain.deadlines import DEADLINE_ACTOR, StepDeadline
+from orchestra.domain.deadlines import DEADLINE_ACTOR, DeadlinePolicy, StepDeadline
 from orchestra.domain.errors import InvalidInput
 from orchestra.domain.events import EventType, NotificationKind
 from orchestra.domain.models import Checkpoint, Decision
@@ -56,6 +56,9 @@ async def test_without_an_opt_in_a_due_checkpoint_escalates_once_and_nothing_mov
     configured(service, **{PLAN_READY: {"after": "4h", "escalate": ["ops"], "action": "approve"}})
     cp = await start(service, worker)
     assert cp.due_at == after(cp, 4)
+    wf = await service.get_workflow(cp.workflow_id)  # the operator's table, as it was then
+    assert wf.deadline == DeadlinePolicy(steps=service.deadlines)
+    assert "deadline" not in wf.agents
     assert cp.deadline is not None
     assert cp.deadline.action is None and cp.deadline.escalate == ["ops"]
     assert cp.deadline.reason is not None and "opt in" in cp.deadline.reason
@@ -81,6 +84,9 @@ async def test_with_an_opt_in_the_default_action_is_taken_as_the_deadline_and_re
     cp = await start(service, worker, deadline={"after": "1h", "default_action": "approve"})
     assert cp.deadline is not None and cp.deadline.action == "approve"
     assert cp.deadline.escalate == [] and cp.deadline.reason is None
+    wf = await service.get_workflow(cp.workflow_id)
+    assert wf.deadline == DeadlinePolicy(after_s=HOUR, default_action="approve")
+    assert "deadline" not in wf.agents
 
     [fired] = await service.engine.fire_due_deadlines(now=after(cp, 2))
     assert fired["action"] == "approve" and fired["note"] is None

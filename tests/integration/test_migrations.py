@@ -234,6 +234,37 @@ def test_0005_moves_leases_to_timestamps_and_retries_out_of_the_state(engine: En
     upgrade(engine)
 
 
+def test_0010_moves_the_deadline_policy_out_of_agents(engine: Engine) -> None:
+    """A policy recorded inside ``agents`` moves to its own column and the key leaves
+    ``agents``; a workflow without one keeps its agents and gets none; down and up
+    again gives the same rows."""
+    _migrate(engine, "downgrade", "0009")
+    policy = {"after_s": 3600.0, "default_action": "approve", "steps": {}}
+    agents = {"planner": {"name": "demo"}, "reviewers": [{"name": "demo"}]}
+    with engine.begin() as conn:
+        for wid, recorded in (("wf1", {**agents, "deadline": policy}), ("wf2", agents)):
+            conn.execute(
+                text(
+                    "INSERT INTO workflows (id, name, type, status, max_iterations, prompt,"
+                    " agents, state, created_at, updated_at) VALUES (:id, 'n', 'plan_review',"
+                    " 'running', 3, 'p', :agents, '{}', :now, :now)"
+                ),
+                {"id": wid, "agents": json.dumps(recorded), "now": NOW},
+            )
+    for _ in range(2):
+        upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(select(workflows).order_by(workflows.c.id)).all()
+            got = [(r._mapping["agents"], r._mapping["deadline"]) for r in rows]
+            assert got == [(agents, policy), (agents, None)]
+        _migrate(engine, "downgrade", "0009")
+        with engine.connect() as conn:
+            raw = conn.execute(text("SELECT agents FROM workflows ORDER BY id")).scalars().all()
+            decoded = [json.loads(a) if isinstance(a, str) else a for a in raw]
+            assert decoded == [{**agents, "deadline": policy}, agents]
+    upgrade(engine)
+
+
 def _workflow(**overrides: Any) -> dict[str, Any]:
     row = {
         "id": uuid.uuid4().hex,

@@ -14,6 +14,7 @@ import pytest
 
 from orchestra.app import create_app
 from orchestra.config import Settings
+from orchestra.domain.errors import InvalidInput
 from orchestra.runtime import Runtime, open_runtime
 from tests.support.engine import snapshot
 
@@ -44,6 +45,25 @@ async def test_a_deadline_given_at_the_start_reaches_the_checkpoint_contract(
     assert cp["due_at"] == cp["deadline"]["due_at"] and cp["due_at"] > cp["created_at"]
     assert cp["deadline"]["action"] == "approve" and cp["deadline"]["escalate"] == []
     assert cp["deadline"]["fired_at"] is None
+    # The policy is the workflow's own field; ``agents`` is the operator's agent choice.
+    assert wf["deadline"] == {"after_s": 7200.0, "default_action": "approve", "steps": {}}
+    assert "deadline" not in wf["agents"]
+
+
+async def test_a_deadline_hidden_in_agents_is_refused_and_nothing_is_written(
+    api: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    """The old place of the policy is no way in: ``agents`` takes agent jobs only."""
+    runtime, client = api
+    before = await snapshot(runtime.db)
+    sneaked = {"after_s": 1, "default_action": "approve", "steps": {}}
+    r = await client.post("/api/workflows", json={**START, "agents": {"deadline": sneaked}})
+    assert r.status_code == 422, r.text
+    assert "agents.deadline" in r.json()["error"]["message"]
+    # Nor through the service (the local CLI's way in).
+    with pytest.raises(InvalidInput, match=r"unknown agents field\(s\): deadline"):
+        await runtime.service.create_workflow(**START, agents={"deadline": sneaked})
+    assert await snapshot(runtime.db) == before
 
 
 @pytest.mark.parametrize(

@@ -139,23 +139,36 @@ class CheckpointDeadline(BaseModel):
         return "; ".join(parts) or "marked overdue (nothing is decided on its own)"
 
 
+class DeadlinePolicy(BaseModel):
+    """A workflow's deadlines as it recorded them at its start (``workflows.deadline``):
+    its own request and the operator's per-step tables of its checkpoint steps, as they
+    were then, so every worker computes the same due times."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The workflow's own due time for each checkpoint (None: the steps' only).
+    after_s: float | None = None
+    #: The opt-in to a default action (None: escalation only).
+    default_action: str | None = None
+    #: The operator's ``[deadlines.<step>]`` tables of its checkpoint steps.
+    steps: dict[str, StepDeadline] = Field(default_factory=dict)
+
+
 def deadline_policy(
     request: DeadlineRequest | None, steps: dict[str, StepDeadline]
-) -> dict[str, Any] | None:
-    """What a new workflow records of its deadlines (None: it has none): its own
-    request and the operator's per-step tables of its checkpoint steps, as they were
-    when it started, so every worker computes the same due times."""
+) -> DeadlinePolicy | None:
+    """What a new workflow records of its deadlines (None: it has none)."""
     if request is None and not steps:
         return None
-    return {
-        "after_s": request.after if request else None,
-        "default_action": request.default_action if request else None,
-        "steps": {name: d.model_dump() for name, d in steps.items()},
-    }
+    return DeadlinePolicy(
+        after_s=request.after if request else None,
+        default_action=request.default_action if request else None,
+        steps=steps,
+    )
 
 
 def checkpoint_deadline(
-    policy: dict[str, Any] | None, step: str, offered: list[str]
+    policy: DeadlinePolicy | None, step: str, offered: list[str]
 ) -> dict[str, Any] | None:
     """The stored deadline of a new checkpoint at ``step`` offering ``offered``:
     ``{after_s, action, escalate, reason}``; None when nothing gives it a due time.
@@ -163,30 +176,31 @@ def checkpoint_deadline(
     The due time is the workflow's own, else the step's configured one. The action
     is the workflow's default action where offered, else the step's configured
     action where offered — and only when the workflow opted in."""
-    if not policy:
+    if policy is None:
         return None
-    conf: dict[str, Any] = policy.get("steps", {}).get(step) or {}
-    after = policy.get("after_s") or conf.get("after")
+    conf = policy.steps.get(step)
+    after = policy.after_s or (conf.after if conf else None)
     if after is None:
         return None
-    wanted = policy.get("default_action")
+    wanted = policy.default_action
+    configured = conf.action if conf else None
     action, reason = None, None
     if wanted is not None:
-        candidates = [wanted, conf.get("action")]
+        candidates = [wanted, configured]
         action = next((a for a in candidates if a is not None and a in offered), None)
         if action is None:
             reason = (
                 f"default action {wanted!r} is not offered at this checkpoint "
                 f"(it offers: {', '.join(offered)}); escalation only"
             )
-    elif conf.get("action"):
+    elif configured:
         reason = (
-            f"the configured default action {conf['action']!r} applies only to workflows "
+            f"the configured default action {configured!r} applies only to workflows "
             "that opt in; escalation only"
         )
     return {
         "after_s": float(after),
         "action": action,
-        "escalate": list(conf.get("escalate") or []),
+        "escalate": list(conf.escalate) if conf else [],
         "reason": reason,
     }

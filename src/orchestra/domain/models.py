@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from orchestra.domain.deadlines import CheckpointDeadline
+from orchestra.domain.deadlines import CheckpointDeadline, DeadlinePolicy
 from orchestra.domain.events import EventType, NotificationKind
 from orchestra.domain.statuses import (
     ActionStyle,
@@ -280,7 +280,10 @@ class Workflow(Model):
     max_iterations: int
     prompt: str
     workspace_path: str | None = None
+    #: The operator's agents it runs (names, timeouts), as resolved at its start.
     agents: JSON
+    #: Its deadlines, fixed at its start (None: none of its checkpoints is due).
+    deadline: DeadlinePolicy | None = None
     result: JSON | None = None
     error: str | None = None
     created_by: str | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
 
-from orchestra.domain.deadlines import checkpoint_deadline
+from orchestra.domain.deadlines import DeadlinePolicy, checkpoint_deadline
 from orchestra.domain.errors import Conflict, LeaseLost, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import CheckpointAction
@@ -184,8 +184,8 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "recommended": view.recommended if view.recommended in {a.name for a in actions} else None,
     }
     number = next(iter(tx.fetch(_NEXT_NUMBER, {"wid": row["id"]})[0].values()))
-    policy = row["agents"].get("deadline")
-    deadline = checkpoint_deadline(policy, step.name, [a.name for a in actions]) if policy else None
+    policy = DeadlinePolicy.model_validate(row["deadline"]) if row["deadline"] else None
+    deadline = checkpoint_deadline(policy, step.name, [a.name for a in actions])
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],

@@ -28,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from orchestra.domain.deadlines import DeadlinePolicy
 from orchestra.domain.errors import OrchestraError, TransitionNotAllowed
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Checkpoint, Decision, Event, Workflow
@@ -67,6 +68,8 @@ class NewWorkflow:
     options: dict[str, Any] | None = None
     #: The result of the completed workflow this one continues.
     previous_result: dict[str, Any] | None = None
+    #: Its deadlines, as the service merged them (None: no checkpoint is due).
+    deadline: DeadlinePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class Engine:
                 "agents": new.agents,
                 "state": state,
                 "retry": None,
+                "deadline": new.deadline.model_dump(mode="json") if new.deadline else None,
                 "result": None,
                 "error": None,
                 "created_by": new.created_by,

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
 
-from orchestra.domain.deadlines import CheckpointDeadline
+from orchestra.domain.deadlines import CheckpointDeadline, DeadlinePolicy
 from orchestra.domain.errors import InvalidInput, NotFound
 from orchestra.domain.events import EventType
 from orchestra.domain.models import (
@@ -76,6 +76,7 @@ def to_workflow(row: RowMap, pending: Checkpoint | None = None) -> Workflow:
         prompt=row["prompt"],
         workspace_path=row["workspace_path"],
         agents=row["agents"],
+        deadline=DeadlinePolicy.model_validate(row["deadline"]) if row["deadline"] else None,
         result=row["result"],
         error=row["error"],
         created_by=row["created_by"],

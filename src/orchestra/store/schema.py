@@ -101,6 +101,9 @@ workflows = Table(
     #: Engine-owned: agents a retry runs again although their last attempt failed,
     #: mapped to a timeout override or null (``"*"``: every failed agent).
     Column("retry", Json),
+    #: Its deadline policy (:class:`~orchestra.domain.deadlines.DeadlinePolicy`), fixed
+    #: at its start; null: none of its checkpoints is due.
+    Column("deadline", Json),
     Column("lease_owner", String(128)),
     Column("lease_token", String(32)),
     Column("lease_expires_at", UTCDateTime),
