@@ -160,6 +160,7 @@ checkpoints = Table(
     ),
     Index("ix_checkpoints_status_created", "status", "created_at"),
     Index("ix_checkpoints_status_due_at", "status", "due_at"),
+    Index("ix_checkpoints_status_snoozed_until", "status", "snoozed_until"),
 )
 
 agent_runs = Table(
