@@ -212,6 +212,7 @@ async def test_a_write_lock_held_past_the_busy_timeout_gives_database_unavailabl
     upgrade(db.write_engine)
     assert db._writer is not None
     db._writer.busy_timeout_s = 0.2
+    db._writer.inline_max_s = float("inf")  # a slow commit must not pause inline ones here
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -232,6 +233,9 @@ async def test_a_failing_database_gives_unavailable_and_the_next_write_reconnect
     DatabaseUnavailable, inline or grouped, and the next write opens a new connection."""
     writer = sqlite_db._writer
     assert writer is not None
+    # A slow commit on a loaded machine would pause inline commits (and so send the
+    # last write to the writer thread): not what this test is about.
+    writer.inline_max_s = float("inf")
 
     async def break_connection() -> None:
         await sqlite_db.write(_note(0))  # opens the write connection
