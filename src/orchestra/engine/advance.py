@@ -49,10 +49,16 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+#: The checkpoint's number (1, 2, … per workflow) is taken in the insert itself:
+#: one statement, not a read and a write.
 _NEXT_NUMBER = select(func.coalesce(func.max(checkpoints.c.number), 0) + 1).where(
-    checkpoints.c.workflow_id == bindparam("wid")
+    checkpoints.c.workflow_id == bindparam("b_workflow_id")
 )
-_INSERT_CHECKPOINT = insert(checkpoints)
+_INSERT_CHECKPOINT = (
+    insert(checkpoints)
+    .values(number=_NEXT_NUMBER.scalar_subquery())
+    .returning(checkpoints.c.number)
+)
 _SELECT_WORKFLOW = select(workflows).where(workflows.c.id == bindparam("id"))
 _PENDING_CHECKPOINTS = select(checkpoints.c.id).where(
     checkpoints.c.workflow_id == bindparam("wid"),
@@ -183,13 +189,11 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "summary": " ".join((view.summary or step.title).split())[:SUMMARY_CHARS],
         "recommended": view.recommended if view.recommended in {a.name for a in actions} else None,
     }
-    number = next(iter(tx.fetch(_NEXT_NUMBER, {"wid": row["id"]})[0].values()))
     policy = DeadlinePolicy.model_validate(row["deadline"]) if row["deadline"] else None
     deadline = checkpoint_deadline(policy, step.name, [a.name for a in actions])
     cp_row = {
         "id": new_id(),
         "workflow_id": row["id"],
-        "number": number,
         "step_index": row["step_index"],
         "iteration": row["iteration"],
         "step_name": step.name,
@@ -207,7 +211,7 @@ def create_checkpoint_txn(tx: Tx, row: RowMap, step: CheckpointStep[Any]) -> str
         "due_at": tx.now + timedelta(seconds=deadline["after_s"]) if deadline else None,
         "deadline": deadline,
     }
-    tx.execute(_INSERT_CHECKPOINT, cp_row)
+    (number,) = tx.returned(_INSERT_CHECKPOINT, {**cp_row, "b_workflow_id": row["id"]})
     tx.emit(
         row["id"],
         EventType.CHECKPOINT_CREATED,

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select
+from sqlalchemy import Select, bindparam, insert, or_, select
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.registry import create_adapter
@@ -62,7 +62,9 @@ _INSERT_RUN = insert(agent_runs)
 _CLAIMABLE = (
     select(workflows.c.id)
     .where(
-        workflows.c.status.in_([s.value for s in RUNNABLE_WORKFLOW_STATUSES]),
+        # Spelled out as ``=``/``OR``: an ``IN`` list would be expanded at every run,
+        # which keeps the statement off the store's fast path.
+        or_(*(workflows.c.status == s.value for s in RUNNABLE_WORKFLOW_STATUSES)),
         (workflows.c.lease_expires_at.is_(None))
         | (workflows.c.lease_expires_at < bindparam("now")),
     )
@@ -440,6 +442,7 @@ class Worker:
             latest[r["agent"]] = r  # ordered by attempt: the last one wins
         kept: dict[str, AgentRun] = {}
         to_run: list[AgentRun] = []
+        started: list[dict[str, Any]] = []
         for task in tasks:
             prev = latest.get(task.key)
             attempt = 1
@@ -479,7 +482,7 @@ class Worker:
                 "prompt": task.prompt,
                 "started_at": tx.now,
             }
-            tx.execute(_INSERT_RUN, values)
+            started.append(values)
             tx.emit(
                 row["id"],
                 EventType.AGENT_RUN_STARTED,
@@ -493,6 +496,8 @@ class Worker:
                 },
             )
             to_run.append(AgentRun.model_validate(values))
+        if started:  # in one statement: a step's agents start together
+            tx.execute(_INSERT_RUN, started)
         return kept, to_run
 
     async def _run_agent(

@@ -47,16 +47,19 @@ import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     Text,
     bindparam,
     cast,
     create_engine,
     event,
+    func,
     insert,
     literal_column,
+    select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.elements import ColumnClause
@@ -65,7 +68,7 @@ from sqlalchemy.sql.selectable import Select
 from orchestra.domain.errors import DatabaseUnavailable
 from orchestra.domain.events import EventType
 from orchestra.domain.models import Event
-from orchestra.store import _sqlite_fast, schema
+from orchestra.store import _fast, schema
 from orchestra.store.notify import Doorbell
 from orchestra.store.queries import to_event
 
@@ -79,18 +82,38 @@ NOTIFY_CHANNEL = "orchestra_events"
 #: text the doorbell carries, so it is not encoded twice. SQLite: the text is what
 #: the JSON column stores; the ids are read back with ``last_insert_rowid()``.
 _INSERT_EVENT_TEXT = insert(schema.events).values(data=bindparam("data", type_=Text()))
-#: Postgres: the text is cast to the JSONB column's type, and the ids come back in
-#: the order of the rows. Each id is taken only once the transaction has its own id
+#: Postgres: all of a transaction's events in one statement, as arrays (a row each
+#: would cost a round trip each, or a pipeline's set-up). The text is cast to the
+#: JSONB column's type. Each id is taken only once the transaction has its own id
 #: (xid), so that a reader's snapshot lists the transaction as in progress while
 #: its event ids are not yet visible (see :mod:`orchestra.store.settled`); ``CASE``
-#: evaluates its condition first.
+#: evaluates its condition first. The ids are taken in the order of the arrays.
 _XID_THEN_EVENT_ID: ColumnClause[int] = literal_column(
     "CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval('events_id_seq') END"
 )
-_INSERT_EVENT_PG = (
+_EVENT_ROWS = (
+    func.unnest(
+        bindparam("workflow_ids", type_=ARRAY(String)),
+        bindparam("types", type_=ARRAY(String)),
+        bindparam("datas", type_=ARRAY(Text)),
+        bindparam("created", type_=ARRAY(TIMESTAMP(timezone=True))),
+    )
+    .table_valued("workflow_id", "type", "data", "created_at", with_ordinality="n")
+    .render_derived()
+)
+_INSERT_EVENTS_PG = (
     insert(schema.events)
-    .values(id=_XID_THEN_EVENT_ID, data=cast(bindparam("data", type_=Text()), JSONB))
-    .returning(schema.events.c.id, sort_by_parameter_order=True)
+    .from_select(
+        ["id", "workflow_id", "type", "data", "created_at"],
+        select(
+            _XID_THEN_EVENT_ID,
+            _EVENT_ROWS.c.workflow_id,
+            _EVENT_ROWS.c.type,
+            cast(_EVENT_ROWS.c.data, JSONB),
+            _EVENT_ROWS.c.created_at,
+        ).order_by(_EVENT_ROWS.c.n),
+    )
+    .returning(schema.events.c.id)
 )
 
 
@@ -130,14 +153,17 @@ class Tx:
         )
 
     def execute(self, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
-        """Run a prebuilt INSERT/UPDATE/DELETE (one parameter set or many); the row count."""
-        if isinstance(params, Mapping):
-            return int(self.conn.execute(stmt, params).rowcount)
-        return int(self.conn.execute(stmt, list(params)).rowcount)
+        """Run a prebuilt INSERT/UPDATE/DELETE (one parameter set or many); the row
+        count. On the driver's cursor (:mod:`orchestra.store._fast`), as :meth:`fetch`."""
+        return _fast.execute_dml(self.conn, stmt, params)
+
+    def returned(self, stmt: UpdateBase, params: Params) -> list[Any]:
+        """Run a prebuilt ``INSERT … RETURNING x`` with one parameter set; each row's ``x``."""
+        return _fast.returned(self.conn, stmt, params)
 
     def fetch(self, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
         """Run a prebuilt SELECT; its rows as dicts."""
-        return [dict(r._mapping) for r in self.conn.execute(stmt, dict(params))]
+        return _fast.fetch_all(self.conn, stmt, params)
 
     def fetch_locked(
         self, stmt: Select[Any], params: Params, *, skip_locked: bool = False
@@ -149,14 +175,19 @@ class Tx:
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """Run a block that can fail alone: on an exception its writes and the events
-        it emitted are dropped, and the exception propagates."""
+        it emitted are dropped, and the exception propagates. Straight on the driver:
+        SQLAlchemy's nested transactions cost more than the two statements."""
         events = len(self._events)
+        raw: Any = self.conn.connection.driver_connection
+        raw.execute("SAVEPOINT orchestra_block")
         try:
-            with self.conn.begin_nested():
-                yield
+            yield
         except BaseException:
+            raw.execute("ROLLBACK TO SAVEPOINT orchestra_block")
+            raw.execute("RELEASE SAVEPOINT orchestra_block")
             del self._events[events:]
             raise
+        raw.execute("RELEASE SAVEPOINT orchestra_block")
 
     def flush_events(self) -> None:
         """Write the events emitted so far (the committing code calls this last)."""
@@ -179,36 +210,13 @@ class Tx:
 
 class SqliteTx(Tx):
     """SQLite: the single writer holds the whole database for the transaction, so
-    nothing needs locking; the hot statements take the driver's cursor
-    (:mod:`orchestra.store._sqlite_fast`)."""
-
-    def execute(self, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
-        return _sqlite_fast.execute_dml(self.conn, stmt, params)
-
-    def fetch(self, stmt: Select[Any], params: Params) -> list[dict[str, Any]]:
-        return _sqlite_fast.fetch_all(self.conn, stmt, params)
-
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        # Straight on the driver: the writer opens its transactions there (see _begin).
-        events = len(self._events)
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        raw.execute("SAVEPOINT orchestra_block")
-        try:
-            yield
-        except BaseException:
-            raw.execute("ROLLBACK TO orchestra_block")
-            raw.execute("RELEASE orchestra_block")
-            del self._events[events:]
-            raise
-        raw.execute("RELEASE orchestra_block")
+    nothing needs locking."""
 
     def flush_events(self) -> None:
         if not self._events:
             return
         rows = self._encoded_events()
-        _sqlite_fast.execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
+        _fast.execute_dml(self.conn, _INSERT_EVENT_TEXT, rows)
         # One writer holds the database: this statement's rows took consecutive ids.
         raw = self.conn.connection.driver_connection
         assert raw is not None
@@ -229,10 +237,18 @@ class PostgresTx(Tx):
         if not self._events:
             return
         rows = self._encoded_events()
-        self._appended(self.conn.execute(_INSERT_EVENT_PG, rows).scalars().all(), rows)
+        params = {
+            "workflow_ids": [row["workflow_id"] for row in rows],
+            "types": [row["type"] for row in rows],
+            "datas": [row["data"] for row in rows],
+            "created": [row["created_at"] for row in rows],
+        }
+        # Ascending ids are the rows in order, whatever order RETURNING gives them in.
+        ids = _fast.returned(self.conn, _INSERT_EVENTS_PG, params, binary=True)
+        self._appended(sorted(ids), rows)
 
 
-#: Locking variants of prebuilt SELECTs, built once each (keyed as in ``_sqlite_fast``:
+#: Locking variants of prebuilt SELECTs, built once each (keyed as in ``_fast``:
 #: the entry keeps the statement alive, so its id is not reused).
 _LOCKING: dict[tuple[int, bool], tuple[Select[Any], Select[Any]]] = {}
 

@@ -27,7 +27,7 @@ from orchestra.domain.models import (
     Workflow,
 )
 from orchestra.domain.statuses import CheckpointStatus, SnoozedView, WorkflowStatus
-from orchestra.store._sqlite_fast import fetch_all
+from orchestra.store._fast import fetch_all
 from orchestra.store.schema import agent_runs, checkpoints, events, workflows
 
 RowMap = Mapping[str, Any]

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from orchestra.domain.models import Event
 from orchestra.store import queries
-from orchestra.store._sqlite_fast import fetch_all
+from orchestra.store._fast import fetch_all
 from orchestra.store.schema import events
 
 #: How long a read waits at a hole for the transactions in flight when it was seen.

@@ -1,16 +1,17 @@
-"""The SQLite fast path (``store._sqlite_fast``) gives exactly what SQLAlchemy gives.
+"""The fast path (``store._fast``) gives exactly what SQLAlchemy gives, on both databases.
 
 Every statement the engine sends through the fast path during whole Plan & Review
 runs (approved, cancelled, failed and retried) is recorded with its parameters,
-then replayed on two fresh databases: once through the fast path, once through
-SQLAlchemy's own execution. Each statement's rows (or row count) and the final
-contents of every table must be identical.
+then replayed on two fresh databases of the same kind: once through the fast
+path, once through SQLAlchemy's own execution. Each statement's rows (or row
+count) and the final contents of every table must be identical.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from orchestra.domain.statuses import WorkflowStatus
 from orchestra.engine.api import WorkerSettings
 from orchestra.engine.runner import Worker
 from orchestra.service import Orchestra
-from orchestra.store import _sqlite_fast, queries
+from orchestra.store import _fast, queries
 from orchestra.store.db import Database
-from orchestra.store.migrate import upgrade
+from tests.conftest import BACKENDS, fresh_database
 from tests.support.engine import _dump, agents, demo, pending, use_agents
 
 Recorded = tuple[str, Any, Any]
@@ -34,27 +35,47 @@ Recorded = tuple[str, Any, Any]
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Recorded]:
     """Every (kind, statement, parameters) the fast path runs during the test."""
     found: list[Recorded] = []
-    real_dml, real_fetch = _sqlite_fast.execute_dml, _sqlite_fast.fetch_all
+    real_dml, real_fetch, real_returned = _fast.execute_dml, _fast.fetch_all, _fast.returned
 
     def dml(conn: Connection, stmt: Any, params: Mapping[str, Any] | Sequence[Any]) -> int:
         found.append(("dml", stmt, copy.deepcopy(params)))
         return real_dml(conn, stmt, params)
 
+    def returned(
+        conn: Connection, stmt: Any, params: Mapping[str, Any], *, binary: bool = False
+    ) -> list[Any]:
+        found.append(("returned", stmt, copy.deepcopy(dict(params))))
+        return real_returned(conn, stmt, params, binary=binary)
+
     def fetch(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         found.append(("fetch", stmt, copy.deepcopy(dict(params))))
         return real_fetch(conn, stmt, params)
 
-    monkeypatch.setattr(_sqlite_fast, "execute_dml", dml)
-    monkeypatch.setattr(_sqlite_fast, "fetch_all", fetch)
+    monkeypatch.setattr(_fast, "execute_dml", dml)
+    monkeypatch.setattr(_fast, "fetch_all", fetch)
+    monkeypatch.setattr(_fast, "returned", returned)
     monkeypatch.setattr(queries, "fetch_all", fetch)
     return found
 
 
-async def _runs(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def three_databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Three fresh, migrated databases of one kind: to record on, and to replay on twice."""
+    with ExitStack() as stack:
+        urls = []
+        for name in ("recorded", "fast", "slow"):
+            directory = tmp_path / name
+            directory.mkdir()
+            found = fresh_database(request, directory, "orchestra_fp_")
+            urls.append(next(found))
+            stack.callback(lambda found=found: next(found, None))
+        yield urls
+
+
+async def _runs(url: str, tmp_path: Path) -> None:
     """Plan & Review runs that visit every statement the engine has: approve to the
     end, cancel at a checkpoint, a failing agent retried."""
-    db = Database(f"sqlite:///{tmp_path / 'recorded.db'}")
-    upgrade(db.write_engine)
+    db = Database(url)
     service = Orchestra(db, allowed_roots=[tmp_path])
     worker = Worker(db, WorkerSettings(poll_s=0.05))
     try:
@@ -90,20 +111,29 @@ def _replay(url: str, recorded: list[Recorded], *, fast: bool) -> tuple[list[Any
     """Run the recorded statements in order on a fresh database; each one's result
     and every table's rows at the end."""
     db = Database(url)
-    upgrade(db.write_engine)
     results: list[Any] = []
     try:
         with db.write_engine.connect() as conn, conn.begin():
             for kind, stmt, params in recorded:
                 if kind == "dml":
                     if fast:
-                        count = _sqlite_fast.execute_dml(conn, stmt, params)
+                        count = _fast.execute_dml(conn, stmt, params)
                     else:
                         many = not isinstance(params, Mapping)
-                        count = conn.execute(stmt, list(params) if many else params).rowcount
+                        count = conn.execute(
+                            stmt,
+                            list(params) if many else params,
+                            execution_options={"preserve_rowcount": True},
+                        ).rowcount
                     results.append(count)
+                elif kind == "returned":
+                    if fast:
+                        binary = "datas" in params  # as the events are written
+                        results.append(sorted(_fast.returned(conn, stmt, params, binary=binary)))
+                    else:
+                        results.append(sorted(conn.execute(stmt, params).scalars()))
                 elif fast:
-                    results.append(_sqlite_fast.fetch_all(conn, stmt, params))
+                    results.append(_fast.fetch_all(conn, stmt, params))
                 else:
                     results.append([dict(r._mapping) for r in conn.execute(stmt, params)])
             return results, _dump(conn)
@@ -112,17 +142,20 @@ def _replay(url: str, recorded: list[Recorded], *, fast: bool) -> tuple[list[Any
 
 
 async def test_the_fast_path_and_sqlalchemy_give_identical_rows(
-    tmp_path: Path, recorded: list[Recorded]
+    tmp_path: Path, recorded: list[Recorded], three_databases: list[str]
 ) -> None:
-    await _runs(tmp_path)
+    recorded_on, fast_on, slow_on = three_databases
+    await _runs(recorded_on, tmp_path)
     replayed = list(recorded)
     # The runs went through the fast path: inserts, updates and selects of its own.
     kinds = {(kind, type(stmt).__name__) for kind, stmt, _ in replayed}
     assert {("dml", "Insert"), ("dml", "Update"), ("fetch", "Select")} <= kinds
+    if recorded_on.startswith("postgresql"):
+        assert ("returned", "Insert") in kinds  # the events, all of a transaction's at once
     assert len({id(stmt) for _, stmt, _ in replayed}) >= 10
 
-    fast_results, fast_tables = _replay(f"sqlite:///{tmp_path / 'fast.db'}", replayed, fast=True)
-    slow_results, slow_tables = _replay(f"sqlite:///{tmp_path / 'slow.db'}", replayed, fast=False)
+    fast_results, fast_tables = _replay(fast_on, replayed, fast=True)
+    slow_results, slow_tables = _replay(slow_on, replayed, fast=False)
     for i, (fast, slow) in enumerate(zip(fast_results, slow_results, strict=True)):
         assert fast == slow, f"statement {i}: {replayed[i][1]}"
     assert fast_tables == slow_tables
