@@ -24,8 +24,7 @@ the rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,46 +95,46 @@ def _row(binds: _Binds, params: Params) -> tuple[Any, ...]:
     return tuple(values)
 
 
-@contextmanager
-def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
-    """The driver's cursor on ``conn``'s connection. A PostgreSQL error comes out as
-    SQLAlchemy's exception for it (``OperationalError``, ``DataError``, …), as it would
-    from SQLAlchemy's own path, so callers see one kind of error from either."""
-    if conn.dialect.name == "sqlite":
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-        return
-    # One cursor per connection, kept with it: psycopg's cursors hold no server state.
+def _cursor(conn: Connection) -> Any:
+    """The driver's cursor on ``conn``'s connection, made once and kept with it (a
+    cursor of either driver keeps nothing between statements that were read to
+    the end); PostgreSQL's takes the compiled ``$1`` queries as they are."""
     info = conn.connection.info
     cursor = info.get("orchestra_cursor")
     if cursor is None:
         raw: Any = conn.connection.driver_connection
-        cursor = info["orchestra_cursor"] = psycopg.RawCursor(raw)
-    try:
-        yield cursor
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True) from exc
+        made = raw.cursor() if conn.dialect.name == "sqlite" else psycopg.RawCursor(raw)
+        cursor = info["orchestra_cursor"] = made
+    return cursor
+
+
+def _error(sql: str, exc: psycopg.Error) -> DBAPIError:
+    """A PostgreSQL error as SQLAlchemy's exception for it (``OperationalError``,
+    ``DataError``, …), as SQLAlchemy's own path raises it: callers see one kind."""
+    return DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True)
 
 
 def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
     """Execute a prebuilt INSERT/UPDATE/DELETE with ``params`` (one dict or many);
     return the row count. ``stmt`` must be prebuilt (it is cached, see the module's
     docstring)."""
+    cursor = _cursor(conn)
     if isinstance(params, Mapping):
         sql, binds = _compile(conn, stmt, tuple(sorted(params)))
-        with _cursor(conn, sql) as cursor:
+        try:
             cursor.execute(sql, _row(binds, params))
-            return int(cursor.rowcount)
+        except psycopg.Error as exc:
+            raise _error(sql, exc) from exc
+        return int(cursor.rowcount)
     if not params:
         return 0
     sql, binds = _compile(conn, stmt, tuple(sorted(params[0])))
-    with _cursor(conn, sql) as cursor:
+    try:
         # psycopg sends the rows in one pipeline and sums their row counts.
         cursor.executemany(sql, [_row(binds, r) for r in params])
-        return int(cursor.rowcount)
+    except psycopg.Error as exc:
+        raise _error(sql, exc) from exc
+    return int(cursor.rowcount)
 
 
 def returned(
@@ -145,12 +144,15 @@ def returned(
     PostgreSQL, ``binary``: the values go in binary form (arrays of long texts cost
     psycopg a regular-expression escape per element in text form)."""
     sql, binds = _compile(conn, stmt, tuple(sorted(params)))
-    with _cursor(conn, sql) as cursor:
+    cursor = _cursor(conn)
+    try:
         if binary and conn.dialect.name != "sqlite":
             cursor.execute(sql, _row(binds, params), binary=True)
         else:
             cursor.execute(sql, _row(binds, params))
         return [row[0] for row in cursor.fetchall()]
+    except psycopg.Error as exc:
+        raise _error(sql, exc) from exc
 
 
 @dataclass
@@ -197,16 +199,19 @@ def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[
     compiled = _compile_select(conn, stmt)
     if compiled is None:
         return [dict(r._mapping) for r in conn.execute(stmt, dict(params))]
-    with _cursor(conn, compiled.sql) as cursor:
+    cursor = _cursor(conn)
+    try:
         cursor.execute(compiled.sql, _row(compiled.binds, params))
         raw_rows = cursor.fetchall()
-        results = compiled.results
-        if results is None:
-            dialect = _dialect(conn)
-            results = compiled.results = [
-                impl.result_processor(dialect, column[1])
-                for impl, column in zip(compiled.types, cursor.description, strict=True)
-            ]
+    except psycopg.Error as exc:
+        raise _error(compiled.sql, exc) from exc
+    results = compiled.results
+    if results is None:
+        dialect = _dialect(conn)
+        results = compiled.results = [
+            impl.result_processor(dialect, column[1])
+            for impl, column in zip(compiled.types, cursor.description, strict=True)
+        ]
     keys = compiled.keys
     if not any(results):
         return [dict(zip(keys, raw, strict=True)) for raw in raw_rows]
