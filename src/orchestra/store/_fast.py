@@ -33,7 +33,7 @@ import psycopg
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
 
@@ -108,7 +108,7 @@ def _cursor(conn: Connection) -> Any:
     return cursor
 
 
-def _error(sql: str, exc: psycopg.Error) -> DBAPIError:
+def _error(sql: str, exc: psycopg.Error) -> StatementError:
     """A PostgreSQL error as SQLAlchemy's exception for it (``OperationalError``,
     ``DataError``, …), as SQLAlchemy's own path raises it: callers see one kind."""
     return DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True)
