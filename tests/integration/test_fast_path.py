@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,34 @@ async def test_the_fast_path_and_sqlalchemy_give_identical_rows(
         assert fast == slow, f"statement {i}: {replayed[i][1]}"
     assert fast_tables == slow_tables
     assert sum(len(rows) for rows in fast_tables.values()) > 0
+
+
+async def test_a_database_error_on_the_fast_path_is_sqlalchemys_and_changes_nothing(
+    db: Database,
+) -> None:
+    """The API maps SQLAlchemy's exceptions to answers (a refused value → 422, an
+    unreachable database → 503): the fast path must raise those, not the driver's."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    from orchestra.store.schema import api_tokens
+
+    stmt = insert(api_tokens)
+    row = {
+        "id": "t1",
+        "name": "ana",
+        "role": "admin",
+        "token_hash": "h" * 64,
+        "created_at": datetime.now(UTC),
+    }
+    await db.write(lambda tx: tx.execute(stmt, row))
+    before = await db.read(_dump)
+    with pytest.raises(IntegrityError):
+        # The first row is new, the second a duplicate: the whole write is refused.
+        other = {**row, "id": "t2", "name": "bo", "token_hash": "g" * 64}
+        await db.write(lambda tx: tx.execute(stmt, [other, row]))
+    if db.kind == "postgresql":  # SQLite stores a NUL byte; PostgreSQL refuses it
+        with pytest.raises(DBAPIError) as refused:
+            await db.write(lambda tx: tx.execute(stmt, {**row, "id": "t3", "name": "a\x00b"}))
+        assert type(refused.value).__name__ == "DataError"
+    assert await db.read(_dump) == before

@@ -24,6 +24,7 @@ the rows.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,10 +109,15 @@ def _cursor(conn: Connection) -> Any:
     return cursor
 
 
-def _error(sql: str, exc: psycopg.Error) -> StatementError:
-    """A PostgreSQL error as SQLAlchemy's exception for it (``OperationalError``,
-    ``DataError``, …), as SQLAlchemy's own path raises it: callers see one kind."""
-    return DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True)
+_DRIVER_ERRORS = (psycopg.Error, sqlite3.Error)
+
+
+def _error(sql: str, exc: Exception) -> StatementError:
+    """A driver's error as SQLAlchemy's exception for it (``OperationalError``,
+    ``IntegrityError``, ``DataError``, …), as SQLAlchemy's own path raises it, so
+    callers (the API's error answers, the SQLite writer) see one kind."""
+    base = psycopg.Error if isinstance(exc, psycopg.Error) else sqlite3.Error
+    return DBAPIError.instance(sql, None, exc, base, hide_parameters=True)
 
 
 def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
@@ -123,7 +129,7 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
         sql, binds = _compile(conn, stmt, tuple(sorted(params)))
         try:
             cursor.execute(sql, _row(binds, params))
-        except psycopg.Error as exc:
+        except _DRIVER_ERRORS as exc:
             raise _error(sql, exc) from exc
         return int(cursor.rowcount)
     if not params:
@@ -132,7 +138,7 @@ def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Pa
     try:
         # psycopg sends the rows in one pipeline and sums their row counts.
         cursor.executemany(sql, [_row(binds, r) for r in params])
-    except psycopg.Error as exc:
+    except _DRIVER_ERRORS as exc:
         raise _error(sql, exc) from exc
     return int(cursor.rowcount)
 
@@ -151,7 +157,7 @@ def returned(
         else:
             cursor.execute(sql, _row(binds, params))
         return [row[0] for row in cursor.fetchall()]
-    except psycopg.Error as exc:
+    except _DRIVER_ERRORS as exc:
         raise _error(sql, exc) from exc
 
 
@@ -203,7 +209,7 @@ def fetch_all(conn: Connection, stmt: Select[Any], params: Params) -> list[dict[
     try:
         cursor.execute(compiled.sql, _row(compiled.binds, params))
         raw_rows = cursor.fetchall()
-    except psycopg.Error as exc:
+    except _DRIVER_ERRORS as exc:
         raise _error(compiled.sql, exc) from exc
     results = compiled.results
     if results is None:

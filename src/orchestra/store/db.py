@@ -530,8 +530,9 @@ _Job = tuple[Callable[[Tx], Any], "asyncio.Future[Any]", asyncio.AbstractEventLo
 
 
 #: The database itself failed (not the function): the connection is dropped and
-#: every caller gets :class:`DatabaseUnavailable`. The hot statements run on the
-#: driver's cursor (``store.fast``), so the driver's own error counts too.
+#: every caller gets :class:`DatabaseUnavailable`. The savepoints and ``COMMIT``
+#: run straight on the driver, so the driver's own error counts too (the fast
+#: path's statements raise SQLAlchemy's).
 _DATABASE_ERRORS = (OperationalError, sqlite3.OperationalError)
 
 
