@@ -355,14 +355,22 @@ class Database:
         return await loop.run_in_executor(self._pool, self.write_sync, fn)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one read transaction (a consistent snapshot)."""
+        """Run ``fn``, which only reads. SQLite: in one read transaction (one snapshot
+        for all its statements). PostgreSQL: each statement sees what had committed
+        when it began, as in a ``READ COMMITTED`` transaction, but with no
+        transaction around them (``BEGIN`` and ``COMMIT`` would be two more round
+        trips and give no more consistency); a read that needs one view of several
+        things asks for them in one statement (as :mod:`orchestra.store.settled` does)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.read_sync, fn)
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         try:
-            with self.read_engine.connect() as conn, conn.begin():
-                return fn(conn)
+            with self.read_engine.connect() as conn:
+                if self.kind == "postgresql":
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                with conn.begin():
+                    return fn(conn)
         except OperationalError as exc:
             raise _unavailable(exc) from exc
 
