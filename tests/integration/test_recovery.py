@@ -312,6 +312,38 @@ async def test_a_failed_claim_is_logged_and_the_worker_keeps_going(
     assert len(logged) == 2 and logged[0].exc_info is not None
 
 
+async def test_a_worker_with_nothing_to_claim_spends_no_write_on_a_ring(
+    service: Orchestra, db: Database
+) -> None:
+    """Every worker hears every ring (on PostgreSQL, every process's), but only one
+    takes the work: the others look with one read and write nothing."""
+    worker = Worker(db, WorkerSettings(poll_s=0.05))
+    real_claim, claims = worker._claim_txn, []
+
+    def counted(tx: Tx, limit: int) -> Any:
+        claims.append(limit)
+        return real_claim(tx, limit)
+
+    worker._claim_txn = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(5):
+            await db.wake_workers()
+            await asyncio.sleep(0.06)  # and a poll each time
+        assert claims == []
+        wf = await service.create_workflow(name="work at last", prompt="Plan it")
+
+        async def at_checkpoint() -> bool:
+            return (await service.get_workflow(wf.id)).pending_checkpoint is not None
+
+        await eventually(at_checkpoint, what="the workflow claimed once there was work")
+        assert len(claims) >= 1
+    finally:
+        stop.set()
+        await running
+
+
 async def test_a_failed_heartbeat_is_retried_and_the_lease_kept(
     service: Orchestra, db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, or_, select
+from sqlalchemy import Connection, Select, bindparam, insert, or_, select
 
 from orchestra.agents.base import AgentFailure, AgentRequest, AgentResult
 from orchestra.agents.registry import create_adapter
@@ -52,8 +52,8 @@ from orchestra.engine.definition import (
 )
 from orchestra.engine.leases import Lease, is_leased
 from orchestra.engine.transition import transition_txn
-from orchestra.store.db import Database, Tx
-from orchestra.store.queries import RowMap, to_agent_run
+from orchestra.store.db import Database, Tx, utcnow
+from orchestra.store.queries import RowMap, exists, to_agent_run
 from orchestra.store.schema import agent_runs, workflows
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class Worker:
                 free = self.settings.concurrency - len(self._active)
                 if free > 0:
                     try:
-                        claimed = await self.db.write(partial(self._claim_txn, limit=free))
+                        claimed = await self._claim(free)
                     except Exception:
                         # A database hiccup or a bug in one claim must not stop the worker
                         # (an embedded worker that died would leave its server serving a
@@ -265,15 +265,29 @@ class Worker:
             prepared = None
         return lease, prepared
 
-    def _claim_txn(self, tx: Tx, limit: int) -> list[Handoff]:
-        """Lease up to ``limit`` runnable workflows and enter their current step, so a
-        claimed workflow's agents can start without another commit."""
+    def _claimable_query(self) -> Select[Any]:
         only = self.settings.only
         if self._claimable[0] != only:
             assert only is not None
             self._claimable = (only, _CLAIMABLE.where(workflows.c.id.in_(sorted(only))))
+        return self._claimable[1]
+
+    def _anything_to_claim(self, conn: Connection) -> bool:
+        """Whether a claim would find a workflow: one read, so that a worker that
+        hears of work another worker takes first spends no write transaction on it
+        (every worker hears every ring)."""
+        return exists(conn, self._claimable_query(), {"now": utcnow(), "limit": 1})
+
+    async def _claim(self, limit: int) -> list[Handoff]:
+        if not await self.db.read(self._anything_to_claim):
+            return []
+        return await self.db.write(partial(self._claim_txn, limit=limit))
+
+    def _claim_txn(self, tx: Tx, limit: int) -> list[Handoff]:
+        """Lease up to ``limit`` runnable workflows and enter their current step, so a
+        claimed workflow's agents can start without another commit."""
         params = {"now": tx.now, "limit": limit}
-        found = tx.fetch_locked(self._claimable[1], params, skip_locked=True)
+        found = tx.fetch_locked(self._claimable_query(), params, skip_locked=True)
         return [self._lease_and_enter_txn(tx, row["id"]) for row in found]
 
     # -- driving one workflow ------------------------------------------------

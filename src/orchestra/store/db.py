@@ -366,9 +366,10 @@ class Database:
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         try:
-            with self.read_engine.connect() as conn:
+            with self.read_engine.connect() as opened:
+                conn = opened
                 if self.kind == "postgresql":
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn = opened.execution_options(isolation_level="AUTOCOMMIT")
                 with conn.begin():
                     return fn(conn)
         except OperationalError as exc:

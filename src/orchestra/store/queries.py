@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select
+from sqlalchemy import Connection, Row, Select, and_, bindparam, func, or_, select
 
 from orchestra.domain.deadlines import CheckpointDeadline, DeadlinePolicy
 from orchestra.domain.errors import InvalidInput, NotFound
@@ -101,6 +101,11 @@ def to_event(row: RowMap) -> Event:
         data=row["data"],
         created_at=row["created_at"],
     )
+
+
+def exists(conn: Connection, stmt: Select[Any], params: RowMap) -> bool:
+    """Whether a prebuilt SELECT finds a row (on the store's fast path)."""
+    return bool(fetch_all(conn, stmt, params))
 
 
 def _m(row: Row[Any]) -> RowMap:
