@@ -120,6 +120,14 @@ def _error(sql: str, exc: Exception) -> StatementError:
     return DBAPIError.instance(sql, None, exc, base, hide_parameters=True)
 
 
+def command(conn: Connection, sql: str) -> None:
+    """Run a statement without parameters (``SAVEPOINT`` and the like)."""
+    try:
+        _cursor(conn).execute(sql)
+    except _DRIVER_ERRORS as exc:
+        raise _error(sql, exc) from exc
+
+
 def execute_dml(conn: Connection, stmt: UpdateBase, params: Params | Sequence[Params]) -> int:
     """Execute a prebuilt INSERT/UPDATE/DELETE with ``params`` (one dict or many);
     return the row count. ``stmt`` must be prebuilt (it is cached, see the module's

@@ -178,16 +178,15 @@ class Tx:
         it emitted are dropped, and the exception propagates. Straight on the driver:
         SQLAlchemy's nested transactions cost more than the two statements."""
         events = len(self._events)
-        raw: Any = self.conn.connection.driver_connection
-        raw.execute("SAVEPOINT orchestra_block")
+        _fast.command(self.conn, "SAVEPOINT orchestra_block")
         try:
             yield
         except BaseException:
-            raw.execute("ROLLBACK TO SAVEPOINT orchestra_block")
-            raw.execute("RELEASE SAVEPOINT orchestra_block")
+            _fast.command(self.conn, "ROLLBACK TO SAVEPOINT orchestra_block")
+            _fast.command(self.conn, "RELEASE SAVEPOINT orchestra_block")
             del self._events[events:]
             raise
-        raw.execute("RELEASE SAVEPOINT orchestra_block")
+        _fast.command(self.conn, "RELEASE SAVEPOINT orchestra_block")
 
     def flush_events(self) -> None:
         """Write the events emitted so far (the committing code calls this last)."""
