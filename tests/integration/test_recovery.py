@@ -119,10 +119,11 @@ async def test_a_worker_killed_mid_step_is_replaced_without_repeating_work(
 
 @pytest.mark.skipif("postgresql" not in BACKENDS, reason="PostgreSQL not selected")
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
-    service: Orchestra, db: Database, db_url: str, spawn: Any
+@pytest.mark.parametrize("k", [2, 4])
+async def test_worker_processes_share_the_work_and_run_no_step_twice(
+    service: Orchestra, db: Database, db_url: str, spawn: Any, k: int
 ) -> None:
-    names = ("worker-a", "worker-b")
+    names = tuple(f"worker-{i}" for i in range(k))
     procs = [
         spawn(db_url, "--lease-ttl", "5", "--concurrency", "3", "--name", name) for name in names
     ]
@@ -130,12 +131,14 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
         await proc.ready()
     owners: set[str] = set()  # lease owners seen so far (a lease lasts a step)
 
-    async def both_hold_leases() -> bool:
+    async def shared() -> bool:
+        """Two workers: both held leases. Four: at least two did (which ones win the
+        races for ten workflows is up to the machine)."""
         q = select(workflows.c.lease_owner).where(workflows.c.lease_owner.is_not(None))
         owners.update(await db.read(lambda c: c.execute(q).scalars().all()))
-        return owners == set(names)
+        return owners == set(names) if k == 2 else len(owners) >= 2
 
-    watcher = asyncio.create_task(eventually(both_hold_leases, what="both workers to claim work"))
+    watcher = asyncio.create_task(eventually(shared, what="the workers to share the work"))
     slow = demo(delay_s=0.2)
     created = [
         await service.create_workflow(
@@ -159,7 +162,7 @@ async def test_two_worker_processes_share_the_work_and_run_no_step_twice(
         for cp_id in plan_cps:
             await service.resolve(cp_id, Decision(action="approve"), actor="ana")
         await eventually(lambda: all_waiting_at(REVIEWS_READY), what="every review checkpoint")
-        await watcher  # both workers held leases at some point
+        await watcher  # the workers held leases side by side at some point
     finally:
         watcher.cancel()
     for proc in procs:
