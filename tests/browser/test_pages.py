@@ -231,3 +231,31 @@ async def test_a_failed_agent_renders_from_the_contract(local: tuple[Runtime, Cl
     assert button and "data-requires-content" in button.group(0)
     assert "the demo agent was configured to fail" in page.text
     assert f'data-status="{AgentRunStatus.FAILED.value}"' in page.text
+
+
+async def test_a_page_starts_its_live_updates_where_the_running_hub_is(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the event hub running, a page takes its starting point from the hub (no
+    database read; on PostgreSQL that read waits for the transactions in flight),
+    and that point has every event up to it: the page's reads come after it."""
+    runtime = make_runtime()
+    wf_id = await _at_first_checkpoint(runtime)
+    app = create_app(runtime, run_worker=False)
+    hub = app.state.hub
+    await hub.start()
+    try:
+        settled_end = await runtime.service.last_event_id()
+        assert hub.position() == settled_end > 0
+
+        async def no_database(*_: Any) -> int:
+            raise AssertionError("the page asked the database for the log's end")
+
+        monkeypatch.setattr(runtime.service, "last_event_id", no_database)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            listing = await client.get("/?partial=1", headers={"Accept": "application/json"})
+            assert listing.json()["last_event_id"] == settled_end
+            assert wf_id in listing.json()["regions"]["list"]
+    finally:
+        await hub.stop()

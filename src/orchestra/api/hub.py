@@ -143,6 +143,14 @@ class EventHub:
             log_task_failure("the event hub stopped; live streams get no new events")
         )
 
+    def position(self) -> int | None:
+        """Where a live view may start: every event up to it has committed and is in
+        the log for good (the hub only moves over the settled part of the log), so a
+        page that takes this before its reads and follows the events after it misses
+        nothing. None until the hub has started. Cheaper than asking the database
+        (on PostgreSQL that waits for the transactions in flight)."""
+        return self.cursor if self._task is not None else None
+
     def close_streams(self) -> None:
         """End every open stream (server shutdown): clients reconnect elsewhere or later."""
         self.closing = True

@@ -320,8 +320,12 @@ class Web:
         counts = await self.service.count_inbox()
         return counts.shown(counts.pending)
 
-    async def _last_event_id(self) -> int:
-        return await self.service.last_event_id()
+    async def _last_event_id(self, request: Request) -> int:
+        """Where the page's live updates start: the event hub's position when it is
+        running (no database read), else the log's settled end."""
+        hub = getattr(request.app.state, "hub", None)
+        position = hub.position() if hub is not None else None
+        return position if position is not None else await self.service.last_event_id()
 
     # -- workflows list ------------------------------------------------------------
 
@@ -333,7 +337,7 @@ class Web:
         before: str | None = None,
     ) -> Response:
         who = await session.principal(request)
-        after = await self._last_event_id()  # before the reads: replays, never misses
+        after = await self._last_event_id(request)  # before the reads: replays, never misses
         chosen: list[WorkflowStatus] = []
         for raw in status or []:
             try:
@@ -555,7 +559,7 @@ class Web:
         snoozed ones instead (the "Snoozed (N)" view). A bad filter is a 422 page that
         says what to write, with the form kept as typed."""
         who = await session.principal(request)
-        after = await self._last_event_id()
+        after = await self._last_event_id(request)
         given = InboxFilter(
             workflow=(workflow or "").strip() or None,
             step=step or None,
