@@ -1,5 +1,6 @@
 """A lean path for the engine's hot statements, on SQLite and PostgreSQL (private to
-the store: the engine reaches it only through :class:`orchestra.store.db.Tx`).
+the store: the rest of Orchestra reaches it through :class:`orchestra.store.db.Tx`
+and the store's queries).
 
 SQLAlchemy Core builds, caches and executes statements portably, but on the
 hot path most of its cost per execution is bookkeeping (cache keys, execution
