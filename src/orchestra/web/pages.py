@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from orchestra.api.auth import CSRF_HEADER, SESSION_COOKIE, Principal, session_of
 from orchestra.api.errors import CODE_BY_STATUS, error_response, status_of
+from orchestra.api.hub import EventHub
 from orchestra.domain.durations import MAX_TEXT
 from orchestra.domain.errors import InvalidInput, OrchestraError
 from orchestra.domain.events import EventType
@@ -323,8 +324,8 @@ class Web:
     async def _last_event_id(self, request: Request) -> int:
         """Where the page's live updates start: the event hub's position when it is
         running (no database read), else the log's settled end."""
-        hub = getattr(request.app.state, "hub", None)
-        position = hub.position() if hub is not None else None
+        hub: EventHub = request.app.state.hub  # as the event streams take it
+        position = hub.position()
         return position if position is not None else await self.service.last_event_id()
 
     # -- workflows list ------------------------------------------------------------
